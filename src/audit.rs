@@ -1,0 +1,254 @@
+//! Checking and repairing a shard.
+//!
+//! [`rebuild`] runs under the lock after a holder died (or corruption was found): it walks the
+//! blocks of the data area, keeps every record that an index slot refers to and whose CRC,
+//! lengths and hash agree, and rebuilds the index, the free lists and the counters from them.
+//! Because writes publish last, whatever a dead writer left unpublished is simply not
+//! referenced and goes back to the free lists; the previous value stays.
+//!
+//! [`check`] verifies every invariant of SAFETY.md without changing anything and reports
+//! each violation.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+
+use crate::layout::*;
+use crate::lock::ShardGuard;
+use crate::record::{self, at, Rec};
+use crate::table::{self, Slot};
+
+/// One block found by walking the data area.
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    off: usize,
+    class: usize,
+    used: bool,
+}
+
+/// The blocks of `[0, bump)` in order, and where the walk had to stop if a block header was
+/// not valid (everything from there on is unusable).
+struct Walk {
+    blocks: Vec<Block>,
+    end: usize,
+    broken: Option<String>,
+}
+
+fn walk(g: &ShardGuard<'_>, geo: &Geometry) -> Walk {
+    let raw_bump = g.u64_at(S_BUMP);
+    let mut broken = None;
+    let mut bump = usize::try_from(raw_bump).unwrap_or(usize::MAX);
+    if bump > geo.data_bytes || bump % BLOCK_ALIGN != 0 {
+        broken = Some(format!("bump {raw_bump} is not an aligned offset in the data area"));
+        bump = geo.data_bytes.min(bump) / BLOCK_ALIGN * BLOCK_ALIGN;
+    }
+    let mut blocks = Vec::new();
+    let mut off = 0;
+    while off < bump {
+        let state = if off + 2 <= bump { g.u8_at(at(geo, off) + B_STATE) } else { 0 };
+        let class = if off + 2 <= bump { g.u8_at(at(geo, off) + B_CLASS) as usize } else { 0 };
+        let size = geo.class_sizes.get(class).map_or(usize::MAX, |&s| s as usize);
+        let valid_state = state == BLOCK_USED || state == BLOCK_FREE;
+        if !valid_state || off.saturating_add(size) > bump {
+            broken.get_or_insert(format!("invalid block header at data offset {off}"));
+            break;
+        }
+        blocks.push(Block { off, class, used: state == BLOCK_USED });
+        off += size;
+    }
+    Walk { blocks, end: off, broken }
+}
+
+impl Walk {
+    fn find(&self, off: usize) -> Option<&Block> {
+        self.blocks.binary_search_by_key(&off, |b| b.off).ok().map(|i| &self.blocks[i])
+    }
+}
+
+/// The record slot `slot` refers to, if it is a sound record of this shard whose hash
+/// agrees with the slot's tag.
+fn sound_record(
+    g: &ShardGuard<'_>,
+    geo: &Geometry,
+    shard: usize,
+    walk: &Walk,
+    slot: Slot,
+) -> Result<Rec, &'static str> {
+    let off = block_offset(slot.block).ok_or("empty")?;
+    if walk.find(off).is_none_or(|b| !b.used) {
+        return Err("refers to no used block");
+    }
+    let rec = record::view(g, geo, slot.block).ok_or("refers to a record with bad lengths")?;
+    let hash = rec.hash(g, geo);
+    if table::tag_of(hash) != slot.tag || shard_of(hash, geo.shard_bits) != shard {
+        return Err("tag or shard does not match the record's hash");
+    }
+    if !rec.crc_ok(g, geo) {
+        return Err("record fails its CRC");
+    }
+    Ok(rec)
+}
+
+/// Shard a key hash belongs to: its high bits.
+pub(crate) fn shard_of(hash: u64, shard_bits: u32) -> usize {
+    if shard_bits == 0 {
+        0
+    } else {
+        (hash >> (64 - shard_bits)) as usize
+    }
+}
+
+/// What a rebuild did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Rebuilt {
+    /// Records kept.
+    pub kept: usize,
+    /// Index slots dropped because their record was unsound or duplicated.
+    pub dropped: usize,
+}
+
+/// Rebuilds the shard's index, free lists and counters from its sound, referenced records.
+pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> Rebuilt {
+    let walk = walk(g, geo);
+    let mut by_key: HashMap<Vec<u8>, (Rec, u64)> = HashMap::new();
+    let mut dropped = 0;
+    for i in 0..geo.slots {
+        let slot = table::read(g, geo, i);
+        if slot.block == 0 {
+            continue;
+        }
+        let Ok(rec) = sound_record(g, geo, shard, &walk, slot) else {
+            dropped += 1;
+            continue;
+        };
+        let seq = rec.seq(g, geo);
+        match by_key.entry(rec.key(g, geo).to_vec()) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if e.get().0.off != rec.off {
+                    dropped += 1;
+                }
+                if seq > e.get().1 {
+                    e.insert((rec, seq));
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert((rec, seq));
+            }
+        }
+    }
+    let kept: Vec<Rec> = by_key.into_values().map(|(rec, _)| rec).collect();
+    table::clear(g, geo);
+    let mut used_bytes = 0;
+    let mut max_seq = g.u64_at(S_NEXT_SEQ);
+    for rec in &kept {
+        let slot = Slot {
+            block: block_ref(rec.off),
+            tag: table::tag_of(rec.hash(g, geo)),
+            expires_ms: rec.expires(g, geo),
+        };
+        max_seq = max_seq.max(rec.seq(g, geo));
+        // Cannot fail: the records came from distinct slots of this index.
+        let _ = table::insert_new(g, geo, slot);
+        used_bytes += rec.size(geo);
+    }
+    g.bytes_mut(S_FREE_HEADS, 4 * FREE_HEADS).fill(0);
+    let kept_offs: std::collections::HashSet<usize> = kept.iter().map(|r| r.off).collect();
+    for block in walk.blocks.iter().rev() {
+        if !kept_offs.contains(&block.off) {
+            crate::alloc::free(g, geo, block.off);
+        }
+    }
+    g.set_u64(S_BUMP, walk.end as u64);
+    g.set_u32(S_LIVE, kept.len() as u32);
+    g.set_u64(S_USED_BYTES, used_bytes as u64);
+    g.set_u64(S_NEXT_SEQ, max_seq);
+    g.set_u32(S_CURSOR, 0);
+    Rebuilt { kept: kept.len(), dropped }
+}
+
+/// Checks every invariant of the shard, appending a description of each violation.
+/// Returns the number of records indexed.
+pub(crate) fn check(
+    g: &ShardGuard<'_>,
+    geo: &Geometry,
+    shard: usize,
+    problems: &mut Vec<String>,
+) -> usize {
+    let walk = walk(g, geo);
+    if let Some(b) = &walk.broken {
+        problems.push(b.clone());
+    }
+    if g.u32_at(S_DIRTY) != 0 {
+        problems.push("a repair is pending (dirty)".into());
+    }
+    let mut referenced: HashMap<usize, usize> = HashMap::new();
+    let mut keys: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut used_bytes = 0;
+    let mut records = 0;
+    for i in 0..geo.slots {
+        let slot = table::read(g, geo, i);
+        if slot.block == 0 {
+            continue;
+        }
+        records += 1;
+        let rec = match sound_record(g, geo, shard, &walk, slot) {
+            Ok(rec) => rec,
+            Err(why) => {
+                problems.push(format!("slot {i} {why}"));
+                continue;
+            }
+        };
+        if rec.expires(g, geo) != slot.expires_ms {
+            problems.push(format!("slot {i} expiry differs from its record's"));
+        }
+        if !table::reachable(g, geo, i) {
+            problems.push(format!("slot {i} is not reachable from its home slot"));
+        }
+        if let Some(other) = referenced.insert(rec.off, i) {
+            problems.push(format!("slots {other} and {i} refer to one block"));
+        }
+        if let Some(other) = keys.insert(rec.key(g, geo).to_vec(), i) {
+            problems.push(format!("slots {other} and {i} hold the same key"));
+        }
+        used_bytes += rec.size(geo);
+    }
+    if records != g.u32_at(S_LIVE) as usize {
+        problems.push(format!("live count {} but {records} slots used", g.u32_at(S_LIVE)));
+    }
+    if records > geo.slots / MAX_LOAD_DEN * MAX_LOAD_NUM {
+        problems.push(format!("{records} slots used, over the load limit"));
+    }
+    if used_bytes != g.u64_at(S_USED_BYTES) as usize {
+        problems.push(format!("used_bytes {} but records use {used_bytes}", g.u64_at(S_USED_BYTES)));
+    }
+    let mut listed: HashMap<usize, usize> = HashMap::new();
+    for class in 0..FREE_HEADS {
+        let mut next = g.u32_at(S_FREE_HEADS + 4 * class);
+        if class >= geo.class_sizes.len() && next != 0 {
+            problems.push(format!("free list of unused class {class} is not empty"));
+            continue;
+        }
+        let mut steps = 0;
+        while let Some(off) = block_offset(next) {
+            steps += 1;
+            let ok = walk.find(off).is_some_and(|b| !b.used && b.class == class);
+            if !ok {
+                problems.push(format!("free list {class} holds data offset {off}, not a free block of its class"));
+                break;
+            }
+            if listed.insert(off, class).is_some() || steps > walk.blocks.len() {
+                problems.push(format!("free list {class} revisits data offset {off}"));
+                break;
+            }
+            next = g.u32_at(at(geo, off) + B_LINK);
+        }
+    }
+    for block in &walk.blocks {
+        match (block.used, referenced.contains_key(&block.off), listed.contains_key(&block.off)) {
+            (true, true, false) | (false, false, true) => {}
+            (true, false, _) => problems.push(format!("used block at {} is not indexed (leaked)", block.off)),
+            (false, false, false) => problems.push(format!("free block at {} is on no free list (leaked)", block.off)),
+            _ => problems.push(format!("block at {} is both indexed and free", block.off)),
+        }
+    }
+    records
+}

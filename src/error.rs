@@ -1,0 +1,264 @@
+//! Typed errors, one enum per family of operations: setting up a segment in the master,
+//! attaching to one in a worker, and the store operations. Every `Display` says what to do.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why [`ClusterStore::setup`](crate::ClusterStore::setup) refused to create a segment.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A configuration field is outside the range that can work.
+    InvalidConfig {
+        /// The `Config` field at fault.
+        field: &'static str,
+        /// The value given, as text.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+    /// This process already set up a store under this namespace.
+    AlreadySetUp {
+        /// The namespace.
+        namespace: String,
+    },
+    /// A named segment with this name exists already (a running master, or one that crashed).
+    SegmentExists {
+        /// The segment's name.
+        name: String,
+        /// Where the operating system shows it.
+        path: String,
+    },
+    /// The operating system refused to create or map the segment.
+    Os {
+        /// What was being done.
+        action: &'static str,
+        /// The error reported.
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::InvalidConfig { field, value, allowed } => {
+                write!(f, "invalid Config.{field} = {value}: allowed {allowed}")
+            }
+            SetupError::AlreadySetUp { namespace } => write!(
+                f,
+                "a store with namespace {namespace:?} is already set up in this process; \
+                 give the second store another name with Config::name"
+            ),
+            SetupError::SegmentExists { name, path } => write!(
+                f,
+                "a shared-memory segment named {name:?} already exists ({path}); if no master \
+                 is running with that name, remove it (rm {path}) and call setup() again"
+            ),
+            SetupError::Os { action, source } => write!(f, "could not {action}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SetupError::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Why a worker could not attach to its master's segment.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// No master called `setup()` for this namespace before this process was forked.
+    NotSetUp {
+        /// The namespace looked up.
+        namespace: String,
+    },
+    /// No named segment exists with this name.
+    NotFound {
+        /// The name looked up.
+        name: String,
+    },
+    /// The name is not a valid segment name.
+    InvalidName {
+        /// The name given.
+        name: String,
+    },
+    /// The segment is not one of ours (bad magic, header checksum, or size).
+    NotASegment {
+        /// The name attached to.
+        name: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// The segment was written by another format version of this crate.
+    VersionMismatch {
+        /// Version found in the segment.
+        found: u32,
+        /// Version this build reads and writes.
+        expected: u32,
+    },
+    /// The operating system refused to open or map the segment.
+    Os {
+        /// What was being done.
+        action: &'static str,
+        /// The error reported.
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttachError::NotSetUp { namespace } => write!(
+                f,
+                "no session store {namespace:?} in this process: the master must call \
+                 ClusterStore::setup() before it forks its workers (workers started by exec \
+                 use ClusterStore::attach(name) with a Backing::Named segment)"
+            ),
+            AttachError::NotFound { name } => write!(
+                f,
+                "no shared-memory segment named {name:?}: start the master first, with \
+                 Config::name({name:?}) and Backing::Named"
+            ),
+            AttachError::InvalidName { name } => write!(
+                f,
+                "invalid segment name {name:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -"
+            ),
+            AttachError::NotASegment { name, reason } => write!(
+                f,
+                "{name:?} is not a cluster-session-store segment ({reason}); check the name"
+            ),
+            AttachError::VersionMismatch { found, expected } => write!(
+                f,
+                "the segment has format version {found} but this build uses version \
+                 {expected}: run the master and the workers from the same release"
+            ),
+            AttachError::Os { action, source } => write!(f, "could not {action}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for AttachError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AttachError::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Why a store operation failed. The store is unchanged by a failed operation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The session id is empty.
+    EmptyKey,
+    /// The session id is longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN).
+    KeyTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The encoded session is larger than `Config::max_value_size`.
+    ValueTooLarge {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit set at setup.
+        max: usize,
+    },
+    /// The shard has no room and the policy is `Eviction::Refuse` (or nothing evictable fits).
+    Full {
+        /// The shard that is full.
+        shard: usize,
+        /// Bytes the record needed.
+        needed: usize,
+    },
+    /// A shard lock was not acquired within `Config::lock_timeout`: a live process holds it.
+    LockTimeout {
+        /// The shard.
+        shard: usize,
+        /// How long this call waited.
+        waited: Duration,
+    },
+    /// The operating system reported an error from a shard lock.
+    Lock {
+        /// The shard.
+        shard: usize,
+        /// The errno reported.
+        errno: i32,
+    },
+    /// The session could not be serialized.
+    Encode(String),
+    /// The stored bytes could not be deserialized into the requested type.
+    Decode {
+        /// The session id.
+        key: String,
+        /// The decoder's message.
+        message: String,
+    },
+    /// The shard was found damaged during the operation and has been repaired; the
+    /// operation was not applied.
+    Corrupted {
+        /// The shard.
+        shard: usize,
+        /// What was found.
+        what: &'static str,
+    },
+    /// `update` lost the race to other writers too many times in a row.
+    Contended {
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::EmptyKey => write!(f, "the session id is empty"),
+            StoreError::KeyTooLong { len, max } => {
+                write!(f, "the session id is {len} bytes; the limit is {max}")
+            }
+            StoreError::ValueTooLarge { len, max } => write!(
+                f,
+                "the session is {len} bytes; the limit is {max}: raise Config::max_value_size"
+            ),
+            StoreError::Full { shard, needed } => write!(
+                f,
+                "shard {shard} has no room for a {needed}-byte record: raise \
+                 Config::memory_size, or use Eviction::Lru"
+            ),
+            StoreError::LockTimeout { shard, waited } => write!(
+                f,
+                "shard {shard} stayed locked for {waited:?} by a live process (stopped or \
+                 stuck?); raise Config::lock_timeout if that is expected"
+            ),
+            StoreError::Lock { shard, errno } => write!(
+                f,
+                "the lock of shard {shard} failed: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            StoreError::Encode(m) => write!(f, "could not serialize the session: {m}"),
+            StoreError::Decode { key, message } => write!(
+                f,
+                "session {key:?} does not deserialize into the requested type: {message}"
+            ),
+            StoreError::Corrupted { shard, what } => write!(
+                f,
+                "shard {shard} was damaged ({what}) and has been repaired; the operation was \
+                 not applied: retry it"
+            ),
+            StoreError::Contended { attempts } => write!(
+                f,
+                "update gave up after {attempts} attempts lost to concurrent writers"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}

@@ -1,0 +1,59 @@
+//! Fault injection for tests (feature `fault-injection`): a hook called at a chosen point of
+//! a write while the shard lock is held, so a test can SIGKILL the process exactly there.
+//! Without the feature, [`hit`] is an empty inline function.
+#![forbid(unsafe_code)]
+
+/// Where a write stops to call the armed hook. All are inside the shard lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FaultPoint {
+    /// Right after the lock is acquired, before anything is written.
+    LockHeld = 1,
+    /// Halfway through copying the new value into its fresh block.
+    MidCopy = 2,
+    /// New record complete, index not yet switched to it.
+    BeforePublish = 3,
+    /// Index switched to the new record, old block not yet freed (replacing writes only).
+    AfterPublish = 4,
+}
+
+#[cfg(feature = "fault-injection")]
+mod armed {
+    use super::FaultPoint;
+    use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+    static POINT: AtomicU8 = AtomicU8::new(0);
+    static HOOK: AtomicUsize = AtomicUsize::new(0);
+    static HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+
+    /// Calls `hook` the next times a write in this process reaches `point`.
+    pub fn arm(point: FaultPoint, hook: fn()) {
+        let mut hooks = HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+        hooks.push(hook);
+        HOOK.store(hooks.len(), Ordering::SeqCst);
+        POINT.store(point as u8, Ordering::SeqCst);
+    }
+
+    /// Stops calling the hook.
+    pub fn disarm() {
+        POINT.store(0, Ordering::SeqCst);
+    }
+
+    #[inline]
+    pub(crate) fn hit(point: FaultPoint) {
+        if POINT.load(Ordering::Relaxed) == point as u8 {
+            let index = HOOK.load(Ordering::SeqCst);
+            let hook = HOOKS.lock().unwrap_or_else(|e| e.into_inner())[index - 1];
+            hook();
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+pub use armed::{arm, disarm};
+#[cfg(feature = "fault-injection")]
+pub(crate) use armed::hit;
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn hit(_point: FaultPoint) {}

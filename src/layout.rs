@@ -1,0 +1,328 @@
+//! Offsets and sizes of the shared-memory format: pure arithmetic, no memory access.
+//!
+//! The format is an ABI shared by every process attached to a segment, possibly built from
+//! different binaries, so every field is a fixed-width little-endian-on-this-host integer at
+//! a constant offset, and every layout parameter is stored in the segment header. SAFETY.md
+//! carries the same tables.
+//!
+//! ```text
+//! Segment:
+//!   [0, HEADER_SIZE)                       segment header (table below)
+//!   [HEADER_SIZE + i * shard_stride, ...)  shard i, for i in 0..shard_count
+//!
+//! Segment header:
+//!   0    magic           [u8; 8]   b"CSSTORE\0"
+//!   8    version         u32       FORMAT_VERSION
+//!   12   header_size     u32       HEADER_SIZE
+//!   16   total_size      u64       bytes mapped, header included
+//!   24   shard_count     u32       power of two
+//!   28   shard_bits      u32       log2(shard_count)
+//!   32   shard_stride    u64       bytes per shard, a multiple of 128
+//!   40   slots           u32       index slots per shard, a power of two
+//!   44   class_count     u32       size classes in use (<= MAX_CLASSES)
+//!   48   data_bytes      u64       data area bytes per shard, a multiple of BLOCK_ALIGN
+//!   56   max_key_len     u32       MAX_KEY_LEN
+//!   60   max_value_len   u32       largest value accepted
+//!   64   default_ttl_ms  u64
+//!   72   lock_timeout_ms u64
+//!   80   eviction        u32       0 = LRU, 1 = refuse
+//!   84   owner_pid       u32       pid of the master that called setup()
+//!   88   generation      u64       random, distinguishes two setups of one name
+//!   96   hash_key        [u64; 2]  SipHash key, random per segment
+//!   112  created_ms      u64       unix milliseconds at setup
+//!   120  name_len        u32
+//!   124  reserved        u32
+//!   128  name            [u8; 64]  namespace, UTF-8, name_len bytes used
+//!   192  class_sizes     [u32; 64] block size of each class, ascending
+//!   448  header_crc      u32       CRC-32 of bytes [0, 448)
+//!   452  zero padding to HEADER_SIZE
+//!
+//! Shard (offsets from the shard's start):
+//!   0    mutex area      128 B     pthread_mutex_t (robust, process-shared), own cache line
+//!   128  stats           128 B     AtomicU64 counters, read without the lock (STAT_*)
+//!   256  state           256 B     guarded by the mutex (STATE_* below)
+//!   512  index           slots * 16 B
+//!   512 + slots * 16     data area, data_bytes
+//!
+//! Shard state (offsets from the shard's start; the lock guard's range begins at STATE):
+//!   256  bump            u64       bytes of the data area carved into blocks so far
+//!   264  live            u32       index slots in use
+//!   268  dirty           u32       1 while a repair is owed (holder died or repair failed)
+//!   272  next_seq        u64       sequence number for the next record written
+//!   280  clock           u32       access counter, the recency stamp source
+//!   284  cursor          u32       index position where expiry cleanup resumes
+//!   288  used_bytes      u64       bytes of blocks holding records
+//!   296  reserved        [u8; 24]
+//!   320  free_heads      [u32; 48] head block ref of each class's free list, 0 = empty
+//!   512  (end of state)
+//!
+//! Index slot (16 bytes):
+//!   0    block           u32       block ref (offset / BLOCK_ALIGN + 1), 0 = empty
+//!   4    tag             u32       low 32 bits of the key hash (its home slot)
+//!   8    expires_ms      u64       copy of the record's expiry, for scans
+//!
+//! Block (offsets from the block's start in the data area; BLOCK_ALIGN-aligned):
+//!   0    state           u8        BLOCK_USED or BLOCK_FREE
+//!   1    class           u8        size class, fixes the block's length
+//!   2    reserved        u16
+//!   4    link            u32       free: next free block ref; used: recency stamp
+//!   8    hash            u64       SipHash of the key          (covered by crc)
+//!   16   expires_ms      u64       unix ms, 0 never            (not covered: touch rewrites it)
+//!   24   seq             u64       write sequence in the shard (not covered)
+//!   32   key_len         u32                                   (covered)
+//!   36   value_len       u32                                   (covered)
+//!   40   crc             u32       CRC-32 of hash, key_len, value_len, key, value
+//!   44   reserved        u32
+//!   48   key bytes, then value bytes
+//! ```
+
+/// Identifies a segment of this crate.
+pub const MAGIC: [u8; 8] = *b"CSSTORE\0";
+/// Version of the format described above; bumped on any change to it.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of the segment header (one page).
+pub const HEADER_SIZE: usize = 4096;
+
+pub const H_MAGIC: usize = 0;
+pub const H_VERSION: usize = 8;
+pub const H_HEADER_SIZE: usize = 12;
+pub const H_TOTAL_SIZE: usize = 16;
+pub const H_SHARD_COUNT: usize = 24;
+pub const H_SHARD_BITS: usize = 28;
+pub const H_SHARD_STRIDE: usize = 32;
+pub const H_SLOTS: usize = 40;
+pub const H_CLASS_COUNT: usize = 44;
+pub const H_DATA_BYTES: usize = 48;
+pub const H_MAX_KEY_LEN: usize = 56;
+pub const H_MAX_VALUE_LEN: usize = 60;
+pub const H_DEFAULT_TTL_MS: usize = 64;
+pub const H_LOCK_TIMEOUT_MS: usize = 72;
+pub const H_EVICTION: usize = 80;
+pub const H_OWNER_PID: usize = 84;
+pub const H_GENERATION: usize = 88;
+pub const H_HASH_KEY: usize = 96;
+pub const H_CREATED_MS: usize = 112;
+pub const H_NAME_LEN: usize = 120;
+pub const H_NAME: usize = 128;
+pub const H_CLASS_SIZES: usize = 192;
+pub const H_CRC: usize = H_CLASS_SIZES + 4 * MAX_CLASSES;
+const _: () = assert!(H_CRC == 448);
+const _: () = assert!(H_CRC + 4 <= HEADER_SIZE);
+
+/// Longest namespace name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest session id accepted, in bytes. Express session ids are 32 characters, signed
+/// cookies' ids under 100; 256 leaves room for prefixes.
+pub const MAX_KEY_LEN: usize = 256;
+/// Most size classes a segment may have.
+pub const MAX_CLASSES: usize = 64;
+/// Free-list heads stored per shard; classes beyond this share nothing and are refused.
+pub const FREE_HEADS: usize = 48;
+/// Smallest block: a record header plus a few bytes.
+pub const MIN_BLOCK: usize = 64;
+/// Alignment and granularity of blocks in the data area.
+pub const BLOCK_ALIGN: usize = 16;
+
+pub const SHARD_MUTEX: usize = 0;
+pub const SHARD_STATS: usize = 128;
+pub const SHARD_STATE: usize = 256;
+pub const SHARD_INDEX: usize = 512;
+/// Size of the mutex area; `pthread_mutex_t` must fit (checked in the lock module).
+pub const MUTEX_AREA: usize = 128;
+
+/// Offsets of the stats counters within the stats line, each an `AtomicU64`.
+pub const STAT_HITS: usize = 0;
+pub const STAT_MISSES: usize = 8;
+pub const STAT_SETS: usize = 16;
+pub const STAT_EVICTIONS: usize = 24;
+pub const STAT_EXPIRATIONS: usize = 32;
+pub const STAT_RECOVERIES: usize = 40;
+pub const STAT_LOCK_WAIT_NS: usize = 48;
+pub const STAT_CORRUPT_DROPPED: usize = 56;
+pub const STAT_DESTROYS: usize = 64;
+const _: () = assert!(STAT_DESTROYS + 8 <= SHARD_STATE - SHARD_STATS);
+
+/// Offsets within the guarded state, relative to the guard's start (the shard's STATE).
+pub const S_BUMP: usize = 0;
+pub const S_LIVE: usize = 8;
+pub const S_DIRTY: usize = 12;
+pub const S_NEXT_SEQ: usize = 16;
+pub const S_CLOCK: usize = 24;
+pub const S_CURSOR: usize = 28;
+pub const S_USED_BYTES: usize = 32;
+pub const S_FREE_HEADS: usize = 64;
+const _: () = assert!(S_FREE_HEADS + 4 * FREE_HEADS == SHARD_INDEX - SHARD_STATE);
+
+/// Index slot fields.
+pub const SLOT_SIZE: usize = 16;
+pub const SLOT_BLOCK: usize = 0;
+pub const SLOT_TAG: usize = 4;
+pub const SLOT_EXPIRES: usize = 8;
+
+/// Block and record header fields.
+pub const B_STATE: usize = 0;
+pub const B_CLASS: usize = 1;
+pub const B_LINK: usize = 4;
+pub const R_HASH: usize = 8;
+pub const R_EXPIRES: usize = 16;
+pub const R_SEQ: usize = 24;
+pub const R_KEY_LEN: usize = 32;
+pub const R_VALUE_LEN: usize = 36;
+pub const R_CRC: usize = 40;
+/// Bytes of block and record header before the key.
+pub const RECORD_HEADER: usize = 48;
+
+pub const BLOCK_USED: u8 = 0xA5;
+pub const BLOCK_FREE: u8 = 0x5F;
+
+/// Most index slots that may be used, as a fraction of `slots`: linear probing degrades past it.
+pub const MAX_LOAD_NUM: usize = 7;
+pub const MAX_LOAD_DEN: usize = 8;
+
+/// Expected bytes of data per record, used to size the index: one slot per this many bytes.
+const BYTES_PER_SLOT: usize = 128;
+
+/// Every derived size of a segment, computed once from the configuration at setup and read
+/// back from the header at attach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub total_size: usize,
+    pub shard_count: usize,
+    pub shard_bits: u32,
+    pub shard_stride: usize,
+    pub slots: usize,
+    pub data_bytes: usize,
+    pub max_value_len: usize,
+    pub class_sizes: Vec<u32>,
+}
+
+impl Geometry {
+    /// Splits `memory_size` among `shard_count` shards. Returns `None` when a shard would
+    /// be too small to hold its fixed parts and two of the largest records.
+    pub fn compute(memory_size: usize, shard_count: usize, max_value_len: usize) -> Option<Self> {
+        debug_assert!(shard_count.is_power_of_two());
+        let per_shard = memory_size.checked_sub(HEADER_SIZE)? / shard_count / 128 * 128;
+        let after_fixed = per_shard.checked_sub(SHARD_INDEX)?;
+        let mut slots = (after_fixed / (BYTES_PER_SLOT + SLOT_SIZE)).max(16).next_power_of_two();
+        while slots > 16 && slots * SLOT_SIZE > after_fixed / 4 {
+            slots /= 2;
+        }
+        let data_bytes = after_fixed.checked_sub(slots * SLOT_SIZE)? / BLOCK_ALIGN * BLOCK_ALIGN;
+        let class_sizes = class_sizes(RECORD_HEADER + MAX_KEY_LEN + max_value_len)?;
+        let largest = *class_sizes.last()? as usize;
+        if data_bytes < 2 * largest || slots > u32::MAX as usize {
+            return None;
+        }
+        Some(Geometry {
+            total_size: HEADER_SIZE + per_shard * shard_count,
+            shard_count,
+            shard_bits: shard_count.trailing_zeros(),
+            shard_stride: per_shard,
+            slots,
+            data_bytes,
+            max_value_len,
+            class_sizes,
+        })
+    }
+
+    /// Byte offset of shard `i` from the segment base.
+    pub fn shard_offset(&self, i: usize) -> usize {
+        debug_assert!(i < self.shard_count);
+        HEADER_SIZE + i * self.shard_stride
+    }
+
+    /// Bytes covered by a shard's lock guard: state, index and data area.
+    pub fn guarded_len(&self) -> usize {
+        self.shard_stride - SHARD_STATE
+    }
+
+    /// Offset of the index within the guarded range.
+    pub fn index_start(&self) -> usize {
+        SHARD_INDEX - SHARD_STATE
+    }
+
+    /// Offset of the data area within the guarded range.
+    pub fn data_start(&self) -> usize {
+        self.index_start() + self.slots * SLOT_SIZE
+    }
+
+    /// Smallest class whose blocks hold `record_len` bytes.
+    pub fn class_for(&self, record_len: usize) -> Option<usize> {
+        self.class_sizes.iter().position(|&c| c as usize >= record_len)
+    }
+}
+
+/// Block sizes about 1.25x apart (memcached's growth factor), from MIN_BLOCK up to the
+/// first class that holds `largest_record`, each a multiple of BLOCK_ALIGN.
+pub fn class_sizes(largest_record: usize) -> Option<Vec<u32>> {
+    let mut sizes = vec![MIN_BLOCK as u32];
+    let mut size = MIN_BLOCK;
+    while size < largest_record {
+        let grown = (size + size / 4).div_ceil(BLOCK_ALIGN) * BLOCK_ALIGN;
+        size = grown.max(size + BLOCK_ALIGN);
+        sizes.push(u32::try_from(size).ok()?);
+        if sizes.len() > FREE_HEADS {
+            return None;
+        }
+    }
+    Some(sizes)
+}
+
+/// Bytes a record with these lengths occupies before rounding to its class.
+pub fn record_len(key_len: usize, value_len: usize) -> usize {
+    RECORD_HEADER + key_len + value_len
+}
+
+/// Converts a data-area offset into the `u32` reference stored in slots and free lists.
+pub fn block_ref(offset: usize) -> u32 {
+    debug_assert!(offset % BLOCK_ALIGN == 0);
+    (offset / BLOCK_ALIGN + 1) as u32
+}
+
+/// Inverse of [`block_ref`]; `None` for the empty reference 0.
+pub fn block_offset(reference: u32) -> Option<usize> {
+    (reference as usize).checked_sub(1).map(|r| r * BLOCK_ALIGN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_grow_by_a_quarter_and_cover_the_largest_record() {
+        let sizes = class_sizes(RECORD_HEADER + MAX_KEY_LEN + 65536).unwrap();
+        assert_eq!(sizes[0] as usize, MIN_BLOCK);
+        for pair in sizes.windows(2) {
+            assert!(pair[1] > pair[0]);
+            assert!(pair[1] as usize <= (pair[0] as usize * 5 / 4).div_ceil(16) * 16 + 16);
+            assert_eq!(pair[1] as usize % BLOCK_ALIGN, 0);
+        }
+        assert!(*sizes.last().unwrap() as usize >= RECORD_HEADER + MAX_KEY_LEN + 65536);
+    }
+
+    #[test]
+    fn geometry_fits_in_the_memory_given() {
+        for &(mem, shards, max) in &[(1 << 20, 4, 4096), (64 << 20, 64, 65536), (256 << 10, 1, 1024)] {
+            let g = Geometry::compute(mem, shards, max).unwrap();
+            assert!(g.total_size <= mem);
+            assert_eq!(g.shard_stride % 128, 0);
+            assert!(g.slots.is_power_of_two());
+            assert!(g.data_start() + g.data_bytes <= g.guarded_len());
+            assert!(g.data_bytes >= 2 * *g.class_sizes.last().unwrap() as usize);
+        }
+    }
+
+    #[test]
+    fn too_little_memory_is_refused() {
+        assert!(Geometry::compute(64 << 10, 64, 65536).is_none());
+        assert!(Geometry::compute(100, 1, 16).is_none());
+    }
+
+    #[test]
+    fn block_refs_round_trip_and_zero_is_empty() {
+        assert_eq!(block_offset(0), None);
+        for off in [0, 16, 4096, 1 << 30] {
+            assert_eq!(block_offset(block_ref(off)), Some(off));
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `ShardGuard`: proof that this thread holds a shard's lock, and the only accessor of the
+//! bytes that lock protects (the shard's state, index and data area).
+//!
+//! Soundness rests on the lock protocol (SAFETY.md): every process writes a shard's guarded
+//! range only while holding its mutex, so while a guard lives no other process or thread
+//! writes those bytes, and slices over them behave like ordinary owned memory. Within the
+//! process, reads borrow the guard shared and writes borrow it exclusively, so the borrow
+//! checker keeps them apart. Every access is bounds-checked against the guarded range; the
+//! layers above validate offsets read from shared memory before using them, so a failed
+//! check here is a bug in this crate, not corrupt input.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::mutex::{Acquired, LockFailure, RobustMutex};
+use crate::segment::Segment;
+
+/// Exclusive access to one shard's guarded bytes while its lock is held.
+pub(crate) struct ShardGuard<'a> {
+    mutex: RobustMutex,
+    base: *mut u8,
+    len: usize,
+    consistent_owed: bool,
+    _segment: PhantomData<&'a Segment>,
+}
+
+impl<'a> ShardGuard<'a> {
+    /// Locks the mutex at `mutex_offset` and guards `[guarded_offset, +guarded_len)`.
+    pub fn lock(
+        segment: &'a Segment,
+        mutex_offset: usize,
+        guarded_offset: usize,
+        guarded_len: usize,
+        timeout: Duration,
+    ) -> Result<(Self, Acquired), LockFailure> {
+        let mutex_ptr = segment.raw_range(mutex_offset, crate::layout::MUTEX_AREA);
+        let base = segment.raw_range(guarded_offset, guarded_len);
+        // SAFETY: the segment was set up with a mutex initialised at every shard's
+        // mutex_offset (setup() or the attach-time header check guarantee the geometry), and
+        // the mapping outlives 'a.
+        let mutex = unsafe { RobustMutex::new(mutex_ptr) };
+        let acquired = mutex.lock(timeout)?;
+        let guard = ShardGuard {
+            mutex,
+            base,
+            len: guarded_len,
+            consistent_owed: acquired.owner_died,
+            _segment: PhantomData,
+        };
+        Ok((guard, acquired))
+    }
+
+    /// Declares the shard repaired after the previous holder died.
+    pub fn mark_consistent(&mut self) {
+        if std::mem::take(&mut self.consistent_owed) {
+            // SAFETY: we hold the lock, acquired with EOWNERDEAD (consistent_owed was set).
+            unsafe { self.mutex.make_consistent() };
+        }
+    }
+
+    #[inline]
+    fn check(&self, offset: usize, len: usize) {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "guarded access [{offset}, +{len}) outside {}",
+            self.len
+        );
+    }
+
+    /// The guarded bytes `[offset, offset + len)`.
+    #[inline]
+    pub fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        self.check(offset, len);
+        // SAFETY: in bounds (checked); the lock excludes writers in other processes and the
+        // shared borrow of `self` excludes writers through this guard.
+        unsafe { std::slice::from_raw_parts(self.base.add(offset), len) }
+    }
+
+    /// The guarded bytes `[offset, offset + len)`, writable.
+    #[inline]
+    pub fn bytes_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        self.check(offset, len);
+        // SAFETY: in bounds (checked); the lock excludes every other accessor in other
+        // processes and the exclusive borrow of `self` every other one in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(offset), len) }
+    }
+
+    #[inline]
+    pub fn u8_at(&self, offset: usize) -> u8 {
+        self.bytes(offset, 1)[0]
+    }
+
+    #[inline]
+    pub fn u32_at(&self, offset: usize) -> u32 {
+        u32::from_ne_bytes(self.bytes(offset, 4).try_into().expect("4 bytes"))
+    }
+
+    #[inline]
+    pub fn u64_at(&self, offset: usize) -> u64 {
+        u64::from_ne_bytes(self.bytes(offset, 8).try_into().expect("8 bytes"))
+    }
+
+    #[inline]
+    pub fn set_u8(&mut self, offset: usize, value: u8) {
+        self.bytes_mut(offset, 1)[0] = value;
+    }
+
+    #[inline]
+    pub fn set_u32(&mut self, offset: usize, value: u32) {
+        self.bytes_mut(offset, 4).copy_from_slice(&value.to_ne_bytes());
+    }
+
+    #[inline]
+    pub fn set_u64(&mut self, offset: usize, value: u64) {
+        self.bytes_mut(offset, 8).copy_from_slice(&value.to_ne_bytes());
+    }
+
+    /// Stores `value` at the 4-aligned `offset` in one instruction: the publish point of a
+    /// write. A process killed around it leaves either the old or the new word, never a mix.
+    #[inline]
+    pub fn publish_u32(&mut self, offset: usize, value: u32) {
+        self.check(offset, 4);
+        let ptr = self.base.wrapping_add(offset);
+        assert!(ptr as usize % 4 == 0, "publish at unaligned offset {offset}");
+        // SAFETY: in bounds and aligned (checked); `&mut self` and the lock exclude every
+        // other accessor, so this atomic store races with nothing.
+        unsafe { (*ptr.cast::<AtomicU32>()).store(value, Ordering::Release) };
+    }
+
+    /// Copies `len` bytes from `src` to `dst` within the guarded range (ranges may overlap).
+    #[inline]
+    pub fn copy_within(&mut self, src: usize, dst: usize, len: usize) {
+        self.check(src, len);
+        self.check(dst, len);
+        // SAFETY: both ranges in bounds (checked); `ptr::copy` allows overlap; exclusive
+        // access as in `bytes_mut`.
+        unsafe { std::ptr::copy(self.base.add(src), self.base.add(dst), len) };
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        // A guard dropped with the repair unfinished (a panic) still marks the mutex
+        // consistent: the shard's dirty word, set before repairing, makes the next locker
+        // repair again, and the mutex never becomes ENOTRECOVERABLE.
+        self.mark_consistent();
+        // SAFETY: a guard exists only while this thread holds the lock (constructed by
+        // `lock` on success), and `ShardGuard` is !Send, so this is the locking thread.
+        unsafe { self.mutex.unlock() };
+    }
+}

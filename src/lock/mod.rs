@@ -1,0 +1,20 @@
+//! The robust process-shared mutex of each shard, and the guard that is the only way to
+//! read or write a shard's guarded bytes.
+//!
+//! Lock order: a process holds at most one shard lock at a time. Operations that touch every
+//! shard (`all`, `length`, `clear`, `check_integrity`) lock shards one after another in
+//! ascending order, releasing each before taking the next. No user code, serialization,
+//! allocation-heavy work, logging or syscall runs under a shard lock, except the repair that
+//! follows a dead holder.
+//!
+//! Crash model: the mutex is `PTHREAD_MUTEX_ROBUST`. When its holder dies, the kernel marks
+//! it and the next locker gets `EOWNERDEAD` ([`Acquired::owner_died`]); the shard layer then
+//! repairs the shard before `mark_consistent`. If that locker dies or panics too, the guard's
+//! drop still marks the mutex consistent, and the shard's `dirty` word (set before repairing)
+//! makes the next locker repair again, so the mutex never becomes `ENOTRECOVERABLE`.
+
+mod guard;
+mod mutex;
+
+pub(crate) use guard::ShardGuard;
+pub(crate) use mutex::{init_mutex, LockFailure};

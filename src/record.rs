@@ -1,0 +1,147 @@
+//! Records in data-area blocks: validating a block reference read from shared memory,
+//! writing a record, reading its fields, and its CRC.
+//!
+//! A record's CRC covers the key hash, both lengths, the key and the value: everything that
+//! never changes after the record is written. The expiry and sequence number are excluded
+//! because `touch` rewrites the expiry in place with one aligned 8-byte store, which a crash
+//! cannot tear. CRCs are computed outside the shard lock: by the writer before locking, by
+//! the reader over its copy after unlocking.
+#![forbid(unsafe_code)]
+
+use crate::fault::{self, FaultPoint};
+use crate::layout::*;
+use crate::lock::ShardGuard;
+
+/// A record whose block header and lengths were checked against the shard's geometry.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rec {
+    /// Offset of the block in the data area.
+    pub off: usize,
+    pub class: usize,
+    pub key_len: usize,
+    pub value_len: usize,
+}
+
+/// Guard offset of data-area offset `off`.
+#[inline]
+pub(crate) fn at(geo: &Geometry, off: usize) -> usize {
+    geo.data_start() + off
+}
+
+/// Checks that `block` refers to a used block wholly inside the carved part of the data
+/// area whose lengths fit its class; `None` if anything is out of place (corruption).
+pub(crate) fn view(g: &ShardGuard<'_>, geo: &Geometry, block: u32) -> Option<Rec> {
+    let off = block_offset(block)?;
+    let bump = usize::try_from(g.u64_at(S_BUMP)).ok()?.min(geo.data_bytes);
+    if off.checked_add(RECORD_HEADER)? > bump {
+        return None;
+    }
+    let base = at(geo, off);
+    let class = g.u8_at(base + B_CLASS) as usize;
+    let size = *geo.class_sizes.get(class)? as usize;
+    if g.u8_at(base + B_STATE) != BLOCK_USED || off + size > bump {
+        return None;
+    }
+    let key_len = g.u32_at(base + R_KEY_LEN) as usize;
+    let value_len = g.u32_at(base + R_VALUE_LEN) as usize;
+    if key_len == 0 || key_len > MAX_KEY_LEN || value_len > geo.max_value_len {
+        return None;
+    }
+    (record_len(key_len, value_len) <= size).then_some(Rec { off, class, key_len, value_len })
+}
+
+impl Rec {
+    pub fn key<'g>(&self, g: &'g ShardGuard<'_>, geo: &Geometry) -> &'g [u8] {
+        g.bytes(at(geo, self.off) + RECORD_HEADER, self.key_len)
+    }
+    pub fn value<'g>(&self, g: &'g ShardGuard<'_>, geo: &Geometry) -> &'g [u8] {
+        g.bytes(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len)
+    }
+    pub fn hash(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u64 {
+        g.u64_at(at(geo, self.off) + R_HASH)
+    }
+    pub fn crc(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u32 {
+        g.u32_at(at(geo, self.off) + R_CRC)
+    }
+    pub fn seq(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u64 {
+        g.u64_at(at(geo, self.off) + R_SEQ)
+    }
+    pub fn expires(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u64 {
+        g.u64_at(at(geo, self.off) + R_EXPIRES)
+    }
+    pub fn set_expires(&self, g: &mut ShardGuard<'_>, geo: &Geometry, expires_ms: u64) {
+        g.set_u64(at(geo, self.off) + R_EXPIRES, expires_ms);
+    }
+    /// The recency stamp (the shard clock at the last access).
+    pub fn stamp(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u32 {
+        g.u32_at(at(geo, self.off) + B_LINK)
+    }
+    pub fn set_stamp(&self, g: &mut ShardGuard<'_>, geo: &Geometry, stamp: u32) {
+        g.set_u32(at(geo, self.off) + B_LINK, stamp);
+    }
+    pub fn size(&self, geo: &Geometry) -> usize {
+        geo.class_sizes[self.class] as usize
+    }
+    /// Whether this record's key is `key` with hash `hash`.
+    pub fn is(&self, g: &ShardGuard<'_>, geo: &Geometry, hash: u64, key: &[u8]) -> bool {
+        self.key_len == key.len() && self.hash(g, geo) == hash && self.key(g, geo) == key
+    }
+    /// Whether the stored CRC matches the stored bytes.
+    pub fn crc_ok(&self, g: &ShardGuard<'_>, geo: &Geometry) -> bool {
+        checksum(self.hash(g, geo), self.key(g, geo), self.value(g, geo)) == self.crc(g, geo)
+    }
+}
+
+/// CRC-32 of the fields a record never changes.
+pub(crate) fn checksum(hash: u64, key: &[u8], value: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&hash.to_ne_bytes());
+    h.update(&(key.len() as u32).to_ne_bytes());
+    h.update(&(value.len() as u32).to_ne_bytes());
+    h.update(key);
+    h.update(value);
+    h.finalize()
+}
+
+/// A record to write, its CRC already computed.
+pub(crate) struct NewRecord<'a> {
+    pub hash: u64,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub crc: u32,
+    pub expires_ms: u64,
+}
+
+/// Writes `rec` into the block at `off` (allocated, not referenced by the index yet) and
+/// marks it used. Nothing refers to the block until the caller publishes it.
+pub(crate) fn write(
+    g: &mut ShardGuard<'_>,
+    geo: &Geometry,
+    off: usize,
+    rec: &NewRecord<'_>,
+    seq: u64,
+    stamp: u32,
+) {
+    let base = at(geo, off);
+    debug_assert!(record_len(rec.key.len(), rec.value.len()) <= block_size(g, geo, off));
+    g.set_u8(base + B_STATE, BLOCK_USED);
+    g.set_u32(base + B_LINK, stamp);
+    g.set_u64(base + R_HASH, rec.hash);
+    g.set_u64(base + R_EXPIRES, rec.expires_ms);
+    g.set_u64(base + R_SEQ, seq);
+    g.set_u32(base + R_KEY_LEN, rec.key.len() as u32);
+    g.set_u32(base + R_VALUE_LEN, rec.value.len() as u32);
+    g.set_u32(base + R_CRC, rec.crc);
+    let key_at = base + RECORD_HEADER;
+    g.bytes_mut(key_at, rec.key.len()).copy_from_slice(rec.key);
+    let value_at = key_at + rec.key.len();
+    let half = rec.value.len() / 2;
+    g.bytes_mut(value_at, half).copy_from_slice(&rec.value[..half]);
+    fault::hit(FaultPoint::MidCopy);
+    g.bytes_mut(value_at + half, rec.value.len() - half).copy_from_slice(&rec.value[half..]);
+}
+
+/// Size of the block at `off`, from its class byte (the block was validated by the caller).
+pub(crate) fn block_size(g: &ShardGuard<'_>, geo: &Geometry, off: usize) -> usize {
+    geo.class_sizes[g.u8_at(at(geo, off) + B_CLASS) as usize] as usize
+}

@@ -1,0 +1,209 @@
+//! Creating, opening and mapping the shared region, and the only raw access to it outside
+//! the lock module: header bytes while the segment is still private to its creator, atomic
+//! counters, and the raw pointers the lock module wraps.
+//!
+//! Invariants kept here:
+//! - the mapping is `MAP_SHARED`, `len` bytes long, page-aligned, and lives as long as the
+//!   `Segment` (an `Arc` in every store handle keeps it alive);
+//! - every pointer or reference handed out is bounds-checked against `len` and aligned for
+//!   its type, so callers cannot reach outside the mapping whatever the shared bytes say.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::fcntl::OFlag;
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::sys::mman::{shm_open, shm_unlink};
+use nix::sys::stat::Mode;
+
+use crate::layout::{HEADER_SIZE, H_MAGIC, MAGIC, MUTEX_AREA};
+use crate::lock::init_mutex;
+
+/// Prefix of named segments in the POSIX shm namespace (`/dev/shm` on Linux).
+const SHM_PREFIX: &str = "/cluster-session-store.";
+
+/// A mapped segment.
+pub(crate) struct Segment {
+    map: MmapRaw,
+}
+
+/// A segment just created by this process and not yet shared with any other: the only
+/// state in which its header may be written and its mutexes initialised.
+pub(crate) struct FreshSegment(Segment);
+
+/// Why a named segment could not be created.
+pub(crate) enum CreateError {
+    /// The name is taken.
+    Exists,
+    /// Anything else, with the step that failed.
+    Os(&'static str, io::Error),
+}
+
+/// Why a named segment could not be opened.
+pub(crate) enum OpenError {
+    /// Nothing by that name.
+    NotFound,
+    /// Smaller than a header: not ours.
+    TooSmall(u64),
+    /// Anything else, with the step that failed.
+    Os(&'static str, io::Error),
+}
+
+impl FreshSegment {
+    /// Creates an anonymous memfd segment of `len` zeroed bytes, its pages reserved now so
+    /// that a later write cannot fault with SIGBUS for lack of memory.
+    pub fn create_memfd(name: &str, len: usize) -> Result<Self, CreateError> {
+        let label = std::ffi::CString::new(format!("cluster-session-store.{name}"))
+            .map_err(|e| CreateError::Os("name the memfd", io::Error::other(e)))?;
+        let fd = memfd_create(&label, MemFdCreateFlag::MFD_CLOEXEC)
+            .map_err(|e| CreateError::Os("create a memfd", e.into()))?;
+        Self::size_and_map(fd, len)
+    }
+
+    /// Creates the named segment `/dev/shm/cluster-session-store.<name>`, mode 0600,
+    /// exclusively: an existing one is never reused here.
+    pub fn create_named(name: &str, len: usize) -> Result<Self, CreateError> {
+        let fd = shm_open(
+            shm_name(name).as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::EEXIST => CreateError::Exists,
+            e => CreateError::Os("create the named segment", e.into()),
+        })?;
+        Self::size_and_map(fd, len).inspect_err(|_| {
+            let _ = Segment::unlink_named(name);
+        })
+    }
+
+    /// Initialises the robust mutex at byte `offset`.
+    pub fn init_mutex(&mut self, offset: usize) -> io::Result<()> {
+        assert!(offset % 128 == 0, "mutex at unaligned offset {offset}");
+        let ptr = self.0.raw_range(offset, MUTEX_AREA);
+        // SAFETY: the range is inside the mapping (raw_range checks), 128-aligned (asserted,
+        // the mapping being page-aligned), and a FreshSegment is used by no other thread or
+        // process, so no one uses these bytes as a mutex yet.
+        unsafe { init_mutex(ptr) }
+    }
+
+    /// Writes the header. The magic is stored last, after a release fence, so an attacher
+    /// racing with setup on a named segment sees no magic rather than a partial header.
+    pub fn write_header(&mut self, header: &[u8; HEADER_SIZE]) {
+        assert!(self.0.len() >= HEADER_SIZE);
+        let base = self.0.map.as_mut_ptr();
+        // SAFETY: the mapping holds at least HEADER_SIZE bytes (asserted); `&mut self` and
+        // freshness exclude every other writer, and attachers only read the header.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                header.as_ptr().add(MAGIC.len()),
+                base.add(MAGIC.len()),
+                HEADER_SIZE - MAGIC.len(),
+            );
+        }
+        std::sync::atomic::fence(Ordering::Release);
+        // SAFETY: as above; the magic bytes are [H_MAGIC, H_MAGIC + 8).
+        unsafe {
+            std::ptr::copy_nonoverlapping(header.as_ptr(), base.add(H_MAGIC), MAGIC.len());
+        }
+    }
+
+    /// Ends the fresh state: the segment may now be shared.
+    pub fn into_segment(self) -> Segment {
+        self.0
+    }
+
+    fn size_and_map(fd: OwnedFd, len: usize) -> Result<Self, CreateError> {
+        nix::fcntl::posix_fallocate(fd.as_raw_fd(), 0, len as i64).map_err(|e| {
+            CreateError::Os("reserve the segment's memory (posix_fallocate)", e.into())
+        })?;
+        let file = File::from(fd);
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
+            .map_err(|e| CreateError::Os("map the segment", e))?;
+        Ok(FreshSegment(Segment { map }))
+    }
+}
+
+impl Segment {
+    /// Opens and maps an existing named segment, whole.
+    pub fn open_named(name: &str) -> Result<Self, OpenError> {
+        let fd = shm_open(
+            shm_name(name).as_str(),
+            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ENOENT => OpenError::NotFound,
+            e => OpenError::Os("open the named segment", e.into()),
+        })?;
+        let file = File::from(fd);
+        let len = file.metadata().map_err(|e| OpenError::Os("stat the named segment", e))?.len();
+        if len < HEADER_SIZE as u64 {
+            return Err(OpenError::TooSmall(len));
+        }
+        let len = usize::try_from(len).map_err(|e| OpenError::Os("size", io::Error::other(e)))?;
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
+            .map_err(|e| OpenError::Os("map the named segment", e))?;
+        Ok(Segment { map })
+    }
+
+    /// Removes a named segment from the shm namespace; mappings stay valid.
+    pub fn unlink_named(name: &str) -> io::Result<()> {
+        shm_unlink(shm_name(name).as_str()).map_err(io::Error::from)
+    }
+
+    /// Where the operating system shows a named segment.
+    pub fn named_path(name: &str) -> String {
+        format!("/dev/shm{}", shm_name(name))
+    }
+
+    /// Bytes mapped.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// A copy of the header bytes. The header is immutable once setup() returns, so a copy
+    /// read with volatile loads is exact for a set-up segment; a segment still being set up
+    /// shows a zero or partial magic, which the decoder refuses.
+    pub fn read_header(&self) -> [u8; HEADER_SIZE] {
+        assert!(self.len() >= HEADER_SIZE);
+        let mut out = [0u8; HEADER_SIZE];
+        let base = self.map.as_ptr();
+        for (i, byte) in out.iter_mut().enumerate() {
+            // SAFETY: i < HEADER_SIZE <= len, so the read is inside the mapping; a volatile
+            // byte read of shared memory forms no reference the compiler could assume stable.
+            *byte = unsafe { base.add(i).read_volatile() };
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+        out
+    }
+
+    /// The `AtomicU64` at byte `offset`: statistics counters updated without a lock.
+    pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len(), "atomic at {offset} out of range");
+        // SAFETY: in bounds and 8-byte aligned (asserted; the mapping is page-aligned);
+        // AtomicU64 has the layout of u64 and these bytes are only ever accessed atomically
+        // by every process (they lie outside every lock guard's range), so a shared reference
+        // for the mapping's lifetime, which `&self` bounds, is sound.
+        unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) }
+    }
+
+    /// Raw pointer to `len` bytes at `offset`, for the lock module.
+    pub fn raw_range(&self, offset: usize, len: usize) -> *mut u8 {
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len()), "range out of bounds");
+        // SAFETY: offset + len <= mapping length (asserted), so the pointer stays inside.
+        unsafe { self.map.as_mut_ptr().add(offset) }
+    }
+}
+
+/// The shm object name for a validated segment name.
+fn shm_name(name: &str) -> String {
+    format!("{SHM_PREFIX}{name}")
+}

@@ -1,0 +1,404 @@
+//! The store operations on one locked shard: lookup, read, publish-last write, removal,
+//! touch, expiry cleanup and eviction. Every function takes the `ShardGuard` as proof that
+//! the lock is held, and does only memory work: no allocation beyond the caller's output
+//! buffer, no syscall, no serialization.
+//!
+//! Offsets read from shared memory are validated (`record::view`, `alloc::pop`) before use;
+//! anything out of place comes back as [`Corrupt`], on which the store layer repairs the shard
+//! (`audit::rebuild`) and retries, so corruption is a counted repair, never a panic.
+#![forbid(unsafe_code)]
+
+use crate::alloc;
+use crate::config::Eviction;
+use crate::fault::{self, FaultPoint};
+use crate::layout::*;
+use crate::lock::ShardGuard;
+use crate::record::{self, NewRecord, Rec};
+use crate::table::{self, Probe, Slot};
+
+/// Shared memory is inconsistent; the message says what was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Corrupt(pub &'static str);
+
+/// Index slots probed per write for opportunistic expiry cleanup.
+const CLEANUP_PER_WRITE: usize = 2;
+/// Index slots probed for expired records when a write finds the shard full.
+const CLEANUP_WHEN_FULL: usize = 64;
+/// Records sampled per LRU eviction (Redis's approximated LRU uses 5 by default).
+const LRU_SAMPLES: usize = 8;
+
+/// Records freed by an operation, for the statistics.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Freed {
+    pub expired: u64,
+    pub evicted: u64,
+}
+
+/// A value copied out by [`get`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hit {
+    pub crc: u32,
+    pub seq: u64,
+}
+
+/// The condition a write is made under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// Unconditional upsert.
+    Any,
+    /// Only if no live record has this key.
+    Absent,
+    /// Only if the live record has this sequence number.
+    Seq(u64),
+}
+
+/// What became of a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    Done,
+    /// No room, even after cleanup (and eviction, under `Eviction::Lru`).
+    Full { needed: usize },
+    /// The `Expect` condition did not hold; nothing was written.
+    Conflict,
+}
+
+fn live(g: &ShardGuard<'_>) -> usize {
+    g.u32_at(S_LIVE) as usize
+}
+
+fn max_live(geo: &Geometry) -> usize {
+    geo.slots / MAX_LOAD_DEN * MAX_LOAD_NUM
+}
+
+fn next_stamp(g: &mut ShardGuard<'_>) -> u32 {
+    let clock = g.u32_at(S_CLOCK).wrapping_add(1);
+    g.set_u32(S_CLOCK, clock);
+    clock
+}
+
+fn next_seq(g: &mut ShardGuard<'_>) -> u64 {
+    let seq = g.u64_at(S_NEXT_SEQ).wrapping_add(1);
+    g.set_u64(S_NEXT_SEQ, seq);
+    seq
+}
+
+fn rec_at(g: &ShardGuard<'_>, geo: &Geometry, block: u32) -> Result<Rec, Corrupt> {
+    record::view(g, geo, block).ok_or(Corrupt("an index slot refers to no valid record"))
+}
+
+/// Finds `key` in the index.
+#[inline]
+pub(crate) fn find(
+    g: &ShardGuard<'_>,
+    geo: &Geometry,
+    hash: u64,
+    key: &[u8],
+) -> Result<Probe, Corrupt> {
+    table::probe(g, geo, hash, |g, block| Ok(rec_at(g, geo, block)?.is(g, geo, hash, key)))
+}
+
+/// Appends the live value of `key` to `out`, stamping the record as recently used. A miss
+/// (absent or expired) writes nothing.
+pub(crate) fn get(
+    g: &mut ShardGuard<'_>,
+    geo: &Geometry,
+    hash: u64,
+    key: &[u8],
+    now: u64,
+    out: &mut Vec<u8>,
+) -> Result<Option<Hit>, Corrupt> {
+    let Probe::Found(i) = find(g, geo, hash, key)? else { return Ok(None) };
+    let slot = table::read(g, geo, i);
+    if slot.expires_ms <= now {
+        return Ok(None);
+    }
+    let rec = rec_at(g, geo, slot.block)?;
+    let stamp = next_stamp(g);
+    rec.set_stamp(g, geo, stamp);
+    out.extend_from_slice(rec.value(g, geo));
+    Ok(Some(Hit { crc: rec.crc(g, geo), seq: rec.seq(g, geo) }))
+}
+
+/// Writes `new` publish-last: into a fresh block, then the index slot is switched to it,
+/// then the old block is freed.
+pub(crate) fn put(
+    g: &mut ShardGuard<'_>,
+    geo: &Geometry,
+    new: &NewRecord<'_>,
+    expect: Expect,
+    policy: Eviction,
+    now: u64,
+    freed: &mut Freed,
+) -> Result<Written, Corrupt> {
+    fault::hit(FaultPoint::LockHeld);
+    let mut probe = find(g, geo, new.hash, new.key)?;
+    let current = match probe {
+        Probe::Found(i) => {
+            let slot = table::read(g, geo, i);
+            (slot.expires_ms > now).then_some(slot.block)
+        }
+        Probe::Vacant(_) => None,
+    };
+    let conflict = match (expect, current) {
+        (Expect::Any, _) => false,
+        (Expect::Absent, current) => current.is_some(),
+        (Expect::Seq(seq), Some(block)) => rec_at(g, geo, block)?.seq(g, geo) != seq,
+        (Expect::Seq(_), None) => true,
+    };
+    if conflict {
+        return Ok(Written::Conflict);
+    }
+    let class = geo
+        .class_for(record_len(new.key.len(), new.value.len()))
+        .expect("the store layer checked the value size");
+    let protect = match probe {
+        Probe::Found(i) => Some(table::read(g, geo, i).block),
+        Probe::Vacant(_) => None,
+    };
+    let Some((off, moved)) = make_room(g, geo, class, protect, policy, now, freed)? else {
+        return Ok(Written::Full { needed: geo.class_sizes[class] as usize });
+    };
+    if moved {
+        probe = find(g, geo, new.hash, new.key)?;
+    }
+    let seq = next_seq(g);
+    let stamp = next_stamp(g);
+    record::write(g, geo, off, new, seq, stamp);
+    fault::hit(FaultPoint::BeforePublish);
+    let block = block_ref(off);
+    match probe {
+        Probe::Found(i) => {
+            let old = rec_at(g, geo, table::read(g, geo, i).block)?;
+            table::replace(g, geo, i, block, new.expires_ms);
+            fault::hit(FaultPoint::AfterPublish);
+            add_used(g, -(old.size(geo) as i64));
+            alloc::free(g, geo, old.off);
+        }
+        Probe::Vacant(i) => {
+            let slot = Slot { block, tag: table::tag_of(new.hash), expires_ms: new.expires_ms };
+            table::insert(g, geo, i, slot);
+            g.set_u32(S_LIVE, live(g) as u32 + 1);
+        }
+    }
+    add_used(g, record::block_size(g, geo, off) as i64);
+    freed.expired += expire_scan(g, geo, now, CLEANUP_PER_WRITE)?;
+    Ok(Written::Done)
+}
+
+fn add_used(g: &mut ShardGuard<'_>, delta: i64) {
+    let used = g.u64_at(S_USED_BYTES).wrapping_add_signed(delta);
+    g.set_u64(S_USED_BYTES, used);
+}
+
+/// Finds a block for class `class` and, when `protect` is `None` (a new key), an index slot
+/// under the load limit: frees expired records first, then (under LRU) evicts sampled
+/// least-recently-used ones, never the `protect`ed block. Returns the block and whether any
+/// slot moved.
+fn make_room(
+    g: &mut ShardGuard<'_>,
+    geo: &Geometry,
+    class: usize,
+    protect: Option<u32>,
+    policy: Eviction,
+    now: u64,
+    freed: &mut Freed,
+) -> Result<Option<(usize, bool)>, Corrupt> {
+    let mut moved = false;
+    let mut cleaned = false;
+    loop {
+        let slot_free = protect.is_some() || live(g) < max_live(geo);
+        if slot_free {
+            if let Some(off) = alloc::alloc(g, geo, class)? {
+                return Ok(Some((off, moved)));
+            }
+        }
+        if !cleaned {
+            cleaned = true;
+            let expired = expire_scan(g, geo, now, CLEANUP_WHEN_FULL)?;
+            freed.expired += expired;
+            if expired > 0 {
+                moved = true;
+                continue;
+            }
+        }
+        if policy == Eviction::Refuse {
+            return Ok(None);
+        }
+        let min_class = if slot_free { class } else { 0 };
+        let Some(victim) = lru_victim(g, geo, min_class, protect)? else { return Ok(None) };
+        remove_slot(g, geo, victim)?;
+        freed.evicted += 1;
+        moved = true;
+    }
+}
+
+/// Samples used slots from a pseudo-random start and returns the least recently used one
+/// whose block is of class `min_class` or larger, other than `protect`.
+fn lru_victim(
+    g: &ShardGuard<'_>,
+    geo: &Geometry,
+    min_class: usize,
+    protect: Option<u32>,
+) -> Result<Option<usize>, Corrupt> {
+    let mask = geo.slots - 1;
+    let clock = g.u32_at(S_CLOCK);
+    let start = clock.wrapping_mul(0x9E37_79B9) as usize & mask;
+    let mut best: Option<(u32, usize)> = None;
+    let mut sampled = 0;
+    for step in 0..geo.slots {
+        let i = (start + step) & mask;
+        let slot = table::read(g, geo, i);
+        if slot.block == 0 || Some(slot.block) == protect {
+            continue;
+        }
+        let rec = rec_at(g, geo, slot.block)?;
+        if rec.class < min_class {
+            continue;
+        }
+        let age = clock.wrapping_sub(rec.stamp(g, geo));
+        if best.is_none_or(|(oldest, _)| age > oldest) {
+            best = Some((age, i));
+        }
+        sampled += 1;
+        if sampled == LRU_SAMPLES {
+            break;
+        }
+    }
+    Ok(best.map(|(_, i)| i))
+}
+
+/// Removes the record in used slot `i` and frees its block.
+fn remove_slot(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize) -> Result<(), Corrupt> {
+    let rec = rec_at(g, geo, table::read(g, geo, i).block)?;
+    table::remove(g, geo, i);
+    let remaining = live(g).saturating_sub(1);
+    g.set_u32(S_LIVE, remaining as u32);
+    if remaining == 0 {
+        alloc::reset(g);
+    } else {
+        add_used(g, -(rec.size(geo) as i64));
+        alloc::free(g, geo, rec.off);
+    }
+    Ok(())
+}
+
+/// Examines up to `budget` slots from the shard's cleanup cursor, freeing expired records.
+pub(crate) fn expire_scan(
+    g: &mut ShardGuard<'_>,
+    geo: &Geometry,
+    now: u64,
+    budget: usize,
+) -> Result<u64, Corrupt> {
+    let mask = geo.slots - 1;
+    let mut cursor = g.u32_at(S_CURSOR) as usize & mask;
+    let mut removed = 0;
+    for _ in 0..budget {
+        let slot = table::read(g, geo, cursor);
+        if slot.block != 0 && slot.expires_ms <= now {
+            // The backward shift may move a later slot into `cursor`: look at it again.
+            remove_slot(g, geo, cursor)?;
+            removed += 1;
+        } else {
+            cursor = (cursor + 1) & mask;
+        }
+    }
+    g.set_u32(S_CURSOR, cursor as u32);
+    Ok(removed)
+}
+
+/// What became of a removal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Removed {
+    /// A live record was removed.
+    Live,
+    /// No live record had the key (an expired one is removed, and counted in `freed`).
+    NotLive,
+    /// The `Expect` condition did not hold; nothing was removed.
+    Conflict,
+}
+
+/// Removes `key` if `expect` holds.
+pub(crate) fn remove(
+    g: &mut ShardGuard<'_>,
+    geo: &Geometry,
+    hash: u64,
+    key: &[u8],
+    expect: Expect,
+    now: u64,
+    freed: &mut Freed,
+) -> Result<Removed, Corrupt> {
+    let Probe::Found(i) = find(g, geo, hash, key)? else {
+        return Ok(if matches!(expect, Expect::Seq(_)) { Removed::Conflict } else { Removed::NotLive });
+    };
+    let slot = table::read(g, geo, i);
+    let was_live = slot.expires_ms > now;
+    let holds = match expect {
+        Expect::Any => true,
+        Expect::Absent => !was_live,
+        Expect::Seq(seq) => was_live && rec_at(g, geo, slot.block)?.seq(g, geo) == seq,
+    };
+    if !holds {
+        return Ok(Removed::Conflict);
+    }
+    remove_slot(g, geo, i)?;
+    if was_live {
+        Ok(Removed::Live)
+    } else {
+        freed.expired += 1;
+        Ok(Removed::NotLive)
+    }
+}
+
+/// Sets a live record's expiry; its data is unchanged. Returns whether it was live.
+pub(crate) fn touch(
+    g: &mut ShardGuard<'_>,
+    geo: &Geometry,
+    hash: u64,
+    key: &[u8],
+    now: u64,
+    expires_ms: u64,
+) -> Result<bool, Corrupt> {
+    let Probe::Found(i) = find(g, geo, hash, key)? else { return Ok(false) };
+    let slot = table::read(g, geo, i);
+    if slot.expires_ms <= now {
+        return Ok(false);
+    }
+    let rec = rec_at(g, geo, slot.block)?;
+    rec.set_expires(g, geo, expires_ms);
+    table::set_expires(g, geo, i, expires_ms);
+    let stamp = next_stamp(g);
+    rec.set_stamp(g, geo, stamp);
+    Ok(true)
+}
+
+/// Calls `f` with every live record of the shard.
+pub(crate) fn for_each_live(
+    g: &ShardGuard<'_>,
+    geo: &Geometry,
+    now: u64,
+    mut f: impl FnMut(&ShardGuard<'_>, Rec),
+) -> Result<(), Corrupt> {
+    for i in 0..geo.slots {
+        let slot = table::read(g, geo, i);
+        if slot.block != 0 && slot.expires_ms > now {
+            f(g, rec_at(g, geo, slot.block)?);
+        }
+    }
+    Ok(())
+}
+
+/// Number of live records: an index scan, no record is read.
+pub(crate) fn count_live(g: &ShardGuard<'_>, geo: &Geometry, now: u64) -> usize {
+    (0..geo.slots)
+        .map(|i| table::read(g, geo, i))
+        .filter(|s| s.block != 0 && s.expires_ms > now)
+        .count()
+}
+
+/// Removes every record.
+pub(crate) fn clear(g: &mut ShardGuard<'_>, geo: &Geometry) {
+    table::clear(g, geo);
+    alloc::reset(g);
+    g.set_u32(S_LIVE, 0);
+    g.set_u32(S_CURSOR, 0);
+}

@@ -1,0 +1,536 @@
+//! `ClusterStore`: the store operations used by workers (and the master), with
+//! express-session's semantics, for raw bytes and for serde types (MessagePack).
+//!
+//! Each call validates its input, hashes the key and computes the CRC before locking, does
+//! only memory work under the shard lock, and verifies or decodes after unlocking.
+#![forbid(unsafe_code)]
+
+use std::hash::Hasher;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::audit::{self, shard_of};
+use crate::error::StoreError;
+use crate::header::{self, Settings};
+use crate::layout::*;
+use crate::lock::{LockFailure, ShardGuard};
+use crate::record::{self, NewRecord};
+use crate::segment::Segment;
+use crate::shard::{self, Corrupt, Expect, Freed, Removed, Written};
+use crate::stats::{IntegrityProblem, IntegrityReport, Stats};
+use crate::Result;
+
+/// Attempts `update` makes before [`StoreError::Contended`].
+const UPDATE_ATTEMPTS: u32 = 1000;
+
+/// When a session expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Expiry {
+    /// After the store's `Config::default_ttl`.
+    #[default]
+    Default,
+    /// After this long from now.
+    After(Duration),
+    /// At this instant (express-session's `cookie.expires`).
+    At(SystemTime),
+}
+
+impl Expiry {
+    /// The expiry as unix milliseconds.
+    fn deadline(self, now_ms: u64, default_ttl_ms: u64) -> u64 {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        match self {
+            Expiry::Default => now_ms.saturating_add(default_ttl_ms),
+            Expiry::After(ttl) => now_ms.saturating_add(ms(ttl)),
+            Expiry::At(at) => at.duration_since(UNIX_EPOCH).map_or(0, ms),
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Everything a handle needs: the mapping and what its header says.
+pub(crate) struct Shared {
+    pub segment: Segment,
+    pub geo: Geometry,
+    pub settings: Settings,
+}
+
+impl Shared {
+    fn stat(&self, shard: usize, which: usize) -> &AtomicU64 {
+        self.segment.atomic_u64(self.geo.shard_offset(shard) + SHARD_STATS + which)
+    }
+
+    fn count(&self, shard: usize, which: usize, n: u64) {
+        if n > 0 {
+            self.stat(shard, which).fetch_add(n, Relaxed);
+        }
+    }
+
+    fn count_freed(&self, shard: usize, freed: Freed) {
+        self.count(shard, STAT_EXPIRATIONS, freed.expired);
+        self.count(shard, STAT_EVICTIONS, freed.evicted);
+    }
+
+    /// Locks a shard, repairing it first if its last holder died or a repair is pending.
+    fn lock(&self, shard: usize) -> Result<ShardGuard<'_>> {
+        let off = self.geo.shard_offset(shard);
+        let timeout = Duration::from_millis(self.settings.lock_timeout_ms);
+        let (mut g, acquired) = ShardGuard::lock(
+            &self.segment,
+            off + SHARD_MUTEX,
+            off + SHARD_STATE,
+            self.geo.guarded_len(),
+            timeout,
+        )
+        .map_err(|failure| match failure {
+            LockFailure::Timeout(waited) => StoreError::LockTimeout { shard, waited },
+            LockFailure::Errno(errno) => StoreError::Lock { shard, errno },
+        })?;
+        self.count(shard, STAT_LOCK_WAIT_NS, acquired.waited_ns);
+        if acquired.owner_died {
+            self.repair(&mut g, shard, "a process died holding the shard lock");
+        } else if g.u32_at(S_DIRTY) != 0 {
+            self.repair(&mut g, shard, "a previous repair did not finish");
+        }
+        g.mark_consistent();
+        Ok(g)
+    }
+
+    /// Rebuilds a locked shard. The dirty word stays set until the rebuild is complete, so
+    /// a repairer that dies is followed by another repair.
+    fn repair(&self, g: &mut ShardGuard<'_>, shard: usize, cause: &str) {
+        g.set_u32(S_DIRTY, 1);
+        let rebuilt = audit::rebuild(g, &self.geo, shard);
+        g.set_u32(S_DIRTY, 0);
+        self.count(shard, STAT_RECOVERIES, 1);
+        self.count(shard, STAT_CORRUPT_DROPPED, rebuilt.dropped as u64);
+        tracing::warn!(
+            namespace = %self.settings.name,
+            shard,
+            kept = rebuilt.kept,
+            dropped = rebuilt.dropped,
+            cause,
+            "shard repaired"
+        );
+    }
+
+    /// Runs `op` on a locked shard. Corruption found by `op` is repaired and `op` retried once.
+    fn with_shard<R>(
+        &self,
+        shard: usize,
+        mut op: impl FnMut(&mut ShardGuard<'_>, &Geometry) -> Result<R, Corrupt>,
+    ) -> Result<R> {
+        let mut g = self.lock(shard)?;
+        match op(&mut g, &self.geo) {
+            Ok(r) => Ok(r),
+            Err(Corrupt(what)) => {
+                self.repair(&mut g, shard, what);
+                op(&mut g, &self.geo).map_err(|Corrupt(what)| StoreError::Corrupted { shard, what })
+            }
+        }
+    }
+
+    /// Repairs a shard in which a copied-out record failed its CRC.
+    fn repair_damaged(&self, shard: usize) -> Result<()> {
+        let mut g = self.lock(shard)?;
+        self.repair(&mut g, shard, "a record failed its CRC");
+        Ok(())
+    }
+}
+
+/// A handle to a shared-memory session store. Cheap to clone; `Send` and `Sync`.
+///
+/// The master gets one from [`ClusterStore::setup`] (through [`Master`](crate::Master)),
+/// forked workers from [`ClusterStore::new`] or [`ClusterStore::open`], workers started by
+/// exec from [`ClusterStore::attach`].
+///
+/// # Examples
+/// ```
+/// use cluster_session_store::{ClusterStore, Config, Expiry};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let master = ClusterStore::setup(Config::new().name("doc-store").memory_size(1 << 20).shards(4).max_value_size(4096))?;
+/// // ... fork workers here; each calls ClusterStore::open("doc-store") ...
+/// let store = ClusterStore::open("doc-store")?;
+/// store.set("sid-1", &serde_json::json!({"visited": true}), Expiry::Default)?;
+/// let session: Option<serde_json::Value> = store.get("sid-1")?;
+/// assert_eq!(session.unwrap()["visited"], true);
+/// assert!(store.destroy("sid-1")?);
+/// # drop(master); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClusterStore {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ClusterStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterStore")
+            .field("name", &self.shared.settings.name)
+            .field("shards", &self.shared.geo.shard_count)
+            .field("bytes", &self.shared.geo.total_size)
+            .finish()
+    }
+}
+
+fn key_bytes(sid: &str) -> Result<&[u8]> {
+    match sid.len() {
+        0 => Err(StoreError::EmptyKey),
+        len if len > MAX_KEY_LEN => Err(StoreError::KeyTooLong { len, max: MAX_KEY_LEN }),
+        _ => Ok(sid.as_bytes()),
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    rmp_serde::to_vec_named(value).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(sid: &str, bytes: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(bytes)
+        .map_err(|e| StoreError::Decode { key: sid.to_owned(), message: e.to_string() })
+}
+
+impl ClusterStore {
+    /// The store's namespace.
+    pub fn name(&self) -> &str {
+        &self.shared.settings.name
+    }
+
+    /// Largest value accepted, in bytes (`Config::max_value_size`).
+    pub fn max_value_size(&self) -> usize {
+        self.shared.geo.max_value_len
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        let [k0, k1] = self.shared.settings.hash_key;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
+        h.write(key);
+        h.finish()
+    }
+
+    fn shard(&self, hash: u64) -> usize {
+        shard_of(hash, self.shared.geo.shard_bits)
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        let max = self.shared.geo.max_value_len;
+        if value.len() > max {
+            return Err(StoreError::ValueTooLarge { len: value.len(), max });
+        }
+        Ok(())
+    }
+
+    /// Copies the live value of `key` into `out` (cleared first). Returns its sequence number.
+    fn read(&self, key: &[u8], hash: u64, out: &mut Vec<u8>) -> Result<Option<u64>> {
+        let shard = self.shard(hash);
+        let now = now_ms();
+        let hit = self.shared.with_shard(shard, |g, geo| {
+            out.clear();
+            shard::get(g, geo, hash, key, now, out)
+        })?;
+        match hit {
+            Some(hit) if record::checksum(hash, key, out) == hit.crc => {
+                self.shared.count(shard, STAT_HITS, 1);
+                Ok(Some(hit.seq))
+            }
+            Some(_) => {
+                out.clear();
+                self.shared.repair_damaged(shard)?;
+                self.shared.count(shard, STAT_MISSES, 1);
+                Ok(None)
+            }
+            None => {
+                self.shared.count(shard, STAT_MISSES, 1);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Writes a record under `expect`.
+    fn write(&self, key: &[u8], hash: u64, value: &[u8], expires_ms: u64, expect: Expect, now: u64) -> Result<Written> {
+        let new = NewRecord { hash, key, value, crc: record::checksum(hash, key, value), expires_ms };
+        let shard = self.shard(hash);
+        let policy = self.shared.settings.eviction;
+        let mut freed = Freed::default();
+        let written =
+            self.shared.with_shard(shard, |g, geo| shard::put(g, geo, &new, expect, policy, now, &mut freed))?;
+        self.shared.count_freed(shard, freed);
+        match written {
+            Written::Done => self.shared.count(shard, STAT_SETS, 1),
+            Written::Full { needed } => return Err(StoreError::Full { shard, needed }),
+            Written::Conflict => {}
+        }
+        Ok(written)
+    }
+
+    /// Removes a record under `expect`.
+    fn remove(&self, key: &[u8], hash: u64, expect: Expect) -> Result<Removed> {
+        let shard = self.shard(hash);
+        let now = now_ms();
+        let mut freed = Freed::default();
+        let removed =
+            self.shared.with_shard(shard, |g, geo| shard::remove(g, geo, hash, key, expect, now, &mut freed))?;
+        self.shared.count_freed(shard, freed);
+        if removed == Removed::Live {
+            self.shared.count(shard, STAT_DESTROYS, 1);
+        }
+        Ok(removed)
+    }
+
+    /// Copies the session's bytes into `out` (cleared first); returns whether it was found.
+    /// Allocates nothing when `out` has the capacity.
+    pub fn get_raw_into(&self, sid: &str, out: &mut Vec<u8>) -> Result<bool> {
+        let key = key_bytes(sid)?;
+        Ok(self.read(key, self.hash(key), out)?.is_some())
+    }
+
+    /// The session's bytes, or `None` if it is absent or expired. A miss writes nothing.
+    pub fn get_raw(&self, sid: &str) -> Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        Ok(self.get_raw_into(sid, &mut out)?.then_some(out))
+    }
+
+    /// The session decoded from MessagePack, or `None` if it is absent or expired.
+    pub fn get<T: DeserializeOwned>(&self, sid: &str) -> Result<Option<T>> {
+        self.get_raw(sid)?.map(|bytes| decode(sid, &bytes)).transpose()
+    }
+
+    /// Stores the session's bytes (upsert). An expiry already past removes the session.
+    /// If there is no room, the previous value stays and [`StoreError::Full`] is returned.
+    pub fn set_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<()> {
+        let key = key_bytes(sid)?;
+        self.check_value(value)?;
+        let now = now_ms();
+        let expires = expiry.deadline(now, self.shared.settings.default_ttl_ms);
+        let hash = self.hash(key);
+        if expires <= now {
+            self.remove(key, hash, Expect::Any)?;
+        } else {
+            self.write(key, hash, value, expires, Expect::Any, now)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the session encoded as MessagePack (upsert); see [`set_raw`](Self::set_raw).
+    pub fn set<T: Serialize + ?Sized>(&self, sid: &str, value: &T, expiry: Expiry) -> Result<()> {
+        key_bytes(sid)?;
+        self.set_raw(sid, &encode(value)?, expiry)
+    }
+
+    /// Removes the session. Returns whether a live one was there; a missing session is not
+    /// an error.
+    pub fn destroy(&self, sid: &str) -> Result<bool> {
+        let key = key_bytes(sid)?;
+        Ok(self.remove(key, self.hash(key), Expect::Any)? == Removed::Live)
+    }
+
+    /// Gives a live session a new expiry, its data unchanged. Returns whether it was live; a
+    /// missing session is not an error. An expiry already past removes the session.
+    pub fn touch(&self, sid: &str, expiry: Expiry) -> Result<bool> {
+        let key = key_bytes(sid)?;
+        let hash = self.hash(key);
+        let now = now_ms();
+        let expires = expiry.deadline(now, self.shared.settings.default_ttl_ms);
+        if expires <= now {
+            return Ok(self.remove(key, hash, Expect::Any)? == Removed::Live);
+        }
+        self.shared
+            .with_shard(self.shard(hash), |g, geo| shard::touch(g, geo, hash, key, now, expires))
+    }
+
+    /// Atomic read-modify-write of one session's bytes. `f` gets the current value (`None`
+    /// if absent or expired) and returns the new one (`None` removes the session); the result
+    /// is stored with `expiry` only if no other write to the session happened in between,
+    /// otherwise `f` runs again on the newer value. `f` never runs under a lock, so it may
+    /// take its time; it may run more than once. Returns what was stored.
+    pub fn update_raw(
+        &self,
+        sid: &str,
+        expiry: Expiry,
+        mut f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>> {
+        self.update_with(sid, expiry, |old| Ok(f(old)))
+    }
+
+    /// The compare-and-swap loop behind `update` and `update_raw`; an error from `f` ends it
+    /// with nothing written.
+    fn update_with(
+        &self,
+        sid: &str,
+        expiry: Expiry,
+        mut f: impl FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>>,
+    ) -> Result<Option<Vec<u8>>> {
+        let key = key_bytes(sid)?;
+        let hash = self.hash(key);
+        let mut current = Vec::new();
+        for _ in 0..UPDATE_ATTEMPTS {
+            let seq = self.read(key, hash, &mut current)?;
+            let expect = seq.map_or(Expect::Absent, Expect::Seq);
+            let next = f(seq.map(|_| current.as_slice()))?;
+            let now = now_ms();
+            let expires = expiry.deadline(now, self.shared.settings.default_ttl_ms);
+            match next {
+                Some(value) if expires > now => {
+                    self.check_value(&value)?;
+                    if self.write(key, hash, &value, expires, expect, now)? == Written::Done {
+                        return Ok(Some(value));
+                    }
+                }
+                _ if seq.is_none() => return Ok(None),
+                _ => {
+                    if self.remove(key, hash, expect)? != Removed::Conflict {
+                        return Ok(None);
+                    }
+                }
+            }
+            std::thread::yield_now();
+        }
+        Err(StoreError::Contended { attempts: UPDATE_ATTEMPTS })
+    }
+
+    /// Atomic read-modify-write of one typed session; see [`update_raw`](Self::update_raw).
+    /// Two workers incrementing a counter this way never lose an increment.
+    ///
+    /// # Examples
+    /// ```
+    /// # use cluster_session_store::{ClusterStore, Config, Expiry};
+    /// # let master = ClusterStore::setup(Config::new().name("doc-update").memory_size(1 << 20).shards(2).max_value_size(1024)).unwrap();
+    /// let store = ClusterStore::open("doc-update").unwrap();
+    /// for _ in 0..3 {
+    ///     store.update("cart", Expiry::Default, |n: Option<u32>| Some(n.unwrap_or(0) + 1)).unwrap();
+    /// }
+    /// assert_eq!(store.get::<u32>("cart").unwrap(), Some(3));
+    /// ```
+    pub fn update<T: Serialize + DeserializeOwned>(
+        &self,
+        sid: &str,
+        expiry: Expiry,
+        mut f: impl FnMut(Option<T>) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let mut result = None;
+        self.update_with(sid, expiry, |old| {
+            let old = old.map(|bytes| decode::<T>(sid, bytes)).transpose()?;
+            result = f(old);
+            result.as_ref().map(encode).transpose()
+        })?;
+        Ok(result)
+    }
+
+    /// Every live session's bytes, shard by shard (each shard is a consistent snapshot;
+    /// the whole is not one instant).
+    pub fn all_raw(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut all = Vec::new();
+        let mut batch = Vec::new();
+        for shard in 0..self.shared.geo.shard_count {
+            let now = now_ms();
+            self.shared.with_shard(shard, |g, geo| {
+                batch.clear();
+                shard::for_each_live(g, geo, now, |g, rec| {
+                    let copy = (rec.key(g, geo).to_vec(), rec.value(g, geo).to_vec());
+                    batch.push((copy, rec.hash(g, geo), rec.crc(g, geo)));
+                })
+            })?;
+            let mut damaged = false;
+            for ((key, value), hash, crc) in batch.drain(..) {
+                match String::from_utf8(key) {
+                    Ok(sid) if record::checksum(hash, sid.as_bytes(), &value) == crc => all.push((sid, value)),
+                    _ => damaged = true,
+                }
+            }
+            if damaged {
+                self.shared.repair_damaged(shard)?;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Every live session decoded; fails on the first that does not decode as `T`.
+    pub fn all<T: DeserializeOwned>(&self) -> Result<Vec<(String, T)>> {
+        self.all_raw()?
+            .into_iter()
+            .map(|(sid, bytes)| decode(&sid, &bytes).map(|v| (sid, v)))
+            .collect()
+    }
+
+    /// Number of live sessions.
+    pub fn length(&self) -> Result<usize> {
+        let mut total = 0;
+        for shard in 0..self.shared.geo.shard_count {
+            let now = now_ms();
+            total += self.shared.with_shard(shard, |g, geo| Ok(shard::count_live(g, geo, now)))?;
+        }
+        Ok(total)
+    }
+
+    /// Removes every session.
+    pub fn clear(&self) -> Result<()> {
+        for shard in 0..self.shared.geo.shard_count {
+            self.shared.with_shard(shard, |g, geo| {
+                shard::clear(g, geo);
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Walks the whole segment (header, then each shard under its lock) and reports every
+    /// inconsistency found. A shard whose last lock holder died is repaired when its lock is
+    /// taken, before it is checked.
+    pub fn check_integrity(&self) -> IntegrityReport {
+        let shared = &self.shared;
+        let mut report = IntegrityReport::default();
+        match header::decode(&shared.segment.read_header(), shared.segment.len()) {
+            Ok((geo, _)) if geo == shared.geo => {}
+            Ok(_) => report.problems.push(IntegrityProblem {
+                shard: None,
+                description: "the header's geometry changed since attach".into(),
+            }),
+            Err(e) => report
+                .problems
+                .push(IntegrityProblem { shard: None, description: format!("header: {e:?}") }),
+        }
+        for shard in 0..shared.geo.shard_count {
+            let mut found = Vec::new();
+            match shared.lock(shard) {
+                Ok(g) => report.records += audit::check(&g, &shared.geo, shard, &mut found),
+                Err(e) => found.push(e.to_string()),
+            }
+            report.shards_checked += 1;
+            report.problems.extend(
+                found.into_iter().map(|description| IntegrityProblem { shard: Some(shard), description }),
+            );
+        }
+        report
+    }
+
+    /// Counters and occupancy, summed over the shards.
+    pub fn stats(&self) -> Result<Stats> {
+        let shared = &self.shared;
+        let mut stats = Stats::default();
+        let mut lock_wait_ns = 0;
+        for shard in 0..shared.geo.shard_count {
+            let read = |which| shared.stat(shard, which).load(Relaxed);
+            stats.hits += read(STAT_HITS);
+            stats.misses += read(STAT_MISSES);
+            stats.sets += read(STAT_SETS);
+            stats.destroys += read(STAT_DESTROYS);
+            stats.evictions += read(STAT_EVICTIONS);
+            stats.expirations += read(STAT_EXPIRATIONS);
+            stats.recoveries += read(STAT_RECOVERIES);
+            stats.corrupt_dropped += read(STAT_CORRUPT_DROPPED);
+            lock_wait_ns += read(STAT_LOCK_WAIT_NS);
+            let g = shared.lock(shard)?;
+            stats.records += u64::from(g.u32_at(S_LIVE));
+            stats.used_bytes += g.u64_at(S_USED_BYTES);
+            stats.data_bytes += shared.geo.data_bytes as u64;
+        }
+        stats.lock_wait = Duration::from_nanos(lock_wait_ns);
+        Ok(stats)
+    }
+}

@@ -1,0 +1,155 @@
+//! The open-addressing index of a shard: linear probing over a power-of-two array of slots,
+//! with backward-shift deletion (no tombstones, so lookups never slow down with churn).
+//!
+//! A slot's home is `tag & (slots - 1)`, the tag being the low 32 bits of the key hash (the
+//! shard is chosen by the high bits). Invariant: every used slot is reachable from its home
+//! without crossing an empty slot. An empty slot has `block == 0`; its other fields are
+//! meaningless. Knuth, TAOCP vol. 3, 6.4, Algorithm R, is the deletion algorithm.
+#![forbid(unsafe_code)]
+
+use crate::layout::*;
+use crate::lock::ShardGuard;
+use crate::shard::Corrupt;
+
+/// One index slot, copied out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pub block: u32,
+    pub tag: u32,
+    pub expires_ms: u64,
+}
+
+/// Result of a probe.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Probe {
+    /// The key is in this slot.
+    Found(usize),
+    /// The key is absent; this empty slot ends its probe sequence.
+    Vacant(usize),
+}
+
+#[inline]
+pub(crate) fn slot_at(geo: &Geometry, i: usize) -> usize {
+    debug_assert!(i < geo.slots);
+    geo.index_start() + i * SLOT_SIZE
+}
+
+#[inline]
+pub(crate) fn read(g: &ShardGuard<'_>, geo: &Geometry, i: usize) -> Slot {
+    let at = slot_at(geo, i);
+    Slot {
+        block: g.u32_at(at + SLOT_BLOCK),
+        tag: g.u32_at(at + SLOT_TAG),
+        expires_ms: g.u64_at(at + SLOT_EXPIRES),
+    }
+}
+
+#[inline]
+pub(crate) fn tag_of(hash: u64) -> u32 {
+    hash as u32
+}
+
+#[inline]
+fn home(geo: &Geometry, tag: u32) -> usize {
+    tag as usize & (geo.slots - 1)
+}
+
+/// Walks the probe sequence of `hash`, asking `matches` about each slot with its tag.
+#[inline]
+pub(crate) fn probe(
+    g: &ShardGuard<'_>,
+    geo: &Geometry,
+    hash: u64,
+    mut matches: impl FnMut(&ShardGuard<'_>, u32) -> Result<bool, Corrupt>,
+) -> Result<Probe, Corrupt> {
+    let tag = tag_of(hash);
+    let mask = geo.slots - 1;
+    let start = home(geo, tag);
+    for step in 0..geo.slots {
+        let i = (start + step) & mask;
+        let slot = read(g, geo, i);
+        if slot.block == 0 {
+            return Ok(Probe::Vacant(i));
+        }
+        if slot.tag == tag && matches(g, slot.block)? {
+            return Ok(Probe::Found(i));
+        }
+    }
+    Err(Corrupt("index has no empty slot"))
+}
+
+/// Fills the empty slot `i`; the block reference is stored last, as the publish point.
+pub(crate) fn insert(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, slot: Slot) {
+    let at = slot_at(geo, i);
+    g.set_u32(at + SLOT_TAG, slot.tag);
+    g.set_u64(at + SLOT_EXPIRES, slot.expires_ms);
+    g.publish_u32(at + SLOT_BLOCK, slot.block);
+}
+
+/// Points used slot `i` at another block: the publish point of a replacing write.
+pub(crate) fn replace(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, block: u32, expires: u64) {
+    let at = slot_at(geo, i);
+    g.set_u64(at + SLOT_EXPIRES, expires);
+    g.publish_u32(at + SLOT_BLOCK, block);
+}
+
+pub(crate) fn set_expires(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, expires: u64) {
+    g.set_u64(slot_at(geo, i) + SLOT_EXPIRES, expires);
+}
+
+/// Empties slot `i`, shifting later members of its cluster back so that every remaining
+/// slot stays reachable from its home.
+pub(crate) fn remove(g: &mut ShardGuard<'_>, geo: &Geometry, mut hole: usize) {
+    let mask = geo.slots - 1;
+    let mut j = hole;
+    loop {
+        j = (j + 1) & mask;
+        let slot = read(g, geo, j);
+        if slot.block == 0 || j == hole {
+            break;
+        }
+        let k = home(geo, slot.tag);
+        // Move j into the hole unless its home lies cyclically in (hole, j].
+        if (j.wrapping_sub(k) & mask) >= (j.wrapping_sub(hole) & mask) {
+            g.copy_within(slot_at(geo, j), slot_at(geo, hole), SLOT_SIZE);
+            hole = j;
+        }
+    }
+    g.publish_u32(slot_at(geo, hole) + SLOT_BLOCK, 0);
+}
+
+/// Empties every slot.
+pub(crate) fn clear(g: &mut ShardGuard<'_>, geo: &Geometry) {
+    g.bytes_mut(geo.index_start(), geo.slots * SLOT_SIZE).fill(0);
+}
+
+/// Inserts into the first empty slot of `tag`'s probe sequence without comparing keys
+/// (the caller knows the key is absent: the repair, rebuilding from distinct records).
+pub(crate) fn insert_new(g: &mut ShardGuard<'_>, geo: &Geometry, slot: Slot) -> Result<(), Corrupt> {
+    let mask = geo.slots - 1;
+    let start = home(geo, slot.tag);
+    for step in 0..geo.slots {
+        let i = (start + step) & mask;
+        if read(g, geo, i).block == 0 {
+            insert(g, geo, i, slot);
+            return Ok(());
+        }
+    }
+    Err(Corrupt("index has no empty slot"))
+}
+
+/// Whether used slot `i` is reachable from its home without crossing an empty slot.
+pub(crate) fn reachable(g: &ShardGuard<'_>, geo: &Geometry, i: usize) -> bool {
+    let mask = geo.slots - 1;
+    let mut p = home(geo, read(g, geo, i).tag);
+    for _ in 0..geo.slots {
+        if p == i {
+            return true;
+        }
+        if read(g, geo, p).block == 0 {
+            return false;
+        }
+        p = (p + 1) & mask;
+    }
+    false
+}
