@@ -218,7 +218,8 @@ pub(crate) fn check(
         problems.push(format!("{records} slots used, over the load limit"));
     }
     if used_bytes != g.u64_at(S_USED_BYTES) as usize {
-        problems.push(format!("used_bytes {} but records use {used_bytes}", g.u64_at(S_USED_BYTES)));
+        problems
+            .push(format!("used_bytes {} but records use {used_bytes}", g.u64_at(S_USED_BYTES)));
     }
     let mut listed: HashMap<usize, usize> = HashMap::new();
     for class in 0..FREE_HEADS {
@@ -232,7 +233,9 @@ pub(crate) fn check(
             steps += 1;
             let ok = walk.find(off).is_some_and(|b| !b.used && b.class == class);
             if !ok {
-                problems.push(format!("free list {class} holds data offset {off}, not a free block of its class"));
+                problems.push(format!(
+                    "free list {class} holds data offset {off}, not a free block of its class"
+                ));
                 break;
             }
             if listed.insert(off, class).is_some() || steps > walk.blocks.len() {
@@ -245,8 +248,12 @@ pub(crate) fn check(
     for block in &walk.blocks {
         match (block.used, referenced.contains_key(&block.off), listed.contains_key(&block.off)) {
             (true, true, false) | (false, false, true) => {}
-            (true, false, _) => problems.push(format!("used block at {} is not indexed (leaked)", block.off)),
-            (false, false, false) => problems.push(format!("free block at {} is on no free list (leaked)", block.off)),
+            (true, false, _) => {
+                problems.push(format!("used block at {} is not indexed (leaked)", block.off))
+            }
+            (false, false, false) => {
+                problems.push(format!("free block at {} is on no free list (leaked)", block.off))
+            }
             _ => problems.push(format!("block at {} is both indexed and free", block.off)),
         }
     }

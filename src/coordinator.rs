@@ -181,12 +181,17 @@ impl ClusterStore {
             OpenError::Os(action, source) => AttachError::Os { action, source },
         })?;
         let not_ours = |reason: String| AttachError::NotASegment { name: name.to_owned(), reason };
-        let (geo, settings) = header::decode(&segment.read_header(), segment.len()).map_err(|e| match e {
-            HeaderError::Magic => not_ours("no magic number: not ours, or still being set up".into()),
-            HeaderError::Version(found) => AttachError::VersionMismatch { found, expected: FORMAT_VERSION },
-            HeaderError::Checksum => not_ours("header checksum mismatch".into()),
-            HeaderError::Field(field) => not_ours(format!("header field {field} is not valid")),
-        })?;
+        let (geo, settings) =
+            header::decode(&segment.read_header(), segment.len()).map_err(|e| match e {
+                HeaderError::Magic => {
+                    not_ours("no magic number: not ours, or still being set up".into())
+                }
+                HeaderError::Version(found) => {
+                    AttachError::VersionMismatch { found, expected: FORMAT_VERSION }
+                }
+                HeaderError::Checksum => not_ours("header checksum mismatch".into()),
+                HeaderError::Field(field) => not_ours(format!("header field {field} is not valid")),
+            })?;
         if settings.name != name {
             return Err(not_ours(format!("header names it {:?}", settings.name)));
         }

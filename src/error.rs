@@ -244,19 +244,17 @@ impl fmt::Display for StoreError {
                 std::io::Error::from_raw_os_error(*errno)
             ),
             StoreError::Encode(m) => write!(f, "could not serialize the session: {m}"),
-            StoreError::Decode { key, message } => write!(
-                f,
-                "session {key:?} does not deserialize into the requested type: {message}"
-            ),
+            StoreError::Decode { key, message } => {
+                write!(f, "session {key:?} does not deserialize into the requested type: {message}")
+            }
             StoreError::Corrupted { shard, what } => write!(
                 f,
                 "shard {shard} was damaged ({what}) and has been repaired; the operation was \
                  not applied: retry it"
             ),
-            StoreError::Contended { attempts } => write!(
-                f,
-                "update gave up after {attempts} attempts lost to concurrent writers"
-            ),
+            StoreError::Contended { attempts } => {
+                write!(f, "update gave up after {attempts} attempts lost to concurrent writers")
+            }
         }
     }
 }

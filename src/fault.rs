@@ -50,9 +50,9 @@ mod armed {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use armed::{arm, disarm};
-#[cfg(feature = "fault-injection")]
 pub(crate) use armed::hit;
+#[cfg(feature = "fault-injection")]
+pub use armed::{arm, disarm};
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]

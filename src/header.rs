@@ -119,7 +119,8 @@ pub(crate) fn decode(
     if shard_stride % 128 != 0 || needed.is_none_or(|n| n > shard_stride) {
         return bad("shard_stride");
     }
-    let expected_total = shard_stride.checked_mul(shard_count).and_then(|s| s.checked_add(HEADER_SIZE));
+    let expected_total =
+        shard_stride.checked_mul(shard_count).and_then(|s| s.checked_add(HEADER_SIZE));
     if expected_total != Some(total_size) || total_size != mapped_len {
         return bad("total_size");
     }
@@ -199,7 +200,10 @@ mod tests {
         let (geo, s) = sample();
         let (g2, s2) = decode(&encode(&geo, &s), geo.total_size).unwrap();
         assert_eq!(g2, geo);
-        assert_eq!((s2.name.as_str(), s2.eviction, s2.hash_key), ("sample", Eviction::Refuse, [1, 2]));
+        assert_eq!(
+            (s2.name.as_str(), s2.eviction, s2.hash_key),
+            ("sample", Eviction::Refuse, [1, 2])
+        );
     }
 
     #[test]

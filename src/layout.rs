@@ -302,7 +302,9 @@ mod tests {
 
     #[test]
     fn geometry_fits_in_the_memory_given() {
-        for &(mem, shards, max) in &[(1 << 20, 4, 4096), (64 << 20, 64, 65536), (256 << 10, 1, 1024)] {
+        for &(mem, shards, max) in
+            &[(1 << 20, 4, 4096), (64 << 20, 64, 65536), (256 << 10, 1, 1024)]
+        {
             let g = Geometry::compute(mem, shards, max).unwrap();
             assert!(g.total_size <= mem);
             assert_eq!(g.shard_stride % 128, 0);

@@ -57,7 +57,9 @@ pub(crate) enum Expect {
 pub(crate) enum Written {
     Done,
     /// No room, even after cleanup (and eviction, under `Eviction::Lru`).
-    Full { needed: usize },
+    Full {
+        needed: usize,
+    },
     /// The `Expect` condition did not hold; nothing was written.
     Conflict,
 }
@@ -328,7 +330,11 @@ pub(crate) fn remove(
     freed: &mut Freed,
 ) -> Result<Removed, Corrupt> {
     let Probe::Found(i) = find(g, geo, hash, key)? else {
-        return Ok(if matches!(expect, Expect::Seq(_)) { Removed::Conflict } else { Removed::NotLive });
+        return Ok(if matches!(expect, Expect::Seq(_)) {
+            Removed::Conflict
+        } else {
+            Removed::NotLive
+        });
     };
     let slot = table::read(g, geo, i);
     let was_live = slot.expires_ms > now;

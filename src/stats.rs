@@ -41,11 +41,19 @@ impl fmt::Display for Stats {
         } else {
             100.0 * self.used_bytes as f64 / self.data_bytes as f64
         };
-        writeln!(f, "records      {} ({} of {} bytes used, {pct:.1} %)", self.records, self.used_bytes, self.data_bytes)?;
+        writeln!(
+            f,
+            "records      {} ({} of {} bytes used, {pct:.1} %)",
+            self.records, self.used_bytes, self.data_bytes
+        )?;
         writeln!(f, "gets         {} hits, {} misses", self.hits, self.misses)?;
         writeln!(f, "writes       {} sets, {} destroys", self.sets, self.destroys)?;
         writeln!(f, "freed        {} expired, {} evicted", self.expirations, self.evictions)?;
-        writeln!(f, "recoveries   {} ({} damaged records dropped)", self.recoveries, self.corrupt_dropped)?;
+        writeln!(
+            f,
+            "recoveries   {} ({} damaged records dropped)",
+            self.recoveries, self.corrupt_dropped
+        )?;
         write!(f, "lock wait    {:?}", self.lock_wait)
     }
 }

@@ -253,13 +253,23 @@ impl ClusterStore {
     }
 
     /// Writes a record under `expect`.
-    fn write(&self, key: &[u8], hash: u64, value: &[u8], expires_ms: u64, expect: Expect, now: u64) -> Result<Written> {
-        let new = NewRecord { hash, key, value, crc: record::checksum(hash, key, value), expires_ms };
+    fn write(
+        &self,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        expires_ms: u64,
+        expect: Expect,
+        now: u64,
+    ) -> Result<Written> {
+        let new =
+            NewRecord { hash, key, value, crc: record::checksum(hash, key, value), expires_ms };
         let shard = self.shard(hash);
         let policy = self.shared.settings.eviction;
         let mut freed = Freed::default();
-        let written =
-            self.shared.with_shard(shard, |g, geo| shard::put(g, geo, &new, expect, policy, now, &mut freed))?;
+        let written = self.shared.with_shard(shard, |g, geo| {
+            shard::put(g, geo, &new, expect, policy, now, &mut freed)
+        })?;
         self.shared.count_freed(shard, freed);
         match written {
             Written::Done => self.shared.count(shard, STAT_SETS, 1),
@@ -274,8 +284,9 @@ impl ClusterStore {
         let shard = self.shard(hash);
         let now = now_ms();
         let mut freed = Freed::default();
-        let removed =
-            self.shared.with_shard(shard, |g, geo| shard::remove(g, geo, hash, key, expect, now, &mut freed))?;
+        let removed = self.shared.with_shard(shard, |g, geo| {
+            shard::remove(g, geo, hash, key, expect, now, &mut freed)
+        })?;
         self.shared.count_freed(shard, freed);
         if removed == Removed::Live {
             self.shared.count(shard, STAT_DESTROYS, 1);
@@ -439,7 +450,9 @@ impl ClusterStore {
             let mut damaged = false;
             for ((key, value), hash, crc) in batch.drain(..) {
                 match String::from_utf8(key) {
-                    Ok(sid) if record::checksum(hash, sid.as_bytes(), &value) == crc => all.push((sid, value)),
+                    Ok(sid) if record::checksum(hash, sid.as_bytes(), &value) == crc => {
+                        all.push((sid, value))
+                    }
                     _ => damaged = true,
                 }
             }
@@ -503,7 +516,9 @@ impl ClusterStore {
             }
             report.shards_checked += 1;
             report.problems.extend(
-                found.into_iter().map(|description| IntegrityProblem { shard: Some(shard), description }),
+                found
+                    .into_iter()
+                    .map(|description| IntegrityProblem { shard: Some(shard), description }),
             );
         }
         report

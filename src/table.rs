@@ -125,7 +125,11 @@ pub(crate) fn clear(g: &mut ShardGuard<'_>, geo: &Geometry) {
 
 /// Inserts into the first empty slot of `tag`'s probe sequence without comparing keys
 /// (the caller knows the key is absent: the repair, rebuilding from distinct records).
-pub(crate) fn insert_new(g: &mut ShardGuard<'_>, geo: &Geometry, slot: Slot) -> Result<(), Corrupt> {
+pub(crate) fn insert_new(
+    g: &mut ShardGuard<'_>,
+    geo: &Geometry,
+    slot: Slot,
+) -> Result<(), Corrupt> {
     let mask = geo.slots - 1;
     let start = home(geo, slot.tag);
     for step in 0..geo.slots {

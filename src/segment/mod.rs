@@ -132,15 +132,11 @@ impl FreshSegment {
 impl Segment {
     /// Opens and maps an existing named segment, whole.
     pub fn open_named(name: &str) -> Result<Self, OpenError> {
-        let fd = shm_open(
-            shm_name(name).as_str(),
-            OFlag::O_RDWR | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            nix::errno::Errno::ENOENT => OpenError::NotFound,
-            e => OpenError::Os("open the named segment", e.into()),
-        })?;
+        let fd = shm_open(shm_name(name).as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| match e {
+                nix::errno::Errno::ENOENT => OpenError::NotFound,
+                e => OpenError::Os("open the named segment", e.into()),
+            })?;
         let file = File::from(fd);
         let len = file.metadata().map_err(|e| OpenError::Os("stat the named segment", e))?.len();
         if len < HEADER_SIZE as u64 {
@@ -197,7 +193,10 @@ impl Segment {
 
     /// Raw pointer to `len` bytes at `offset`, for the lock module.
     pub fn raw_range(&self, offset: usize, len: usize) -> *mut u8 {
-        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len()), "range out of bounds");
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len()),
+            "range out of bounds"
+        );
         // SAFETY: offset + len <= mapping length (asserted), so the pointer stays inside.
         unsafe { self.map.as_mut_ptr().add(offset) }
     }

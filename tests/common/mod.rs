@@ -1,0 +1,141 @@
+//! Helpers for tests that fork real worker processes: fork a closure, wait with a timeout
+//! (pidfd + poll, no sleeping), signal the parent through a pipe, and a guard that SIGKILLs
+//! and reaps any child a failing test leaves behind.
+#![allow(dead_code)]
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, pipe, ForkResult, Pid};
+
+/// Upper bound for any wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Tests of one file that fork run one at a time: a fork while another test thread holds a
+/// lock (the registry's, stdout's, the allocator's) could leave the child waiting forever.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A forked child, SIGKILLed and reaped on drop unless already reaped.
+pub struct Child {
+    pub pid: Pid,
+    reaped: bool,
+}
+
+/// Forks; the child runs `body` and exits with its return value (101 if it panics), without
+/// returning into the test harness or running its destructors.
+pub fn spawn(body: impl FnOnce() -> i32) -> Child {
+    // SAFETY (test code): the child only runs `body` and then `_exit`s.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101);
+            // SAFETY: _exit ends the process at once; nothing of the harness runs in the child.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => Child { pid: child, reaped: false },
+    }
+}
+
+impl Child {
+    /// Waits up to `timeout` for the child to exit; returns its exit code (128 + signal
+    /// if killed). Panics on timeout (the drop then kills it).
+    pub fn wait(&mut self, timeout: Duration) -> i32 {
+        let fd = pidfd(self.pid);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap();
+            match poll(&mut fds, ms) {
+                Ok(0) if left.is_zero() => {
+                    panic!("child {} still running after {timeout:?}", self.pid)
+                }
+                Ok(0) => continue,
+                Ok(_) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => panic!("poll: {e}"),
+            }
+        }
+        self.reaped = true;
+        match waitpid(self.pid, None).expect("waitpid") {
+            WaitStatus::Exited(_, code) => code,
+            WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+            other => panic!("unexpected wait status {other:?}"),
+        }
+    }
+
+    /// SIGKILLs the child and reaps it; returns 128 + 9 if the kill was what ended it.
+    pub fn kill(&mut self) -> i32 {
+        let _ = kill(self.pid, Signal::SIGKILL);
+        self.wait(WAIT)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
+    }
+}
+
+fn pidfd(pid: Pid) -> OwnedFd {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// A one-way pipe for a child to tell the parent it reached a point.
+pub struct Signal1 {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Signal1 {
+    pub fn new() -> Self {
+        let (read, write) = pipe().expect("pipe");
+        Signal1 { read, write }
+    }
+
+    /// In the child: writes one byte.
+    pub fn notify(&self) {
+        let _ = nix::unistd::write(&self.write, &[1]);
+    }
+
+    /// Raw write end, for hooks that are plain `fn()`s.
+    pub fn write_fd(&self) -> i32 {
+        self.write.as_raw_fd()
+    }
+
+    /// In the parent: waits up to `timeout` for one byte; false on timeout.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32).unwrap();
+        if poll(&mut fds, ms).unwrap_or(0) == 0 {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        nix::unistd::read(self.read.as_raw_fd(), &mut byte).unwrap_or(0) == 1
+    }
+}
+
+/// A unique store name for this test process.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
