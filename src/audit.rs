@@ -10,8 +10,9 @@
 //! each violation.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use crate::fault::{self, FaultPoint};
 use crate::layout::*;
 use crate::lock::ShardGuard;
 use crate::record::{self, at, Rec};
@@ -106,63 +107,81 @@ pub(crate) struct Rebuilt {
     pub dropped: usize,
 }
 
-/// Rebuilds the shard's index, free lists and counters from its sound, referenced records.
+/// Repairs the shard in place: drops index slots whose record is unsound or duplicated,
+/// then rebuilds the free lists and counters from a walk of the blocks.
+///
+/// The index is only ever changed by backward-shift removals (and, for a slot found
+/// unreachable, a removal and re-insertion), each of which keeps every other entry present
+/// and reachable, so a repairer killed at any point leaves an index from which the next
+/// repair recovers the same records. Everything else is recomputed from the index and the
+/// block walk.
 pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> Rebuilt {
     let walk = walk(g, geo);
-    let mut by_key: HashMap<Vec<u8>, (Rec, u64)> = HashMap::new();
-    let mut dropped = 0;
+    // The block each key keeps: its sound record with the highest sequence number.
+    let mut best: HashMap<Vec<u8>, (usize, u64)> = HashMap::new();
     for i in 0..geo.slots {
         let slot = table::read(g, geo, i);
-        if slot.block == 0 {
-            continue;
-        }
-        let Ok(rec) = sound_record(g, geo, shard, &walk, slot) else {
-            dropped += 1;
-            continue;
-        };
-        let seq = rec.seq(g, geo);
-        match by_key.entry(rec.key(g, geo).to_vec()) {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                if e.get().0.off != rec.off {
-                    dropped += 1;
-                }
-                if seq > e.get().1 {
-                    e.insert((rec, seq));
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert((rec, seq));
+        if let Ok(rec) = sound_record(g, geo, shard, &walk, slot) {
+            let seq = rec.seq(g, geo);
+            let entry = best.entry(rec.key(g, geo).to_vec()).or_insert((rec.off, seq));
+            if seq > entry.1 {
+                *entry = (rec.off, seq);
             }
         }
     }
-    let kept: Vec<Rec> = by_key.into_values().map(|(rec, _)| rec).collect();
-    table::clear(g, geo);
+    let keep: HashSet<usize> = best.values().map(|&(off, _)| off).collect();
+    let mut dropped = 0;
+    // Remove one offending slot per scan: removals shift later slots, so rescan after each.
+    loop {
+        let mut seen = HashSet::new();
+        let offending = (0..geo.slots).find(|&i| {
+            let block = table::read(g, geo, i).block;
+            block_offset(block).is_some_and(|off| !keep.contains(&off) || !seen.insert(off))
+        });
+        let Some(i) = offending else { break };
+        table::remove(g, geo, i);
+        dropped += 1;
+    }
+    // Every remaining slot refers to a kept record. Align slot expiries with their records
+    // (a writer may have died between the two stores) and re-seat any unreachable slot.
+    for i in 0..geo.slots {
+        let slot = table::read(g, geo, i);
+        let Some(rec) = record::view(g, geo, slot.block) else { continue };
+        let expires = rec.expires(g, geo);
+        if slot.expires_ms != expires {
+            table::set_expires(g, geo, i, expires);
+        }
+        if !table::reachable(g, geo, i) {
+            let moved = table::read(g, geo, i);
+            table::remove(g, geo, i);
+            let _ = table::insert_new(g, geo, moved);
+        }
+    }
     let mut used_bytes = 0;
     let mut max_seq = g.u64_at(S_NEXT_SEQ);
-    for rec in &kept {
-        let slot = Slot {
-            block: block_ref(rec.off),
-            tag: table::tag_of(rec.hash(g, geo)),
-            expires_ms: rec.expires(g, geo),
-        };
-        max_seq = max_seq.max(rec.seq(g, geo));
-        // Cannot fail: the records came from distinct slots of this index.
-        let _ = table::insert_new(g, geo, slot);
-        used_bytes += rec.size(geo);
+    let mut live = 0;
+    for i in 0..geo.slots {
+        if let Some(rec) = record::view(g, geo, table::read(g, geo, i).block) {
+            max_seq = max_seq.max(rec.seq(g, geo));
+            used_bytes += rec.size(geo);
+            live += 1;
+        }
     }
     g.bytes_mut(S_FREE_HEADS, 4 * FREE_HEADS).fill(0);
-    let kept_offs: std::collections::HashSet<usize> = kept.iter().map(|r| r.off).collect();
-    for block in walk.blocks.iter().rev() {
-        if !kept_offs.contains(&block.off) {
-            crate::alloc::free(g, geo, block.off);
+    let unkept: Vec<usize> =
+        walk.blocks.iter().map(|b| b.off).filter(|off| !keep.contains(off)).collect();
+    for (n, &off) in unkept.iter().rev().enumerate() {
+        crate::alloc::free(g, geo, off);
+        if n == unkept.len() / 2 {
+            fault::hit(FaultPoint::MidRepair);
         }
     }
     g.set_u64(S_BUMP, walk.end as u64);
-    g.set_u32(S_LIVE, kept.len() as u32);
+    g.set_u32(S_LIVE, live as u32);
     g.set_u64(S_USED_BYTES, used_bytes as u64);
     g.set_u64(S_NEXT_SEQ, max_seq);
     g.set_u32(S_CURSOR, 0);
-    Rebuilt { kept: kept.len(), dropped }
+    Rebuilt { kept: live, dropped }
 }
 
 /// Checks every invariant of the shard, appending a description of each violation.

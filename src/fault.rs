@@ -15,6 +15,10 @@ pub enum FaultPoint {
     BeforePublish = 3,
     /// Index switched to the new record, old block not yet freed (replacing writes only).
     AfterPublish = 4,
+    /// After the first slot copy of a backward-shift removal from the index.
+    MidShift = 5,
+    /// Halfway through a repair's rebuilding of the free lists.
+    MidRepair = 6,
 }
 
 #[cfg(feature = "fault-injection")]

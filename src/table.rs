@@ -7,6 +7,7 @@
 //! meaningless. Knuth, TAOCP vol. 3, 6.4, Algorithm R, is the deletion algorithm.
 #![forbid(unsafe_code)]
 
+use crate::fault::{self, FaultPoint};
 use crate::layout::*;
 use crate::lock::ShardGuard;
 use crate::shard::Corrupt;
@@ -112,6 +113,7 @@ pub(crate) fn remove(g: &mut ShardGuard<'_>, geo: &Geometry, mut hole: usize) {
         // Move j into the hole unless its home lies cyclically in (hole, j].
         if (j.wrapping_sub(k) & mask) >= (j.wrapping_sub(hole) & mask) {
             g.copy_within(slot_at(geo, j), slot_at(geo, hole), SLOT_SIZE);
+            fault::hit(FaultPoint::MidShift);
             hole = j;
         }
     }
