@@ -19,10 +19,10 @@ static NOTIFY_FD: AtomicI32 = AtomicI32::new(-1);
 /// The hook: tell the parent we are parked with the lock held, then wait to be killed.
 fn park() {
     let fd = NOTIFY_FD.load(Ordering::SeqCst);
-    // SAFETY (test code): writes one byte from a valid buffer to a pipe fd this process owns.
+    // SAFETY: writes one byte from a valid buffer to a pipe fd this process owns.
     unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
     loop {
-        // SAFETY (test code): pause has no preconditions; it returns only on a signal.
+        // SAFETY: pause has no preconditions; it returns only on a signal.
         unsafe { libc::pause() };
     }
 }

@@ -32,7 +32,7 @@ pub struct Child {
 /// Forks; the child runs `body` and exits with its return value (101 if it panics), without
 /// returning into the test harness or running its destructors.
 pub fn spawn(body: impl FnOnce() -> i32) -> Child {
-    // SAFETY (test code): the child only runs `body` and then `_exit`s.
+    // SAFETY: the child only runs `body` and then `_exit`s.
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101);
