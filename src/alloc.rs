@@ -1,17 +1,22 @@
-//! Blocks of the data area: carving them from the bump region, per-class free lists.
+//! Blocks of the data area: carving them from the bump region, per-class free lists, and
+//! merging runs of adjacent blocks when the classes a shard was carved into no longer fit.
 //!
 //! Invariants (checked by `audit::check`):
-//! - `[0, bump)` of the data area is a sequence of blocks, each `class_sizes[class]` bytes,
-//!   each either used (referenced by exactly one index slot) or free (on exactly one free
-//!   list: the list of its own class);
-//! - a block keeps its class for life, so the sequence stays walkable; a record may sit in a
-//!   block of a larger class than it needs when its own class has none free.
+//! - `[0, bump)` of the data area is a sequence of blocks, each the size of its class, so it
+//!   can be walked from offset 0; each block is used (referenced by exactly one index slot),
+//!   free (on exactly one free list: its own class's), or a free FILLER (16 bytes, on no
+//!   list, padding the end of a merged run);
+//! - a record may sit in a block of a larger class than it needs when its own class has none
+//!   free.
 //!
 //! A block taken from a list or carved, and not yet published, is referenced by nothing: a
 //! process killed then leaks it only until the repair, which rebuilds the free lists from a
-//! walk of the blocks.
+//! walk of the blocks. A merge rewrites block headers inside a run of free blocks, which
+//! would break the walk if interrupted, so the run is recorded in `merge_start`/`merge_len`
+//! first and the repair re-tiles it ([`finish_merge`]) before walking.
 #![forbid(unsafe_code)]
 
+use crate::fault::{self, FaultPoint};
 use crate::layout::*;
 use crate::lock::ShardGuard;
 use crate::record::at;
@@ -19,6 +24,10 @@ use crate::shard::Corrupt;
 
 fn head_at(class: usize) -> usize {
     S_FREE_HEADS + 4 * class
+}
+
+fn bump(g: &ShardGuard<'_>) -> u64 {
+    g.u64_at(S_BUMP)
 }
 
 /// Takes a block that holds a record of class `class`: from that class's free list, else
@@ -32,16 +41,15 @@ pub(crate) fn alloc(
         return Ok(Some(off));
     }
     let size = geo.class_sizes[class] as usize;
-    let bump = g.u64_at(S_BUMP) as usize;
-    if bump > geo.data_bytes {
-        return Err(Corrupt("bump beyond the data area"));
+    let bump = usize::try_from(bump(g)).unwrap_or(usize::MAX);
+    if bump > geo.data_bytes || bump % BLOCK_ALIGN != 0 {
+        return Err(Corrupt("bump is not an aligned offset in the data area"));
     }
     if bump + size <= geo.data_bytes {
         // The block header goes first, then the bump: a crash in between leaves the bytes
         // past the bump, which nothing reads.
-        g.set_u8(at(geo, bump) + B_STATE, BLOCK_FREE);
-        g.set_u8(at(geo, bump) + B_CLASS, class as u8);
-        g.set_u64(S_BUMP, (bump + size) as u64);
+        write_header(g, geo, bump, class as u8);
+        g.publish_u64(S_BUMP, (bump + size) as u64);
         return Ok(Some(bump));
     }
     for larger in class + 1..geo.class_sizes.len() {
@@ -52,12 +60,17 @@ pub(crate) fn alloc(
     Ok(None)
 }
 
+fn write_header(g: &mut ShardGuard<'_>, geo: &Geometry, off: usize, class: u8) {
+    g.set_u8(at(geo, off) + B_STATE, BLOCK_FREE);
+    g.set_u8(at(geo, off) + B_CLASS, class);
+}
+
 /// Pops the head of `class`'s free list, checking it is a free block of that class.
 fn pop(g: &mut ShardGuard<'_>, geo: &Geometry, class: usize) -> Result<Option<usize>, Corrupt> {
     let head = g.u32_at(head_at(class));
     let Some(off) = block_offset(head) else { return Ok(None) };
     let size = geo.class_sizes[class] as usize;
-    let bump = (g.u64_at(S_BUMP) as usize).min(geo.data_bytes);
+    let bump = usize::try_from(bump(g)).unwrap_or(usize::MAX).min(geo.data_bytes);
     if off.checked_add(size).is_none_or(|end| end > bump)
         || g.u8_at(at(geo, off) + B_STATE) != BLOCK_FREE
         || g.u8_at(at(geo, off) + B_CLASS) as usize != class
@@ -69,9 +82,10 @@ fn pop(g: &mut ShardGuard<'_>, geo: &Geometry, class: usize) -> Result<Option<us
     Ok(Some(off))
 }
 
-/// Returns the (validated, unreferenced) block at `off` to its class's free list.
+/// Returns the (validated, unreferenced, not FILLER) block at `off` to its class's list.
 pub(crate) fn free(g: &mut ShardGuard<'_>, geo: &Geometry, off: usize) {
     let class = g.u8_at(at(geo, off) + B_CLASS) as usize;
+    debug_assert!(class < geo.class_sizes.len());
     let head = g.u32_at(head_at(class));
     g.set_u8(at(geo, off) + B_STATE, BLOCK_FREE);
     g.set_u32(at(geo, off) + B_LINK, head);
@@ -80,7 +94,163 @@ pub(crate) fn free(g: &mut ShardGuard<'_>, geo: &Geometry, off: usize) {
 
 /// Forgets every block: the shard holds no record (its index is empty).
 pub(crate) fn reset(g: &mut ShardGuard<'_>) {
-    g.set_u64(S_BUMP, 0);
+    g.publish_u64(S_BUMP, 0);
     g.set_u64(S_USED_BYTES, 0);
     g.bytes_mut(S_FREE_HEADS, 4 * FREE_HEADS).fill(0);
+}
+
+/// One block found by walking the data area.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Block {
+    pub off: usize,
+    pub size: usize,
+    pub class: u8,
+    pub used: bool,
+}
+
+/// The blocks of `[0, bump)` in order, and where the walk had to stop if a block header
+/// was not valid (nothing from there on can be used).
+pub(crate) struct Walk {
+    pub blocks: Vec<Block>,
+    pub end: usize,
+    pub broken: Option<String>,
+}
+
+impl Walk {
+    pub fn find(&self, off: usize) -> Option<&Block> {
+        self.blocks.binary_search_by_key(&off, |b| b.off).ok().map(|i| &self.blocks[i])
+    }
+}
+
+/// Walks the blocks of the data area from offset 0 to the bump.
+pub(crate) fn walk(g: &ShardGuard<'_>, geo: &Geometry) -> Walk {
+    let raw_bump = bump(g);
+    let mut broken = None;
+    let mut limit = usize::try_from(raw_bump).unwrap_or(usize::MAX);
+    if limit > geo.data_bytes || limit % BLOCK_ALIGN != 0 {
+        broken = Some(format!("bump {raw_bump} is not an aligned offset in the data area"));
+        limit = limit.min(geo.data_bytes) / BLOCK_ALIGN * BLOCK_ALIGN;
+    }
+    let mut blocks = Vec::new();
+    let mut off = 0;
+    while off < limit {
+        let state = g.u8_at(at(geo, off) + B_STATE);
+        let class = g.u8_at(at(geo, off) + B_CLASS);
+        let size = geo.block_size(class).unwrap_or(usize::MAX);
+        let state_ok = state == BLOCK_FREE || (state == BLOCK_USED && class != FILLER);
+        if !state_ok || off.saturating_add(size) > limit {
+            broken.get_or_insert(format!("invalid block header at data offset {off}"));
+            break;
+        }
+        blocks.push(Block { off, size, class, used: state == BLOCK_USED });
+        off += size;
+    }
+    Walk { blocks, end: off, broken }
+}
+
+/// Empties every free list, then puts the blocks at `offs` (free or to be freed, never
+/// FILLER) on their lists.
+pub(crate) fn relist(g: &mut ShardGuard<'_>, geo: &Geometry, offs: &[usize]) {
+    g.bytes_mut(S_FREE_HEADS, 4 * FREE_HEADS).fill(0);
+    for &off in offs.iter().rev() {
+        free(g, geo, off);
+    }
+}
+
+/// Lays free blocks over `[start, start + len)`: one of class `first` if given, then the
+/// largest classes that fit, then FILLERs.
+fn tile(g: &mut ShardGuard<'_>, geo: &Geometry, start: usize, len: usize, first: Option<usize>) {
+    let end = start + len;
+    let mut off = start;
+    if let Some(class) = first {
+        write_header(g, geo, off, class as u8);
+        off += geo.class_sizes[class] as usize;
+        fault::hit(FaultPoint::MidMerge);
+    }
+    while let Some(class) = geo.class_sizes.iter().rposition(|&s| s as usize <= end - off) {
+        write_header(g, geo, off, class as u8);
+        off += geo.class_sizes[class] as usize;
+    }
+    while off < end {
+        write_header(g, geo, off, FILLER);
+        off += BLOCK_ALIGN;
+    }
+}
+
+/// Completes a merge a dead process left half done: re-tiles its run with free blocks.
+/// Returns whether there was one. The run held only free blocks when it was recorded.
+pub(crate) fn finish_merge(g: &mut ShardGuard<'_>, geo: &Geometry) -> bool {
+    let Some(start) = block_offset(g.u32_at(S_MERGE_START)) else { return false };
+    let len = g.u32_at(S_MERGE_LEN) as usize * BLOCK_ALIGN;
+    let end = start.checked_add(len);
+    if end.is_some_and(|end| len > 0 && end as u64 <= bump(g) && end <= geo.data_bytes) {
+        tile(g, geo, start, len, None);
+    }
+    g.publish_u32(S_MERGE_START, 0);
+    true
+}
+
+/// Makes one free block of class `class` out of the run of adjacent blocks that needs the
+/// fewest used blocks freed: `evict` is called on each used block of the run and must
+/// unindex and free it. Used blocks are allowed only when `allow_used`; the block at
+/// `protect` never is. The new block is free and on no list; the caller uses it at once.
+pub(crate) fn merge(
+    g: &mut ShardGuard<'_>,
+    geo: &Geometry,
+    class: usize,
+    allow_used: bool,
+    protect: Option<usize>,
+    mut evict: impl FnMut(&mut ShardGuard<'_>, usize) -> Result<(), Corrupt>,
+) -> Result<Option<usize>, Corrupt> {
+    let walk = walk(g, geo);
+    if walk.broken.is_some() {
+        return Err(Corrupt("the blocks do not tile the data area"));
+    }
+    let need = geo.class_sizes[class] as usize;
+    // Sliding window over the blocks: the shortest run from each start whose size reaches
+    // `need`, keeping the one with the fewest used blocks.
+    let mut best: Option<(usize, usize, usize)> = None;
+    let (mut from, mut size, mut used) = (0, 0, 0);
+    for (i, b) in walk.blocks.iter().enumerate() {
+        if Some(b.off) == protect || (b.used && !allow_used) {
+            (from, size, used) = (i + 1, 0, 0);
+            continue;
+        }
+        size += b.size;
+        used += usize::from(b.used);
+        while size - walk.blocks[from].size >= need {
+            size -= walk.blocks[from].size;
+            used -= usize::from(walk.blocks[from].used);
+            from += 1;
+        }
+        if size >= need && best.is_none_or(|(cost, _, _)| used < cost) {
+            best = Some((used, from, i + 1));
+            if used == 0 {
+                break;
+            }
+        }
+    }
+    let Some((_, first, last)) = best else { return Ok(None) };
+    let run = &walk.blocks[first..last];
+    for b in run.iter().filter(|b| b.used) {
+        evict(g, b.off)?;
+    }
+    let start = run[0].off;
+    let end = run[run.len() - 1].off + run[run.len() - 1].size;
+    if bump(g) < end as u64 {
+        // The evictions emptied the shard, which reset the bump: carve from it instead.
+        return alloc(g, geo, class);
+    }
+    g.set_u32(S_MERGE_LEN, ((end - start) / BLOCK_ALIGN) as u32);
+    g.publish_u32(S_MERGE_START, block_ref(start));
+    tile(g, geo, start, end - start, Some(class));
+    g.publish_u32(S_MERGE_START, 0);
+    let listed: Vec<usize> = self::walk(g, geo)
+        .blocks
+        .iter()
+        .filter(|b| !b.used && b.class != FILLER && b.off != start)
+        .map(|b| b.off)
+        .collect();
+    relist(g, geo, &listed);
+    Ok(Some(start))
 }

@@ -12,58 +12,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::alloc::{self, Walk};
 use crate::fault::{self, FaultPoint};
 use crate::layout::*;
 use crate::lock::ShardGuard;
 use crate::record::{self, at, Rec};
 use crate::table::{self, Slot};
-
-/// One block found by walking the data area.
-#[derive(Clone, Copy, Debug)]
-struct Block {
-    off: usize,
-    class: usize,
-    used: bool,
-}
-
-/// The blocks of `[0, bump)` in order, and where the walk had to stop if a block header was
-/// not valid (everything from there on is unusable).
-struct Walk {
-    blocks: Vec<Block>,
-    end: usize,
-    broken: Option<String>,
-}
-
-fn walk(g: &ShardGuard<'_>, geo: &Geometry) -> Walk {
-    let raw_bump = g.u64_at(S_BUMP);
-    let mut broken = None;
-    let mut bump = usize::try_from(raw_bump).unwrap_or(usize::MAX);
-    if bump > geo.data_bytes || bump % BLOCK_ALIGN != 0 {
-        broken = Some(format!("bump {raw_bump} is not an aligned offset in the data area"));
-        bump = geo.data_bytes.min(bump) / BLOCK_ALIGN * BLOCK_ALIGN;
-    }
-    let mut blocks = Vec::new();
-    let mut off = 0;
-    while off < bump {
-        let state = if off + 2 <= bump { g.u8_at(at(geo, off) + B_STATE) } else { 0 };
-        let class = if off + 2 <= bump { g.u8_at(at(geo, off) + B_CLASS) as usize } else { 0 };
-        let size = geo.class_sizes.get(class).map_or(usize::MAX, |&s| s as usize);
-        let valid_state = state == BLOCK_USED || state == BLOCK_FREE;
-        if !valid_state || off.saturating_add(size) > bump {
-            broken.get_or_insert(format!("invalid block header at data offset {off}"));
-            break;
-        }
-        blocks.push(Block { off, class, used: state == BLOCK_USED });
-        off += size;
-    }
-    Walk { blocks, end: off, broken }
-}
-
-impl Walk {
-    fn find(&self, off: usize) -> Option<&Block> {
-        self.blocks.binary_search_by_key(&off, |b| b.off).ok().map(|i| &self.blocks[i])
-    }
-}
 
 /// The record slot `slot` refers to, if it is a sound record of this shard whose hash
 /// agrees with the slot's tag.
@@ -116,7 +70,8 @@ pub(crate) struct Rebuilt {
 /// repair recovers the same records. Everything else is recomputed from the index and the
 /// block walk.
 pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> Rebuilt {
-    let walk = walk(g, geo);
+    alloc::finish_merge(g, geo);
+    let walk = alloc::walk(g, geo);
     // The block each key keeps: its sound record with the highest sequence number.
     let mut best: HashMap<Vec<u8>, (usize, u64)> = HashMap::new();
     for i in 0..geo.slots {
@@ -130,20 +85,28 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
         }
     }
     let keep: HashSet<usize> = best.values().map(|&(off, _)| off).collect();
+    // Drop every slot whose block is not kept, or is kept by an earlier slot. One pass,
+    // starting after an empty slot: a removal shifts only later slots of the same cluster
+    // back into the position just examined, which is examined again.
+    let mask = geo.slots - 1;
+    let start = (0..geo.slots).find(|&i| table::read(g, geo, i).block == 0).unwrap_or(mask);
+    let mut seen = HashSet::new();
     let mut dropped = 0;
-    // Remove one offending slot per scan: removals shift later slots, so rescan after each.
-    loop {
-        let mut seen = HashSet::new();
-        let offending = (0..geo.slots).find(|&i| {
-            let block = table::read(g, geo, i).block;
-            block_offset(block).is_some_and(|off| !keep.contains(&off) || !seen.insert(off))
-        });
-        let Some(i) = offending else { break };
-        table::remove(g, geo, i);
-        dropped += 1;
+    let (mut i, mut examined) = ((start + 1) & mask, 0);
+    while examined < geo.slots {
+        let block = table::read(g, geo, i).block;
+        if block_offset(block).is_some_and(|off| !keep.contains(&off) || !seen.insert(off)) {
+            table::remove(g, geo, i);
+            dropped += 1;
+            continue;
+        }
+        i = (i + 1) & mask;
+        examined += 1;
     }
     // Every remaining slot refers to a kept record. Align slot expiries with their records
-    // (a writer may have died between the two stores) and re-seat any unreachable slot.
+    // (a writer may have died between the two stores) and re-seat any unreachable slot (only
+    // stray writes make one): the copy is inserted before the original is removed, so a
+    // repairer killed in between leaves a duplicate, which the next repair drops.
     for i in 0..geo.slots {
         let slot = table::read(g, geo, i);
         let Some(rec) = record::view(g, geo, slot.block) else { continue };
@@ -151,10 +114,9 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
         if slot.expires_ms != expires {
             table::set_expires(g, geo, i, expires);
         }
-        if !table::reachable(g, geo, i) {
-            let moved = table::read(g, geo, i);
+        if !table::reachable(g, geo, i) && table::insert_new(g, geo, table::read(g, geo, i)).is_ok()
+        {
             table::remove(g, geo, i);
-            let _ = table::insert_new(g, geo, moved);
         }
     }
     let mut used_bytes = 0;
@@ -167,19 +129,23 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
             live += 1;
         }
     }
-    g.bytes_mut(S_FREE_HEADS, 4 * FREE_HEADS).fill(0);
-    let unkept: Vec<usize> =
-        walk.blocks.iter().map(|b| b.off).filter(|off| !keep.contains(off)).collect();
-    for (n, &off) in unkept.iter().rev().enumerate() {
-        crate::alloc::free(g, geo, off);
-        if n == unkept.len() / 2 {
-            fault::hit(FaultPoint::MidRepair);
-        }
+    let unkept: Vec<usize> = walk
+        .blocks
+        .iter()
+        .filter(|b| b.class != FILLER && !keep.contains(&b.off))
+        .map(|b| b.off)
+        .collect();
+    let (first, second) = unkept.split_at(unkept.len() / 2);
+    alloc::relist(g, geo, second);
+    fault::hit(FaultPoint::MidRepair);
+    for &off in first.iter().rev() {
+        alloc::free(g, geo, off);
     }
-    g.set_u64(S_BUMP, walk.end as u64);
+    g.publish_u64(S_BUMP, walk.end as u64);
     g.set_u32(S_LIVE, live as u32);
     g.set_u64(S_USED_BYTES, used_bytes as u64);
     g.set_u64(S_NEXT_SEQ, max_seq);
+    g.set_u64(S_MIN_EXPIRES, 0);
     g.set_u32(S_CURSOR, 0);
     Rebuilt { kept: live, dropped }
 }
@@ -192,12 +158,15 @@ pub(crate) fn check(
     shard: usize,
     problems: &mut Vec<String>,
 ) -> usize {
-    let walk = walk(g, geo);
+    let walk = alloc::walk(g, geo);
     if let Some(b) = &walk.broken {
         problems.push(b.clone());
     }
     if g.u32_at(S_DIRTY) != 0 {
         problems.push("a repair is pending (dirty)".into());
+    }
+    if g.u32_at(S_MERGE_START) != 0 {
+        problems.push("a merge of free blocks is unfinished".into());
     }
     let mut referenced: HashMap<usize, usize> = HashMap::new();
     let mut keys: HashMap<Vec<u8>, usize> = HashMap::new();
@@ -218,6 +187,9 @@ pub(crate) fn check(
         };
         if rec.expires(g, geo) != slot.expires_ms {
             problems.push(format!("slot {i} expiry differs from its record's"));
+        }
+        if rec.expires(g, geo) < g.u64_at(S_MIN_EXPIRES) {
+            problems.push(format!("slot {i} expires before the shard's min_expires"));
         }
         if !table::reachable(g, geo, i) {
             problems.push(format!("slot {i} is not reachable from its home slot"));
@@ -250,7 +222,7 @@ pub(crate) fn check(
         let mut steps = 0;
         while let Some(off) = block_offset(next) {
             steps += 1;
-            let ok = walk.find(off).is_some_and(|b| !b.used && b.class == class);
+            let ok = walk.find(off).is_some_and(|b| !b.used && b.class as usize == class);
             if !ok {
                 problems.push(format!(
                     "free list {class} holds data offset {off}, not a free block of its class"
@@ -264,7 +236,7 @@ pub(crate) fn check(
             next = g.u32_at(at(geo, off) + B_LINK);
         }
     }
-    for block in &walk.blocks {
+    for block in walk.blocks.iter().filter(|b| b.class != FILLER) {
         match (block.used, referenced.contains_key(&block.off), listed.contains_key(&block.off)) {
             (true, true, false) | (false, false, true) => {}
             (true, false, _) => {

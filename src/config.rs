@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::error::SetupError;
-use crate::layout::{Geometry, MAX_NAME_LEN};
+use crate::layout::{max_value_limit, Geometry, MAX_NAME_LEN};
 
 /// What a full shard does with a write that needs room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,11 +145,12 @@ impl Config {
         if !self.shards.is_power_of_two() || self.shards > 65_536 {
             return invalid("shards", self.shards.to_string(), "a power of two, 1 to 65536".into());
         }
-        if self.max_value_size == 0 || self.max_value_size > 16 << 20 {
+        let value_limit = max_value_limit();
+        if self.max_value_size == 0 || self.max_value_size > value_limit {
             return invalid(
                 "max_value_size",
                 self.max_value_size.to_string(),
-                "1 byte to 16 MiB".into(),
+                format!("1 to {value_limit} bytes"),
             );
         }
         const MAX_MEMORY: usize = 1 << 40;
@@ -176,24 +177,17 @@ impl Config {
         match Geometry::compute(self.memory_size, self.shards, self.max_value_size) {
             Some(g) => Ok(g),
             None => {
+                // Every other input is in range, so only memory can be short.
                 let needed = minimum_memory(self.shards, self.max_value_size);
-                if self.memory_size < needed {
-                    invalid(
-                        "memory_size",
-                        self.memory_size.to_string(),
-                        format!(
-                            "at least {needed} bytes for {} shards that each hold two \
-                             {}-byte values (or lower shards / max_value_size)",
-                            self.shards, self.max_value_size
-                        ),
-                    )
-                } else {
-                    invalid(
-                        "max_value_size",
-                        self.max_value_size.to_string(),
-                        "a value whose record fits the size classes (at most 16 MiB)".into(),
-                    )
-                }
+                invalid(
+                    "memory_size",
+                    self.memory_size.to_string(),
+                    format!(
+                        "at least {needed} bytes for {} shards that each hold two \
+                         {}-byte values (or lower shards / max_value_size)",
+                        self.shards, self.max_value_size
+                    ),
+                )
             }
         }
     }

@@ -230,8 +230,8 @@ impl fmt::Display for StoreError {
             ),
             StoreError::Full { shard, needed } => write!(
                 f,
-                "shard {shard} has no room for a {needed}-byte record: raise \
-                 Config::memory_size, or use Eviction::Lru"
+                "shard {shard} has no room for a {needed}-byte record after freeing expired \
+                 sessions (and, under Eviction::Lru, evicting): raise Config::memory_size"
             ),
             StoreError::LockTimeout { shard, waited } => write!(
                 f,

@@ -19,6 +19,9 @@ pub enum FaultPoint {
     MidShift = 5,
     /// Halfway through a repair's rebuilding of the free lists.
     MidRepair = 6,
+    /// While merging adjacent free blocks: the first new block header is written, the rest
+    /// of the run still has the old ones.
+    MidMerge = 7,
 }
 
 #[cfg(feature = "fault-injection")]

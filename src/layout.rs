@@ -48,11 +48,14 @@
 //!   256  bump            u64       bytes of the data area carved into blocks so far
 //!   264  live            u32       index slots in use
 //!   268  dirty           u32       1 while a repair is owed (holder died or repair failed)
-//!   272  next_seq        u64       sequence number for the next record written
+//!   272  next_seq        u64       last sequence number given to a record written
 //!   280  clock           u32       access counter, the recency stamp source
 //!   284  cursor          u32       index position where expiry cleanup resumes
 //!   288  used_bytes      u64       bytes of blocks holding records
-//!   296  reserved        [u8; 24]
+//!   296  min_expires     u64       no record expires before this (a lower bound; 0 = unknown)
+//!   304  merge_start     u32       block ref of a merge of free blocks in progress, 0 = none
+//!   308  merge_len       u32       its length in BLOCK_ALIGN units
+//!   312  reserved        [u8; 8]
 //!   320  free_heads      [u32; 48] head block ref of each class's free list, 0 = empty
 //!   512  (end of state)
 //!
@@ -63,7 +66,8 @@
 //!
 //! Block (offsets from the block's start in the data area; BLOCK_ALIGN-aligned):
 //!   0    state           u8        BLOCK_USED or BLOCK_FREE
-//!   1    class           u8        size class, fixes the block's length
+//!   1    class           u8        size class, fixes the block's length; FILLER: a free
+//!                                  16-byte block that pads a merge, on no free list
 //!   2    reserved        u16
 //!   4    link            u32       free: next free block ref; used: recency stamp
 //!   8    hash            u64       SipHash of the key          (covered by crc)
@@ -150,6 +154,9 @@ pub const S_NEXT_SEQ: usize = 16;
 pub const S_CLOCK: usize = 24;
 pub const S_CURSOR: usize = 28;
 pub const S_USED_BYTES: usize = 32;
+pub const S_MIN_EXPIRES: usize = 40;
+pub const S_MERGE_START: usize = 48;
+pub const S_MERGE_LEN: usize = 52;
 pub const S_FREE_HEADS: usize = 64;
 const _: () = assert!(S_FREE_HEADS + 4 * FREE_HEADS == SHARD_INDEX - SHARD_STATE);
 
@@ -174,6 +181,17 @@ pub const RECORD_HEADER: usize = 48;
 
 pub const BLOCK_USED: u8 = 0xA5;
 pub const BLOCK_FREE: u8 = 0x5F;
+/// Class byte of a filler block: BLOCK_ALIGN bytes, always free, on no list.
+pub const FILLER: u8 = 0xFF;
+
+/// Largest `max_value_len` whose record fits the largest class `FREE_HEADS` classes reach.
+pub fn max_value_limit() -> usize {
+    let mut size = MIN_BLOCK;
+    for _ in 1..FREE_HEADS {
+        size = ((size + size / 4).div_ceil(BLOCK_ALIGN) * BLOCK_ALIGN).max(size + BLOCK_ALIGN);
+    }
+    size - RECORD_HEADER - MAX_KEY_LEN
+}
 
 /// Most index slots that may be used, as a fraction of `slots`: linear probing degrades past it.
 pub const MAX_LOAD_NUM: usize = 7;
@@ -223,6 +241,14 @@ impl Geometry {
             max_value_len,
             class_sizes,
         })
+    }
+
+    /// Size of a block of class byte `class`, `None` for a class this geometry lacks.
+    pub fn block_size(&self, class: u8) -> Option<usize> {
+        if class == FILLER {
+            return Some(BLOCK_ALIGN);
+        }
+        self.class_sizes.get(class as usize).map(|&s| s as usize)
     }
 
     /// Byte offset of shard `i` from the segment base.
@@ -318,6 +344,13 @@ mod tests {
     fn too_little_memory_is_refused() {
         assert!(Geometry::compute(64 << 10, 64, 65536).is_none());
         assert!(Geometry::compute(100, 1, 16).is_none());
+    }
+
+    #[test]
+    fn the_value_limit_is_exactly_what_the_classes_allow() {
+        let limit = max_value_limit();
+        assert!(class_sizes(record_len(MAX_KEY_LEN, limit)).is_some());
+        assert!(class_sizes(record_len(MAX_KEY_LEN, limit + 1)).is_none());
     }
 
     #[test]

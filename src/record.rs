@@ -38,7 +38,7 @@ pub(crate) fn view(g: &ShardGuard<'_>, geo: &Geometry, block: u32) -> Option<Rec
     }
     let base = at(geo, off);
     let class = g.u8_at(base + B_CLASS) as usize;
-    let size = *geo.class_sizes.get(class)? as usize;
+    let size = *geo.class_sizes.get(class)? as usize; // FILLER is never a record
     if g.u8_at(base + B_STATE) != BLOCK_USED || off + size > bump {
         return None;
     }
@@ -69,8 +69,9 @@ impl Rec {
     pub fn expires(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u64 {
         g.u64_at(at(geo, self.off) + R_EXPIRES)
     }
+    /// Rewrites the expiry in place with one 8-byte store, which a kill cannot tear.
     pub fn set_expires(&self, g: &mut ShardGuard<'_>, geo: &Geometry, expires_ms: u64) {
-        g.set_u64(at(geo, self.off) + R_EXPIRES, expires_ms);
+        g.publish_u64(at(geo, self.off) + R_EXPIRES, expires_ms);
     }
     /// The recency stamp (the shard clock at the last access).
     pub fn stamp(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u32 {
@@ -143,5 +144,5 @@ pub(crate) fn write(
 
 /// Size of the block at `off`, from its class byte (the block was validated by the caller).
 pub(crate) fn block_size(g: &ShardGuard<'_>, geo: &Geometry, off: usize) -> usize {
-    geo.class_sizes[g.u8_at(at(geo, off) + B_CLASS) as usize] as usize
+    geo.block_size(g.u8_at(at(geo, off) + B_CLASS)).expect("a validated block")
 }

@@ -22,8 +22,6 @@ pub(crate) struct Corrupt(pub &'static str);
 
 /// Index slots probed per write for opportunistic expiry cleanup.
 const CLEANUP_PER_WRITE: usize = 2;
-/// Index slots probed for expired records when a write finds the shard full.
-const CLEANUP_WHEN_FULL: usize = 64;
 /// Records sampled per LRU eviction (Redis's approximated LRU uses 5 by default).
 const LRU_SAMPLES: usize = 8;
 
@@ -165,6 +163,7 @@ pub(crate) fn put(
     }
     let seq = next_seq(g);
     let stamp = next_stamp(g);
+    lower_min_expires(g, new.expires_ms);
     record::write(g, geo, off, new, seq, stamp);
     fault::hit(FaultPoint::BeforePublish);
     let block = block_ref(off);
@@ -193,9 +192,11 @@ fn add_used(g: &mut ShardGuard<'_>, delta: i64) {
 }
 
 /// Finds a block for class `class` and, when `protect` is `None` (a new key), an index slot
-/// under the load limit: frees expired records first, then (under LRU) evicts sampled
-/// least-recently-used ones, never the `protect`ed block. Returns the block and whether any
-/// slot moved.
+/// under the load limit. In order: free every expired record of the shard (skipped while
+/// `min_expires` shows none can be); under LRU, evict sampled least-recently-used records
+/// whose blocks are large enough; then merge a run of adjacent blocks into one of the
+/// right class, evicting the fewest records (under Refuse, only runs of free blocks). Never
+/// frees the `protect`ed block. Returns the block and whether any slot moved.
 fn make_room(
     g: &mut ShardGuard<'_>,
     geo: &Geometry,
@@ -206,7 +207,7 @@ fn make_room(
     freed: &mut Freed,
 ) -> Result<Option<(usize, bool)>, Corrupt> {
     let mut moved = false;
-    let mut cleaned = false;
+    let mut expired_done = false;
     loop {
         let slot_free = protect.is_some() || live(g) < max_live(geo);
         if slot_free {
@@ -214,23 +215,47 @@ fn make_room(
                 return Ok(Some((off, moved)));
             }
         }
-        if !cleaned {
-            cleaned = true;
-            let expired = expire_scan(g, geo, now, CLEANUP_WHEN_FULL)?;
+        if !expired_done {
+            expired_done = true;
+            let expired = expire_all(g, geo, now)?;
             freed.expired += expired;
             if expired > 0 {
                 moved = true;
                 continue;
             }
         }
-        if policy == Eviction::Refuse {
+        let lru = policy == Eviction::Lru;
+        let min_class = if slot_free { class } else { 0 };
+        if lru {
+            if let Some(victim) = lru_victim(g, geo, min_class, protect)? {
+                remove_slot(g, geo, victim)?;
+                freed.evicted += 1;
+                moved = true;
+                continue;
+            }
+        }
+        if !slot_free {
             return Ok(None);
         }
-        let min_class = if slot_free { class } else { 0 };
-        let Some(victim) = lru_victim(g, geo, min_class, protect)? else { return Ok(None) };
-        remove_slot(g, geo, victim)?;
-        freed.evicted += 1;
-        moved = true;
+        let protect_off = protect.and_then(block_offset);
+        let mut evicted = 0;
+        let merged = alloc::merge(g, geo, class, lru, protect_off, |g, off| {
+            evict_block(g, geo, off)?;
+            evicted += 1;
+            Ok(())
+        })?;
+        freed.evicted += evicted;
+        return Ok(merged.map(|off| (off, moved || evicted > 0)));
+    }
+}
+
+/// Removes the record in the used block at `off` from the index and frees the block.
+fn evict_block(g: &mut ShardGuard<'_>, geo: &Geometry, off: usize) -> Result<(), Corrupt> {
+    let target = block_ref(off);
+    let hash = rec_at(g, geo, target)?.hash(g, geo);
+    match table::probe(g, geo, hash, |_, block| Ok(block == target))? {
+        Probe::Found(i) => remove_slot(g, geo, i),
+        Probe::Vacant(_) => Err(Corrupt("a used block is not in the index")),
     }
 }
 
@@ -277,6 +302,7 @@ fn remove_slot(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize) -> Result<(), C
     g.set_u32(S_LIVE, remaining as u32);
     if remaining == 0 {
         alloc::reset(g);
+        g.set_u64(S_MIN_EXPIRES, u64::MAX);
     } else {
         add_used(g, -(rec.size(geo) as i64));
         alloc::free(g, geo, rec.off);
@@ -306,6 +332,41 @@ pub(crate) fn expire_scan(
     }
     g.set_u32(S_CURSOR, cursor as u32);
     Ok(removed)
+}
+
+/// Frees every expired record of the shard, unless `min_expires` shows there is none, and
+/// records the earliest expiry left. One pass from an empty slot: a removal shifts only
+/// later slots back into the position just examined, which is examined again.
+pub(crate) fn expire_all(g: &mut ShardGuard<'_>, geo: &Geometry, now: u64) -> Result<u64, Corrupt> {
+    if now < g.u64_at(S_MIN_EXPIRES) {
+        return Ok(0);
+    }
+    let mask = geo.slots - 1;
+    let Some(empty) = (0..geo.slots).find(|&i| table::read(g, geo, i).block == 0) else {
+        return Err(Corrupt("index has no empty slot"));
+    };
+    let (mut i, mut examined, mut removed, mut earliest) = ((empty + 1) & mask, 0, 0, u64::MAX);
+    while examined < geo.slots {
+        let slot = table::read(g, geo, i);
+        if slot.block != 0 && slot.expires_ms <= now {
+            remove_slot(g, geo, i)?;
+            removed += 1;
+            continue;
+        }
+        if slot.block != 0 {
+            earliest = earliest.min(slot.expires_ms);
+        }
+        i = (i + 1) & mask;
+        examined += 1;
+    }
+    g.set_u64(S_MIN_EXPIRES, earliest);
+    Ok(removed)
+}
+
+fn lower_min_expires(g: &mut ShardGuard<'_>, expires_ms: u64) {
+    if expires_ms < g.u64_at(S_MIN_EXPIRES) {
+        g.set_u64(S_MIN_EXPIRES, expires_ms);
+    }
 }
 
 /// What became of a removal.
@@ -370,6 +431,7 @@ pub(crate) fn touch(
         return Ok(false);
     }
     let rec = rec_at(g, geo, slot.block)?;
+    lower_min_expires(g, expires_ms);
     rec.set_expires(g, geo, expires_ms);
     table::set_expires(g, geo, i, expires_ms);
     let stamp = next_stamp(g);
@@ -407,4 +469,5 @@ pub(crate) fn clear(g: &mut ShardGuard<'_>, geo: &Geometry) {
     alloc::reset(g);
     g.set_u32(S_LIVE, 0);
     g.set_u32(S_CURSOR, 0);
+    g.set_u64(S_MIN_EXPIRES, u64::MAX);
 }

@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use std::hash::Hasher;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,8 +51,19 @@ impl Expiry {
     }
 }
 
+/// Unix time in milliseconds. The precise real-time clock (a vDSO read, about 30 ns here):
+/// the coarse clock costs a third of that but lags up to a tick, and a session must be gone
+/// as soon as the wall clock passes its expiry.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A repair made while a lock was held, reported once the lock is released.
+#[derive(Clone, Copy, Debug)]
+struct Repaired {
+    cause: &'static str,
+    kept: usize,
+    dropped: usize,
 }
 
 /// Everything a handle needs: the mapping and what its header says.
@@ -63,84 +74,98 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn stat(&self, shard: usize, which: usize) -> &AtomicU64 {
-        self.segment.atomic_u64(self.geo.shard_offset(shard) + SHARD_STATS + which)
-    }
-
-    fn count(&self, shard: usize, which: usize, n: u64) {
+    /// Adds `n` to counter `which` of `shard`, whose lock `_held` proves is held. The lock
+    /// serialises every writer of these counters, so a plain load and store (no locked
+    /// instruction) is exact, and readers without the lock still see whole values.
+    fn count(&self, _held: &ShardGuard<'_>, shard: usize, which: usize, n: u64) {
         if n > 0 {
-            self.stat(shard, which).fetch_add(n, Relaxed);
+            let counter = self.segment.stat(&self.geo, shard, which);
+            counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
         }
     }
 
-    fn count_freed(&self, shard: usize, freed: Freed) {
-        self.count(shard, STAT_EXPIRATIONS, freed.expired);
-        self.count(shard, STAT_EVICTIONS, freed.evicted);
+    fn count_freed(&self, held: &ShardGuard<'_>, shard: usize, freed: Freed) {
+        self.count(held, shard, STAT_EXPIRATIONS, freed.expired);
+        self.count(held, shard, STAT_EVICTIONS, freed.evicted);
     }
 
     /// Locks a shard, repairing it first if its last holder died or a repair is pending.
-    fn lock(&self, shard: usize) -> Result<ShardGuard<'_>> {
-        let off = self.geo.shard_offset(shard);
+    fn lock(&self, shard: usize) -> Result<(ShardGuard<'_>, Option<Repaired>)> {
         let timeout = Duration::from_millis(self.settings.lock_timeout_ms);
-        let (mut g, acquired) = ShardGuard::lock(
-            &self.segment,
-            off + SHARD_MUTEX,
-            off + SHARD_STATE,
-            self.geo.guarded_len(),
-            timeout,
-        )
-        .map_err(|failure| match failure {
-            LockFailure::Timeout(waited) => StoreError::LockTimeout { shard, waited },
-            LockFailure::Errno(errno) => StoreError::Lock { shard, errno },
-        })?;
-        self.count(shard, STAT_LOCK_WAIT_NS, acquired.waited_ns);
-        if acquired.owner_died {
-            self.repair(&mut g, shard, "a process died holding the shard lock");
+        let (mut g, acquired) = ShardGuard::lock(&self.segment, &self.geo, shard, timeout)
+            .map_err(|failure| match failure {
+                LockFailure::Timeout(waited) => StoreError::LockTimeout { shard, waited },
+                LockFailure::Errno(errno) => StoreError::Lock { shard, errno },
+            })?;
+        self.count(&g, shard, STAT_LOCK_WAIT_NS, acquired.waited_ns);
+        let repaired = if acquired.owner_died {
+            Some(self.repair(&mut g, shard, "a process died holding the shard lock"))
         } else if g.u32_at(S_DIRTY) != 0 {
-            self.repair(&mut g, shard, "a previous repair did not finish");
-        }
+            Some(self.repair(&mut g, shard, "a previous repair or write did not finish"))
+        } else {
+            None
+        };
         g.mark_consistent();
-        Ok(g)
+        Ok((g, repaired))
     }
 
     /// Rebuilds a locked shard. The dirty word stays set until the rebuild is complete, so
     /// a repairer that dies is followed by another repair.
-    fn repair(&self, g: &mut ShardGuard<'_>, shard: usize, cause: &str) {
+    fn repair(&self, g: &mut ShardGuard<'_>, shard: usize, cause: &'static str) -> Repaired {
         g.set_u32(S_DIRTY, 1);
         let rebuilt = audit::rebuild(g, &self.geo, shard);
         g.set_u32(S_DIRTY, 0);
-        self.count(shard, STAT_RECOVERIES, 1);
-        self.count(shard, STAT_CORRUPT_DROPPED, rebuilt.dropped as u64);
-        tracing::warn!(
-            namespace = %self.settings.name,
-            shard,
-            kept = rebuilt.kept,
-            dropped = rebuilt.dropped,
-            cause,
-            "shard repaired"
-        );
+        self.count(g, shard, STAT_RECOVERIES, 1);
+        self.count(g, shard, STAT_CORRUPT_DROPPED, rebuilt.dropped as u64);
+        Repaired { cause, kept: rebuilt.kept, dropped: rebuilt.dropped }
     }
 
-    /// Runs `op` on a locked shard. Corruption found by `op` is repaired and `op` retried once.
+    /// Reports a repair; called with no lock held, since a tracing subscriber is user code.
+    fn report(&self, shard: usize, repaired: Option<Repaired>) {
+        if let Some(r) = repaired {
+            tracing::warn!(
+                namespace = %self.settings.name,
+                shard,
+                kept = r.kept,
+                dropped = r.dropped,
+                cause = r.cause,
+                "shard repaired"
+            );
+        }
+    }
+
+    /// Runs `op` on a locked shard. Corruption found by `op` is repaired and `op` retried
+    /// once; if the retry finds corruption too, the shard is repaired again and the call
+    /// fails with `Corrupted`.
     fn with_shard<R>(
         &self,
         shard: usize,
         mut op: impl FnMut(&mut ShardGuard<'_>, &Geometry) -> Result<R, Corrupt>,
     ) -> Result<R> {
-        let mut g = self.lock(shard)?;
-        match op(&mut g, &self.geo) {
-            Ok(r) => Ok(r),
-            Err(Corrupt(what)) => {
-                self.repair(&mut g, shard, what);
-                op(&mut g, &self.geo).map_err(|Corrupt(what)| StoreError::Corrupted { shard, what })
-            }
-        }
+        let (mut g, mut repaired) = self.lock(shard)?;
+        let result = op(&mut g, &self.geo).or_else(|Corrupt(what)| {
+            repaired = Some(self.repair(&mut g, shard, what));
+            op(&mut g, &self.geo).map_err(|Corrupt(what)| {
+                repaired = Some(self.repair(&mut g, shard, what));
+                StoreError::Corrupted { shard, what }
+            })
+        });
+        drop(g);
+        self.report(shard, repaired);
+        result
     }
 
-    /// Repairs a shard in which a copied-out record failed its CRC.
+    /// Repairs a shard in which a copied-out record failed its CRC, and counts the read
+    /// that returned it as the miss it became.
     fn repair_damaged(&self, shard: usize) -> Result<()> {
-        let mut g = self.lock(shard)?;
-        self.repair(&mut g, shard, "a record failed its CRC");
+        let (mut g, first) = self.lock(shard)?;
+        let repaired = self.repair(&mut g, shard, "a record failed its CRC");
+        let hits = self.segment.stat(&self.geo, shard, STAT_HITS);
+        hits.store(hits.load(Relaxed).saturating_sub(1), Relaxed);
+        self.count(&g, shard, STAT_MISSES, 1);
+        drop(g);
+        self.report(shard, first);
+        self.report(shard, Some(repaired));
         Ok(())
     }
 }
@@ -230,25 +255,21 @@ impl ClusterStore {
     fn read(&self, key: &[u8], hash: u64, out: &mut Vec<u8>) -> Result<Option<u64>> {
         let shard = self.shard(hash);
         let now = now_ms();
-        let hit = self.shared.with_shard(shard, |g, geo| {
+        let shared = &self.shared;
+        let hit = shared.with_shard(shard, |g, geo| {
             out.clear();
-            shard::get(g, geo, hash, key, now, out)
+            let hit = shard::get(g, geo, hash, key, now, out)?;
+            shared.count(g, shard, if hit.is_some() { STAT_HITS } else { STAT_MISSES }, 1);
+            Ok(hit)
         })?;
         match hit {
-            Some(hit) if record::checksum(hash, key, out) == hit.crc => {
-                self.shared.count(shard, STAT_HITS, 1);
-                Ok(Some(hit.seq))
-            }
+            Some(hit) if record::checksum(hash, key, out) == hit.crc => Ok(Some(hit.seq)),
             Some(_) => {
                 out.clear();
-                self.shared.repair_damaged(shard)?;
-                self.shared.count(shard, STAT_MISSES, 1);
+                shared.repair_damaged(shard)?;
                 Ok(None)
             }
-            None => {
-                self.shared.count(shard, STAT_MISSES, 1);
-                Ok(None)
-            }
+            None => Ok(None),
         }
     }
 
@@ -266,32 +287,32 @@ impl ClusterStore {
             NewRecord { hash, key, value, crc: record::checksum(hash, key, value), expires_ms };
         let shard = self.shard(hash);
         let policy = self.shared.settings.eviction;
-        let mut freed = Freed::default();
-        let written = self.shared.with_shard(shard, |g, geo| {
-            shard::put(g, geo, &new, expect, policy, now, &mut freed)
+        let shared = &self.shared;
+        let written = shared.with_shard(shard, |g, geo| {
+            let mut freed = Freed::default();
+            let written = shard::put(g, geo, &new, expect, policy, now, &mut freed)?;
+            shared.count_freed(g, shard, freed);
+            shared.count(g, shard, STAT_SETS, u64::from(written == Written::Done));
+            Ok(written)
         })?;
-        self.shared.count_freed(shard, freed);
         match written {
-            Written::Done => self.shared.count(shard, STAT_SETS, 1),
-            Written::Full { needed } => return Err(StoreError::Full { shard, needed }),
-            Written::Conflict => {}
+            Written::Full { needed } => Err(StoreError::Full { shard, needed }),
+            written => Ok(written),
         }
-        Ok(written)
     }
 
     /// Removes a record under `expect`.
     fn remove(&self, key: &[u8], hash: u64, expect: Expect) -> Result<Removed> {
         let shard = self.shard(hash);
         let now = now_ms();
-        let mut freed = Freed::default();
-        let removed = self.shared.with_shard(shard, |g, geo| {
-            shard::remove(g, geo, hash, key, expect, now, &mut freed)
-        })?;
-        self.shared.count_freed(shard, freed);
-        if removed == Removed::Live {
-            self.shared.count(shard, STAT_DESTROYS, 1);
-        }
-        Ok(removed)
+        let shared = &self.shared;
+        shared.with_shard(shard, |g, geo| {
+            let mut freed = Freed::default();
+            let removed = shard::remove(g, geo, hash, key, expect, now, &mut freed)?;
+            shared.count_freed(g, shard, freed);
+            shared.count(g, shard, STAT_DESTROYS, u64::from(removed == Removed::Live));
+            Ok(removed)
+        })
     }
 
     /// Copies the session's bytes into `out` (cleared first); returns whether it was found.
@@ -511,7 +532,11 @@ impl ClusterStore {
         for shard in 0..shared.geo.shard_count {
             let mut found = Vec::new();
             match shared.lock(shard) {
-                Ok(g) => report.records += audit::check(&g, &shared.geo, shard, &mut found),
+                Ok((g, repaired)) => {
+                    report.records += audit::check(&g, &shared.geo, shard, &mut found);
+                    drop(g);
+                    shared.report(shard, repaired);
+                }
                 Err(e) => found.push(e.to_string()),
             }
             report.shards_checked += 1;
@@ -530,7 +555,7 @@ impl ClusterStore {
         let mut stats = Stats::default();
         let mut lock_wait_ns = 0;
         for shard in 0..shared.geo.shard_count {
-            let read = |which| shared.stat(shard, which).load(Relaxed);
+            let read = |which| shared.segment.stat(&shared.geo, shard, which).load(Relaxed);
             stats.hits += read(STAT_HITS);
             stats.misses += read(STAT_MISSES);
             stats.sets += read(STAT_SETS);
@@ -540,10 +565,12 @@ impl ClusterStore {
             stats.recoveries += read(STAT_RECOVERIES);
             stats.corrupt_dropped += read(STAT_CORRUPT_DROPPED);
             lock_wait_ns += read(STAT_LOCK_WAIT_NS);
-            let g = shared.lock(shard)?;
+            let (g, repaired) = shared.lock(shard)?;
             stats.records += u64::from(g.u32_at(S_LIVE));
             stats.used_bytes += g.u64_at(S_USED_BYTES);
             stats.data_bytes += shared.geo.data_bytes as u64;
+            drop(g);
+            shared.report(shard, repaired);
         }
         stats.lock_wait = Duration::from_nanos(lock_wait_ns);
         Ok(stats)

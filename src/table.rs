@@ -95,7 +95,7 @@ pub(crate) fn replace(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, block: u
 }
 
 pub(crate) fn set_expires(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, expires: u64) {
-    g.set_u64(slot_at(geo, i) + SLOT_EXPIRES, expires);
+    g.publish_u64(slot_at(geo, i) + SLOT_EXPIRES, expires);
 }
 
 /// Empties slot `i`, shifting later members of its cluster back so that every remaining

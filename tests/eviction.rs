@@ -156,7 +156,6 @@ fn lru_frees_expired_records_before_evicting_live_ones() {
 }
 
 #[test]
-#[ignore = "BUG: a full shard scans only 64 index slots for expired records, then evicts a live one"]
 fn lru_frees_an_expired_record_anywhere_in_the_shard_before_evicting() {
     let _serial = common::serial();
     let store = tiny("lru-sparse-expired", Eviction::Lru);
@@ -186,7 +185,6 @@ fn lru_frees_an_expired_record_anywhere_in_the_shard_before_evicting() {
 }
 
 #[test]
-#[ignore = "BUG: a Refuse shard holding expired records answers Full when none is in the 64 slots scanned"]
 fn refuse_store_frees_an_expired_record_anywhere_before_refusing() {
     let _serial = common::serial();
     let store = tiny("refuse-sparse-expired", Eviction::Refuse);
@@ -206,7 +204,6 @@ fn refuse_store_frees_an_expired_record_anywhere_before_refusing() {
 }
 
 #[test]
-#[ignore = "BUG: LRU answers Full for a larger session once the data area is carved into smaller blocks"]
 fn lru_store_accepts_a_larger_session_after_filling_with_small_ones() {
     let _serial = common::serial();
     let store = tiny("lru-grow", Eviction::Lru);

@@ -202,6 +202,37 @@ fn a_repairer_killed_mid_repair_is_followed_by_a_full_repair() {
 }
 
 #[test]
+fn killed_mid_merge_of_small_blocks_into_a_large_one() {
+    let _serial = serial();
+    let name = unique_name("crash-merge");
+    let master = one_shard(&name);
+    // Carve the whole data area into small blocks (150-byte values fill it before the
+    // index), then free most of them: a large value
+    // then needs adjacent free blocks merged.
+    neighbours(&master, 0);
+    let mut n = 0;
+    while master.stats().unwrap().evictions == 0 {
+        master.set_raw(&format!("s{n}"), &[b's'; 150], Expiry::Default).unwrap();
+        n += 1;
+    }
+    for i in 0..n {
+        if i % 10 != 0 {
+            master.destroy(&format!("s{i}")).unwrap();
+        }
+    }
+    kill_parked(&name, FaultPoint::MidMerge, |s| {
+        s.set_raw("large", &[b'L'; 3000], Expiry::Default).unwrap()
+    });
+    assert_eq!(master.get_raw("large").unwrap(), None);
+    for (key, value) in master.all_raw().unwrap() {
+        assert!(key == "sentinel" || value == [b's'; 150], "{key} damaged");
+    }
+    // The merge is redone by the repair: the large value fits now.
+    master.set_raw("large", &[b'L'; 3000], Expiry::Default).unwrap();
+    assert_sound_and_no_leak(&master);
+}
+
+#[test]
 fn a_live_holder_that_never_lets_go_gives_a_timeout_not_a_hang() {
     let _serial = serial();
     let name = unique_name("stuck");

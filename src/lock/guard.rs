@@ -10,10 +10,11 @@
 //! check here is a bug in this crate, not corrupt input.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::mutex::{Acquired, LockFailure, RobustMutex};
+use crate::layout::{Geometry, MUTEX_AREA, SHARD_MUTEX, SHARD_STATE, S_DIRTY};
 use crate::segment::Segment;
 
 /// Exclusive access to one shard's guarded bytes while its lock is held.
@@ -26,19 +27,22 @@ pub(crate) struct ShardGuard<'a> {
 }
 
 impl<'a> ShardGuard<'a> {
-    /// Locks the mutex at `mutex_offset` and guards `[guarded_offset, +guarded_len)`.
+    /// Locks shard `shard` of a segment with geometry `geo` and guards its state, index and
+    /// data area.
     pub fn lock(
         segment: &'a Segment,
-        mutex_offset: usize,
-        guarded_offset: usize,
-        guarded_len: usize,
+        geo: &Geometry,
+        shard: usize,
         timeout: Duration,
     ) -> Result<(Self, Acquired), LockFailure> {
-        let mutex_ptr = segment.raw_range(mutex_offset, crate::layout::MUTEX_AREA);
-        let base = segment.raw_range(guarded_offset, guarded_len);
-        // SAFETY: the segment was set up with a mutex initialised at every shard's
-        // mutex_offset (setup() or the attach-time header check guarantee the geometry), and
-        // the mapping outlives 'a.
+        assert!(shard < geo.shard_count, "shard {shard} out of range");
+        let start = geo.shard_offset(shard);
+        let mutex_ptr = segment.raw_range(start + SHARD_MUTEX, MUTEX_AREA);
+        let guarded_len = geo.guarded_len();
+        let base = segment.raw_range(start + SHARD_STATE, guarded_len);
+        // SAFETY: `geo` is the geometry the segment was set up with (setup() computed it, or
+        // attach decoded and checked it against the mapping's length), under which a mutex
+        // initialised by setup() lies at every shard's SHARD_MUTEX; the mapping outlives 'a.
         let mutex = unsafe { RobustMutex::new(mutex_ptr) };
         let acquired = mutex.lock(timeout)?;
         let guard = ShardGuard {
@@ -128,6 +132,17 @@ impl<'a> ShardGuard<'a> {
         unsafe { (*ptr.cast::<AtomicU32>()).store(value, Ordering::Release) };
     }
 
+    /// Stores `value` at the 8-aligned `offset` in one instruction, so that a process killed
+    /// around it leaves the old or the new value: in-place updates (expiry, bump).
+    #[inline]
+    pub fn publish_u64(&mut self, offset: usize, value: u64) {
+        self.check(offset, 8);
+        let ptr = self.base.wrapping_add(offset);
+        assert!(ptr as usize % 8 == 0, "publish at unaligned offset {offset}");
+        // SAFETY: in bounds and aligned (checked); exclusive access as in `publish_u32`.
+        unsafe { (*ptr.cast::<AtomicU64>()).store(value, Ordering::Release) };
+    }
+
     /// Copies `len` bytes from `src` to `dst` within the guarded range (ranges may overlap).
     #[inline]
     pub fn copy_within(&mut self, src: usize, dst: usize, len: usize) {
@@ -141,6 +156,11 @@ impl<'a> ShardGuard<'a> {
 
 impl Drop for ShardGuard<'_> {
     fn drop(&mut self) {
+        // A panic under the lock (a bug) may have left the shard half-written: make the next
+        // locker repair it.
+        if std::thread::panicking() {
+            self.set_u32(S_DIRTY, 1);
+        }
         // A guard dropped with the repair unfinished (a panic) still marks the mutex
         // consistent: the shard's dirty word, set before repairing, makes the next locker
         // repair again, and the mutex never becomes ENOTRECOVERABLE.

@@ -19,7 +19,7 @@ use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::Mode;
 
-use crate::layout::{HEADER_SIZE, H_MAGIC, MAGIC, MUTEX_AREA};
+use crate::layout::{Geometry, HEADER_SIZE, H_MAGIC, MAGIC, MUTEX_AREA, SHARD_STATE, SHARD_STATS};
 use crate::lock::init_mutex;
 
 /// Prefix of named segments in the POSIX shm namespace (`/dev/shm` on Linux).
@@ -165,29 +165,41 @@ impl Segment {
         self.map.len()
     }
 
-    /// A copy of the header bytes. The header is immutable once setup() returns, so a copy
-    /// read with volatile loads is exact for a set-up segment; a segment still being set up
-    /// shows a zero or partial magic, which the decoder refuses.
+    /// A copy of the header bytes. The header is immutable once set up; a segment still being
+    /// set up shows no magic. The magic is read first and an acquire fence separates it from
+    /// the rest, pairing with the release fence of `write_header`, so a reader that sees the
+    /// magic sees the whole header.
     pub fn read_header(&self) -> [u8; HEADER_SIZE] {
         assert!(self.len() >= HEADER_SIZE);
         let mut out = [0u8; HEADER_SIZE];
         let base = self.map.as_ptr();
-        for (i, byte) in out.iter_mut().enumerate() {
-            // SAFETY: i < HEADER_SIZE <= len, so the read is inside the mapping; a volatile
-            // byte read of shared memory forms no reference the compiler could assume stable.
-            *byte = unsafe { base.add(i).read_volatile() };
+        let read = |i: usize| {
+            // SAFETY: callers pass i < HEADER_SIZE <= len, so the read is inside the mapping;
+            // a volatile byte read forms no reference the compiler could assume stable.
+            unsafe { base.add(i).read_volatile() }
+        };
+        for (i, byte) in out.iter_mut().enumerate().take(MAGIC.len()) {
+            *byte = read(H_MAGIC + i);
         }
         std::sync::atomic::fence(Ordering::Acquire);
+        for (i, byte) in out.iter_mut().enumerate().skip(MAGIC.len()) {
+            *byte = read(i);
+        }
         out
     }
 
-    /// The `AtomicU64` at byte `offset`: statistics counters updated without a lock.
-    pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len(), "atomic at {offset} out of range");
-        // SAFETY: in bounds and 8-byte aligned (asserted; the mapping is page-aligned);
-        // AtomicU64 has the layout of u64 and these bytes are only ever accessed atomically
-        // by every process (they lie outside every lock guard's range), so a shared reference
-        // for the mapping's lifetime, which `&self` bounds, is sound.
+    /// Statistics counter `which` (a `STAT_*` offset) of shard `shard`: an `AtomicU64` in the
+    /// shard's stats line, which lies outside every lock guard's range.
+    pub fn stat(&self, geo: &Geometry, shard: usize, which: usize) -> &AtomicU64 {
+        assert!(
+            shard < geo.shard_count && which % 8 == 0 && which + 8 <= SHARD_STATE - SHARD_STATS
+        );
+        let offset = geo.shard_offset(shard) + SHARD_STATS + which;
+        assert!(offset + 8 <= self.len(), "stat out of range");
+        // SAFETY: in bounds (asserted) and 8-aligned (shard offsets are multiples of 128 from
+        // a page-aligned base); AtomicU64 has the layout of u64; the stats line is only ever
+        // accessed atomically by every process and never covered by a guard's slices, so a
+        // shared reference for the mapping's lifetime, bounded by `&self`, aliases nothing.
         unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) }
     }
 
