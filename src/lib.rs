@@ -70,5 +70,10 @@ pub use layout::MAX_KEY_LEN;
 pub use stats::{IntegrityProblem, IntegrityReport, Stats};
 pub use store::{ClusterStore, Expiry};
 
+/// The README's examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
