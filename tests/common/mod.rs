@@ -44,6 +44,11 @@ pub fn spawn(body: impl FnOnce() -> i32) -> Child {
 }
 
 impl Child {
+    /// Takes charge of a child started otherwise (e.g. by `std::process::Command`).
+    pub fn adopt(pid: u32) -> Child {
+        Child { pid: Pid::from_raw(pid as i32), reaped: false }
+    }
+
     /// Waits up to `timeout` for the child to exit; returns its exit code (128 + signal
     /// if killed). Panics on timeout (the drop then kills it).
     pub fn wait(&mut self, timeout: Duration) -> i32 {
