@@ -52,6 +52,9 @@ pub struct Config {
     pub(crate) eviction: Eviction,
     pub(crate) name: String,
     pub(crate) backing: Backing,
+    pub(crate) sweep_interval: Duration,
+    pub(crate) sweep_budget: usize,
+    pub(crate) reclaim_stale: bool,
 }
 
 /// The namespace used by [`ClusterStore::new`](crate::ClusterStore::new).
@@ -68,6 +71,9 @@ impl Default for Config {
             eviction: Eviction::Lru,
             name: DEFAULT_NAME.to_owned(),
             backing: Backing::Memfd,
+            sweep_interval: Duration::from_secs(1),
+            sweep_budget: 256,
+            reclaim_stale: false,
         }
     }
 }
@@ -130,6 +136,28 @@ impl Config {
         self
     }
 
+    /// How often the master's coordinator thread sweeps expired sessions (1 ms to 1 hour;
+    /// 1 s by default).
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// Index slots the sweep examines per shard and round (16 to 65536; 256 by default). A
+    /// shard gets up to four rounds per tick while more than a quarter of the records seen
+    /// were expired, so the lock is never held for a whole-shard scan.
+    pub fn sweep_budget(mut self, slots: usize) -> Self {
+        self.sweep_budget = slots;
+        self
+    }
+
+    /// Whether `setup()` may remove a named segment left by a master that is no longer
+    /// running and create a new one (default: refuse, naming the segment).
+    pub fn reclaim_stale(mut self, reclaim: bool) -> Self {
+        self.reclaim_stale = reclaim;
+        self
+    }
+
     /// Checks every field and derives the segment's geometry.
     pub(crate) fn validate(&self) -> Result<Geometry, SetupError> {
         let invalid = |field, value: String, allowed: String| {
@@ -173,6 +201,18 @@ impl Config {
                 format!("{:?}", self.lock_timeout),
                 "1 ms to 1 hour".into(),
             );
+        }
+        if self.sweep_interval < Duration::from_millis(1)
+            || self.sweep_interval > Duration::from_secs(3600)
+        {
+            return invalid(
+                "sweep_interval",
+                format!("{:?}", self.sweep_interval),
+                "1 ms to 1 hour".into(),
+            );
+        }
+        if !(16..=65_536).contains(&self.sweep_budget) {
+            return invalid("sweep_budget", self.sweep_budget.to_string(), "16 to 65536".into());
         }
         match Geometry::compute(self.memory_size, self.shards, self.max_value_size) {
             Some(g) => Ok(g),
@@ -251,6 +291,8 @@ mod tests {
         assert_eq!(field_of(Config::new().name("")), "name");
         assert_eq!(field_of(Config::new().name("a/b")), "name");
         assert_eq!(field_of(Config::new().name("..")), "name");
+        assert_eq!(field_of(Config::new().sweep_interval(Duration::ZERO)), "sweep_interval");
+        assert_eq!(field_of(Config::new().sweep_budget(1)), "sweep_budget");
     }
 
     #[test]

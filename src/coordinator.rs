@@ -1,18 +1,26 @@
 //! The master's side: `setup()` before fork, the per-process registry through which forked
 //! workers find their master's segments, attaching by name for exec'd workers, and the
-//! `Master` handle that owns the segment's life.
+//! `Master` handle that owns the segment's life and its coordinator thread.
 //!
 //! The registry is a process-global list of set-up stores. `fork()` copies it into every
 //! child together with the `MAP_SHARED` mappings it points to, so `ClusterStore::new()` in a
 //! forked worker finds its master's segment with no argument and no syscall.
+//!
+//! The coordinator thread sweeps expired sessions every `sweep_interval` and, by locking
+//! every shard, repairs any shard whose holder died. Forked children never have it (fork
+//! copies only the calling thread). It works only while holding the fork gate
+//! (`lock::fork_gate`), so a fork never catches it holding a shard lock or a logger's lock.
 #![forbid(unsafe_code)]
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::config::{valid_name, Backing, Config, DEFAULT_NAME};
 use crate::error::{AttachError, SetupError};
 use crate::header::{self, HeaderError, Settings};
 use crate::layout::{FORMAT_VERSION, SHARD_MUTEX};
+use crate::lock::fork_gate;
 use crate::segment::{CreateError, FreshSegment, OpenError, Segment};
 use crate::store::{now_ms, ClusterStore, Shared};
 
@@ -31,6 +39,52 @@ fn registry() -> MutexGuard<'static, Vec<(String, Arc<Shared>)>> {
 pub struct Master {
     store: ClusterStore,
     pid: u32,
+    coordinator: Option<Coordinator>,
+}
+
+/// The coordinator thread and the means to stop it.
+struct Coordinator {
+    control: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+impl Coordinator {
+    fn start(store: ClusterStore, interval: Duration, budget: usize) -> std::io::Result<Self> {
+        fork_gate::install();
+        let control = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop = Arc::clone(&control);
+        let thread = std::thread::Builder::new()
+            .name(format!("css-coordinator-{}", store.name()))
+            .spawn(move || loop {
+                let (stopped, wake) = &*stop;
+                let guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
+                let (guard, _) = wake
+                    .wait_timeout_while(guard, interval, |stopped| !*stopped)
+                    .unwrap_or_else(|e| e.into_inner());
+                if *guard {
+                    return;
+                }
+                drop(guard);
+                let _gate = fork_gate::hold();
+                let swept = store.sweep(budget);
+                if swept.expired > 0 || swept.repaired > 0 {
+                    tracing::debug!(
+                        namespace = store.name(),
+                        expired = swept.expired,
+                        repaired = swept.repaired,
+                        "sweep"
+                    );
+                }
+            })?;
+        Ok(Coordinator { control, thread })
+    }
+
+    fn stop(self) {
+        let (stopped, wake) = &*self.control;
+        *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+        let _ = self.thread.join();
+    }
 }
 
 impl Master {
@@ -42,6 +96,27 @@ impl Master {
     /// Pid of the process that called `setup()`.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Tells the store that worker `pid` has exited (call it from the master's `waitpid`
+    /// loop). Every shard is locked once, here and now, so a shard the worker died holding
+    /// is repaired before any request needs it. Returns the number of shards repaired. The
+    /// coordinator's sweep does the same every `sweep_interval` for deaths nobody reports.
+    ///
+    /// # Examples
+    /// ```
+    /// # use cluster_session_store::{ClusterStore, Config};
+    /// # let master = ClusterStore::setup(Config::new().name("doc-exited").memory_size(1 << 20).shards(4).max_value_size(4096)).unwrap();
+    /// // in the master, after waitpid() reported that worker `pid` exited:
+    /// # let pid = 12345;
+    /// let repaired = master.worker_exited(pid);
+    /// assert_eq!(repaired, 0); // it held no lock
+    /// ```
+    pub fn worker_exited(&self, pid: u32) -> usize {
+        let _gate = fork_gate::hold();
+        let repaired = self.store.recover();
+        tracing::info!(namespace = self.store.name(), pid, repaired, "worker exited");
+        repaired
     }
 }
 
@@ -61,7 +136,13 @@ impl std::fmt::Debug for Master {
 impl Drop for Master {
     fn drop(&mut self) {
         if std::process::id() != self.pid {
+            // A forked child's copy: the thread does not exist here, and the segment is
+            // the master's to remove.
+            std::mem::forget(self.coordinator.take());
             return;
+        }
+        if let Some(coordinator) = self.coordinator.take() {
+            coordinator.stop();
         }
         let name = self.store.name().to_owned();
         registry().retain(|(n, _)| *n != name);
@@ -71,6 +152,55 @@ impl Drop for Master {
             }
         }
     }
+}
+
+/// A named segment found in the way of `setup()` whose master is gone.
+struct Stale {
+    owner_pid: Option<u32>,
+}
+
+impl Stale {
+    fn into_error(self, name: &str) -> SetupError {
+        SetupError::StaleSegment {
+            name: name.to_owned(),
+            path: Segment::named_path(name),
+            owner_pid: self.owner_pid,
+        }
+    }
+}
+
+/// Creates the named segment. If one exists: a live master's is `Exists`; one whose master
+/// is gone (its pid no longer runs, or its header was never completed) is removed and
+/// created afresh when the config allows it, else reported as `Stale`. A pid reused by an
+/// unrelated process makes a stale segment look live: the error names the path either way.
+fn create_named_reclaiming(
+    config: &Config,
+    len: usize,
+) -> Result<Result<FreshSegment, Stale>, CreateError> {
+    match FreshSegment::create_named(&config.name, len) {
+        Err(CreateError::Exists) => {}
+        other => return other.map(Ok),
+    }
+    let owner_pid = match Segment::open_named(&config.name) {
+        Ok(existing) => match header::decode(&existing.read_header(), existing.len()) {
+            Ok((_, settings)) => Some(settings.owner_pid),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    let alive = owner_pid.is_some_and(|pid| {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        !matches!(nix::sys::signal::kill(pid, None), Err(nix::errno::Errno::ESRCH))
+    });
+    if alive {
+        return Err(CreateError::Exists);
+    }
+    if !config.reclaim_stale {
+        return Ok(Err(Stale { owner_pid }));
+    }
+    tracing::warn!(name = %config.name, ?owner_pid, "removing a stale named segment");
+    let _ = Segment::unlink_named(&config.name);
+    FreshSegment::create_named(&config.name, len).map(Ok)
 }
 
 fn random_u64s<const N: usize>() -> Result<[u64; N], SetupError> {
@@ -108,17 +238,18 @@ impl ClusterStore {
         if registry.iter().any(|(n, _)| *n == config.name) {
             return Err(SetupError::AlreadySetUp { namespace: config.name.clone() });
         }
-        let created = match config.backing {
-            Backing::Memfd => FreshSegment::create_memfd(&config.name, geo.total_size),
-            Backing::Named => FreshSegment::create_named(&config.name, geo.total_size),
-        };
-        let mut fresh = created.map_err(|e| match e {
+        let mut fresh = match config.backing {
+            Backing::Memfd => FreshSegment::create_memfd(&config.name, geo.total_size).map(Ok),
+            Backing::Named => create_named_reclaiming(&config, geo.total_size),
+        }
+        .map_err(|e| match e {
             CreateError::Exists => SetupError::SegmentExists {
                 name: config.name.clone(),
                 path: Segment::named_path(&config.name),
             },
             CreateError::Os(action, source) => SetupError::Os { action, source },
-        })?;
+        })
+        .and_then(|fresh| fresh.map_err(|stale| stale.into_error(&config.name)))?;
         let pid = std::process::id();
         let [generation, k0, k1] = random_u64s::<3>()?;
         let settings = Settings {
@@ -139,9 +270,14 @@ impl ClusterStore {
         }
         fresh.write_header(&header::encode(&geo, &settings));
         let shared = Arc::new(Shared { segment: fresh.into_segment(), geo, settings });
-        registry.push((config.name.clone(), Arc::clone(&shared)));
-        tracing::debug!(name = %config.name, bytes = shared.geo.total_size, "store set up");
-        Ok(Master { store: ClusterStore { shared }, pid })
+        let store = ClusterStore { shared };
+        let coordinator =
+            Coordinator::start(store.clone(), config.sweep_interval, config.sweep_budget).map_err(
+                |source| SetupError::Os { action: "start the coordinator thread", source },
+            )?;
+        registry.push((config.name.clone(), Arc::clone(&store.shared)));
+        tracing::debug!(name = %config.name, bytes = store.shared.geo.total_size, "store set up");
+        Ok(Master { store, pid, coordinator: Some(coordinator) })
     }
 
     /// The store of namespace `"default"` that the master set up before forking this

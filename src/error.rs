@@ -30,6 +30,15 @@ pub enum SetupError {
         /// Where the operating system shows it.
         path: String,
     },
+    /// A named segment with this name was left by a master that is no longer running.
+    StaleSegment {
+        /// The segment's name.
+        name: String,
+        /// Where the operating system shows it.
+        path: String,
+        /// Pid of the master that created it, if its header could be read.
+        owner_pid: Option<u32>,
+    },
     /// The operating system refused to create or map the segment.
     Os {
         /// What was being done.
@@ -55,6 +64,14 @@ impl fmt::Display for SetupError {
                 "a shared-memory segment named {name:?} already exists ({path}); if no master \
                  is running with that name, remove it (rm {path}) and call setup() again"
             ),
+            SetupError::StaleSegment { name, path, owner_pid } => {
+                write!(f, "a shared-memory segment named {name:?} ({path}) was left by ")?;
+                match owner_pid {
+                    Some(pid) => write!(f, "master pid {pid}, which is no longer running")?,
+                    None => write!(f, "a master that crashed while setting it up")?,
+                }
+                write!(f, ": remove it (rm {path}) or set Config::reclaim_stale(true)")
+            }
             SetupError::Os { action, source } => write!(f, "could not {action}: {source}"),
         }
     }

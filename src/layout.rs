@@ -144,7 +144,8 @@ pub const STAT_RECOVERIES: usize = 40;
 pub const STAT_LOCK_WAIT_NS: usize = 48;
 pub const STAT_CORRUPT_DROPPED: usize = 56;
 pub const STAT_DESTROYS: usize = 64;
-const _: () = assert!(STAT_DESTROYS + 8 <= SHARD_STATE - SHARD_STATS);
+pub const STAT_SWEEPS: usize = 72;
+const _: () = assert!(STAT_SWEEPS + 8 <= SHARD_STATE - SHARD_STATS);
 
 /// Offsets within the guarded state, relative to the guard's start (the shard's STATE).
 pub const S_BUMP: usize = 0;

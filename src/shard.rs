@@ -182,7 +182,7 @@ pub(crate) fn put(
         }
     }
     add_used(g, record::block_size(g, geo, off) as i64);
-    freed.expired += expire_scan(g, geo, now, CLEANUP_PER_WRITE)?;
+    freed.expired += expire_scan(g, geo, now, CLEANUP_PER_WRITE)?.removed;
     Ok(Written::Done)
 }
 
@@ -310,28 +310,40 @@ fn remove_slot(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize) -> Result<(), C
     Ok(())
 }
 
+/// What an incremental expiry scan saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Scanned {
+    /// Expired records freed.
+    pub removed: u64,
+    /// Records looked at (expired or not).
+    pub seen: u64,
+}
+
 /// Examines up to `budget` slots from the shard's cleanup cursor, freeing expired records.
 pub(crate) fn expire_scan(
     g: &mut ShardGuard<'_>,
     geo: &Geometry,
     now: u64,
     budget: usize,
-) -> Result<u64, Corrupt> {
+) -> Result<Scanned, Corrupt> {
     let mask = geo.slots - 1;
     let mut cursor = g.u32_at(S_CURSOR) as usize & mask;
-    let mut removed = 0;
+    let mut scanned = Scanned::default();
     for _ in 0..budget {
         let slot = table::read(g, geo, cursor);
+        if slot.block != 0 {
+            scanned.seen += 1;
+        }
         if slot.block != 0 && slot.expires_ms <= now {
             // The backward shift may move a later slot into `cursor`: look at it again.
             remove_slot(g, geo, cursor)?;
-            removed += 1;
+            scanned.removed += 1;
         } else {
             cursor = (cursor + 1) & mask;
         }
     }
     g.set_u32(S_CURSOR, cursor as u32);
-    Ok(removed)
+    Ok(scanned)
 }
 
 /// Frees every expired record of the shard, unless `min_expires` shows there is none, and

@@ -170,6 +170,16 @@ impl Shared {
     }
 }
 
+/// What one sweep tick did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Swept {
+    pub expired: u64,
+    pub repaired: usize,
+}
+
+/// Index-slot rounds a sweep may spend on one shard per tick.
+const SWEEP_ROUNDS: usize = 4;
+
 /// A handle to a shared-memory session store. Cheap to clone; `Send` and `Sync`.
 ///
 /// The master gets one from [`ClusterStore::setup`] (through [`Master`](crate::Master)),
@@ -547,6 +557,59 @@ impl ClusterStore {
             );
         }
         report
+    }
+
+    /// One incremental expiry sweep over every shard, as the coordinator runs it: each shard
+    /// is locked in turn (which repairs it if its holder died), `budget` index slots are
+    /// examined from its cursor, and up to `SWEEP_ROUNDS` rounds follow while more than a
+    /// quarter of the records seen had expired (Redis's active expiry cycle). The lock is
+    /// released between rounds.
+    pub(crate) fn sweep(&self, budget: usize) -> Swept {
+        let shared = &self.shared;
+        let mut swept = Swept::default();
+        for shard in 0..shared.geo.shard_count {
+            for round in 0..SWEEP_ROUNDS {
+                let Ok((mut g, repaired)) = shared.lock(shard) else { break };
+                swept.repaired += usize::from(repaired.is_some());
+                let now = now_ms();
+                let scanned = shard::expire_scan(&mut g, &shared.geo, now, budget);
+                let scanned = match scanned {
+                    Ok(scanned) => scanned,
+                    Err(Corrupt(what)) => {
+                        let fixed = shared.repair(&mut g, shard, what);
+                        drop(g);
+                        shared.report(shard, repaired);
+                        shared.report(shard, Some(fixed));
+                        break;
+                    }
+                };
+                shared.count(&g, shard, STAT_EXPIRATIONS, scanned.removed);
+                shared.count(&g, shard, STAT_SWEEPS, u64::from(round == 0));
+                drop(g);
+                shared.report(shard, repaired);
+                swept.expired += scanned.removed;
+                if scanned.removed * 4 <= scanned.seen || scanned.seen == 0 {
+                    break;
+                }
+            }
+        }
+        swept
+    }
+
+    /// Locks every shard once, so that any shard whose lock holder died is repaired now.
+    /// Returns how many were. A shard held by a live process past the lock timeout is
+    /// skipped; the next locker repairs it if needed.
+    pub(crate) fn recover(&self) -> usize {
+        let shared = &self.shared;
+        let mut repaired = 0;
+        for shard in 0..shared.geo.shard_count {
+            if let Ok((g, fixed)) = shared.lock(shard) {
+                drop(g);
+                repaired += usize::from(fixed.is_some());
+                shared.report(shard, fixed);
+            }
+        }
+        repaired
     }
 
     /// Counters and occupancy, summed over the shards.

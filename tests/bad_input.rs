@@ -414,20 +414,51 @@ fn a_leftover_named_segment_makes_setup_fail_with_its_path() {
     let _serial = common::serial();
     let name = common::unique_name("bad-leftover");
     let file = ShmFile::of(&name);
-    // What a crashed master leaves behind.
+    // What a master that crashed while setting up leaves behind: no valid header.
     std::fs::write(file.path(), [0u8; 8192]).unwrap();
     match ClusterStore::setup(config(&name).backing(Backing::Named)) {
-        Err(err @ SetupError::SegmentExists { .. }) => {
+        Err(err @ SetupError::StaleSegment { owner_pid: None, .. }) => {
             let expected = file.path().to_str().unwrap();
-            let SetupError::SegmentExists { name: n, path } = &err else { unreachable!() };
+            let SetupError::StaleSegment { name: n, path, .. } = &err else { unreachable!() };
             assert_eq!((n.as_str(), path.as_str()), (name.as_str(), expected));
-            assert!(err.to_string().contains(expected), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(expected) && text.contains("reclaim_stale"), "{text}");
         }
         other => panic!("{other:?}"),
     }
     // The refused setup left the file alone and registered nothing.
     assert_eq!(std::fs::read(file.path()).unwrap(), [0u8; 8192]);
     assert!(matches!(ClusterStore::open(&name), Err(AttachError::NotSetUp { .. })));
+}
+
+#[test]
+fn a_segment_left_by_a_killed_master_is_stale_and_can_be_reclaimed() {
+    let _serial = common::serial();
+    let name = common::unique_name("bad-stale");
+    let file = ShmFile::of(&name);
+    let ready = common::Signal1::new();
+    let mut dead_master = common::spawn(|| {
+        let master = ClusterStore::setup(config(&name).backing(Backing::Named)).unwrap();
+        master.set_raw("old", b"session", Expiry::After(LONG)).unwrap();
+        ready.notify();
+        std::mem::forget(master);
+        loop {
+            std::thread::park();
+        }
+    });
+    assert!(ready.wait(common::WAIT));
+    let pid = dead_master.pid.as_raw() as u32;
+    assert_eq!(dead_master.kill(), 128 + 9);
+    assert!(file.path().exists(), "SIGKILL runs no destructor: the segment is left");
+    match ClusterStore::setup(config(&name).backing(Backing::Named)) {
+        Err(SetupError::StaleSegment { owner_pid, .. }) => assert_eq!(owner_pid, Some(pid)),
+        other => panic!("{other:?}"),
+    }
+    let master = ClusterStore::setup(config(&name).backing(Backing::Named).reclaim_stale(true))
+        .expect("reclaimed");
+    assert_eq!(master.get_raw("old").unwrap(), None, "a fresh segment");
+    assert_eq!(master.pid(), std::process::id());
+    assert!(master.check_integrity().is_ok());
 }
 
 #[test]

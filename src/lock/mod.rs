@@ -13,6 +13,7 @@
 //! drop still marks the mutex consistent, and the shard's `dirty` word (set before repairing)
 //! makes the next locker repair again, so the mutex never becomes `ENOTRECOVERABLE`.
 
+pub(crate) mod fork_gate;
 mod guard;
 mod mutex;
 

@@ -1,0 +1,45 @@
+//! The fork gate: a process-local mutex that the master's coordinator thread holds while it
+//! works (locking shards, sweeping, logging), and that `fork()` takes too, through a
+//! `pthread_atfork` prepare handler. So a fork never happens while the coordinator is in the
+//! middle of anything: the child never inherits a process-local lock (a logger's, stdout's)
+//! held by a thread it does not have, and the coordinator holds no shard lock at that instant.
+//!
+//! The handlers run in the forking thread: prepare locks the gate and parks the guard in a
+//! thread-local; the parent and child handlers, in that same thread (the child's only
+//! thread is a copy of it), take the guard back and drop it, unlocking each process's copy.
+
+use std::cell::RefCell;
+use std::sync::{Mutex, MutexGuard, Once};
+
+static GATE: Mutex<()> = Mutex::new(());
+static REGISTER: Once = Once::new();
+
+thread_local! {
+    static HELD: RefCell<Option<MutexGuard<'static, ()>>> = const { RefCell::new(None) };
+}
+
+extern "C" fn prepare() {
+    let guard = GATE.lock().unwrap_or_else(|e| e.into_inner());
+    HELD.with(|held| *held.borrow_mut() = Some(guard));
+}
+
+extern "C" fn release() {
+    HELD.with(|held| drop(held.borrow_mut().take()));
+}
+
+/// Registers the atfork handlers (once per process).
+pub(crate) fn install() {
+    REGISTER.call_once(|| {
+        // SAFETY: the three handlers are `extern "C" fn()` with no preconditions; prepare
+        // and release only touch a static mutex and a thread-local, and a thread cannot be
+        // forking twice at once, so prepare's guard is always taken back by the release
+        // that follows in the parent and in the child.
+        let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+        debug_assert_eq!(rc, 0, "pthread_atfork failed");
+    });
+}
+
+/// Holds the gate: no fork can start until the guard is dropped.
+pub(crate) fn hold() -> MutexGuard<'static, ()> {
+    GATE.lock().unwrap_or_else(|e| e.into_inner())
+}
