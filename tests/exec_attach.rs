@@ -34,6 +34,9 @@ fn a_worker_started_by_exec_attaches_by_name() {
     )
     .unwrap();
     master.set_raw("from-master", b"hello worker", Expiry::Default).unwrap();
+    // Reaped below through its pid (`Child::adopt(..).wait`), which has a timeout;
+    // `std::process::Child::wait` has none.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "exec_worker", "--test-threads=1", "--quiet"])
         .env(ATTACH_ENV, &name)
