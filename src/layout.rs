@@ -145,7 +145,10 @@ pub const STAT_LOCK_WAIT_NS: usize = 48;
 pub const STAT_CORRUPT_DROPPED: usize = 56;
 pub const STAT_DESTROYS: usize = 64;
 pub const STAT_SWEEPS: usize = 72;
-const _: () = assert!(STAT_SWEEPS + 8 <= SHARD_STATE - SHARD_STATS);
+/// Mirrors of the state's `live` and `used_bytes`, stored at the end of each locked operation.
+pub const STAT_RECORDS: usize = 80;
+pub const STAT_USED_BYTES: usize = 88;
+const _: () = assert!(STAT_USED_BYTES + 8 <= SHARD_STATE - SHARD_STATS);
 
 /// Offsets within the guarded state, relative to the guard's start (the shard's STATE).
 pub const S_BUMP: usize = 0;

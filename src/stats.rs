@@ -32,6 +32,8 @@ pub struct Stats {
     pub corrupt_dropped: u64,
     /// Time spent waiting for shard locks held by others.
     pub lock_wait: Duration,
+    /// Coordinator sweep passes (one per shard per tick).
+    pub sweeps: u64,
 }
 
 impl fmt::Display for Stats {

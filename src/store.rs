@@ -84,6 +84,15 @@ impl Shared {
         }
     }
 
+    /// Copies the shard's record count and used bytes into its stats line, so that `stats()`
+    /// reads them without locking. Called at the end of every locked operation that may
+    /// change them.
+    fn mirror(&self, held: &ShardGuard<'_>, shard: usize) {
+        let set = |which, value| self.segment.stat(&self.geo, shard, which).store(value, Relaxed);
+        set(STAT_RECORDS, u64::from(held.u32_at(S_LIVE)));
+        set(STAT_USED_BYTES, held.u64_at(S_USED_BYTES));
+    }
+
     fn count_freed(&self, held: &ShardGuard<'_>, shard: usize, freed: Freed) {
         self.count(held, shard, STAT_EXPIRATIONS, freed.expired);
         self.count(held, shard, STAT_EVICTIONS, freed.evicted);
@@ -115,6 +124,7 @@ impl Shared {
         g.set_u32(S_DIRTY, 1);
         let rebuilt = audit::rebuild(g, &self.geo, shard);
         g.set_u32(S_DIRTY, 0);
+        self.mirror(g, shard);
         self.count(g, shard, STAT_RECOVERIES, 1);
         self.count(g, shard, STAT_CORRUPT_DROPPED, rebuilt.dropped as u64);
         Repaired { cause, kept: rebuilt.kept, dropped: rebuilt.dropped }
@@ -150,6 +160,7 @@ impl Shared {
                 StoreError::Corrupted { shard, what }
             })
         });
+        self.mirror(&g, shard);
         drop(g);
         self.report(shard, repaired);
         result
@@ -585,6 +596,7 @@ impl ClusterStore {
                 };
                 shared.count(&g, shard, STAT_EXPIRATIONS, scanned.removed);
                 shared.count(&g, shard, STAT_SWEEPS, u64::from(round == 0));
+                shared.mirror(&g, shard);
                 drop(g);
                 shared.report(shard, repaired);
                 swept.expired += scanned.removed;
@@ -612,7 +624,8 @@ impl ClusterStore {
         repaired
     }
 
-    /// Counters and occupancy, summed over the shards.
+    /// Counters and occupancy, summed over the shards. Reads only atomics: takes no lock,
+    /// so it neither waits for nor repairs anything.
     pub fn stats(&self) -> Result<Stats> {
         let shared = &self.shared;
         let mut stats = Stats::default();
@@ -627,13 +640,11 @@ impl ClusterStore {
             stats.expirations += read(STAT_EXPIRATIONS);
             stats.recoveries += read(STAT_RECOVERIES);
             stats.corrupt_dropped += read(STAT_CORRUPT_DROPPED);
-            lock_wait_ns += read(STAT_LOCK_WAIT_NS);
-            let (g, repaired) = shared.lock(shard)?;
-            stats.records += u64::from(g.u32_at(S_LIVE));
-            stats.used_bytes += g.u64_at(S_USED_BYTES);
+            stats.sweeps += read(STAT_SWEEPS);
+            stats.records += read(STAT_RECORDS);
+            stats.used_bytes += read(STAT_USED_BYTES);
             stats.data_bytes += shared.geo.data_bytes as u64;
-            drop(g);
-            shared.report(shard, repaired);
+            lock_wait_ns += read(STAT_LOCK_WAIT_NS);
         }
         stats.lock_wait = Duration::from_nanos(lock_wait_ns);
         Ok(stats)
