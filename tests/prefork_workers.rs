@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use cluster_session_store::{ClusterStore, Config, Expiry};
-use common::{serial, spawn, unique_name, Signal1, WAIT};
+use common::{sealed, serial, spawn, unique_name, unsealed_ok, Rng, Signal1, WAIT};
 use serde::{Deserialize, Serialize};
 
 fn small(name: &str) -> Config {
@@ -154,46 +154,6 @@ fn four_workers_times_a_thousand_updates_end_at_exactly_4000() {
     }
     assert_eq!(master.get::<u64>("count").unwrap(), Some(4000));
     assert!(master.check_integrity().is_ok());
-}
-
-/// A small deterministic generator (xorshift64*), so each worker's sequence is reproducible.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// A value that proves its own integrity: writer, counter, payload, then a CRC of all that.
-fn sealed(writer: u8, n: u32, len: usize) -> Vec<u8> {
-    let mut v = vec![writer];
-    v.extend_from_slice(&n.to_le_bytes());
-    v.extend((0..len).map(|i| (i as u8).wrapping_mul(writer).wrapping_add(n as u8)));
-    let crc = crc32(&v);
-    v.extend_from_slice(&crc.to_le_bytes());
-    v
-}
-
-fn unsealed_ok(v: &[u8]) -> bool {
-    v.len() >= 9 && crc32(&v[..v.len() - 4]).to_le_bytes() == v[v.len() - 4..] && v[0] < 4
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    // Bitwise CRC-32 (IEEE), independent of the crate's implementation.
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 const OPS: u32 = 3000;

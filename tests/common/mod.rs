@@ -144,3 +144,45 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A value that proves its own integrity: writer, counter, payload, then a CRC of all that.
+pub fn sealed(writer: u8, n: u32, len: usize) -> Vec<u8> {
+    let mut v = vec![writer];
+    v.extend_from_slice(&n.to_le_bytes());
+    v.extend((0..len).map(|i| (i as u8).wrapping_mul(writer).wrapping_add(n as u8)));
+    let crc = crc32(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    v
+}
+
+/// Whether `v` is a sealed value written by one of the first 64 writers, intact.
+pub fn unsealed_ok(v: &[u8]) -> bool {
+    v.len() >= 9 && crc32(&v[..v.len() - 4]).to_le_bytes() == v[v.len() - 4..] && v[0] < 64
+}
+
+/// The counter a sealed value carries.
+pub fn sealed_counter(v: &[u8]) -> u32 {
+    u32::from_le_bytes(v[1..5].try_into().unwrap())
+}
+
+/// CRC-32 (IEEE) of the test's own values (crc32fast: quick enough that workers spend their
+/// time in the store, not in sealing).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+/// A small deterministic generator (xorshift64*), so a run can be replayed from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
