@@ -21,7 +21,7 @@ use crate::error::{AttachError, SetupError};
 use crate::header::{self, HeaderError, Settings};
 use crate::layout::{FORMAT_VERSION, SHARD_MUTEX};
 use crate::lock::fork_gate;
-use crate::segment::{CreateError, FreshSegment, OpenError, Segment};
+use crate::segment::{signals, CreateError, FreshSegment, OpenError, Segment};
 use crate::store::{now_ms, ClusterStore, Shared};
 
 static REGISTRY: Mutex<Vec<(String, Arc<Shared>)>> = Mutex::new(Vec::new());
@@ -40,6 +40,8 @@ pub struct Master {
     store: ClusterStore,
     pid: u32,
     coordinator: Option<Coordinator>,
+    /// Entry in the signal-time removal table, for a named segment.
+    on_signal: Option<usize>,
 }
 
 /// The coordinator thread and the means to stop it.
@@ -146,6 +148,9 @@ impl Drop for Master {
         }
         let name = self.store.name().to_owned();
         registry().retain(|(n, _)| *n != name);
+        if let Some(entry) = self.on_signal.take() {
+            signals::unregister(entry);
+        }
         if self.store.shared.settings.backing == Backing::Named {
             if let Err(e) = Segment::unlink_named(&name) {
                 tracing::warn!(name, error = %e, "could not unlink the named segment");
@@ -277,7 +282,11 @@ impl ClusterStore {
             )?;
         registry.push((config.name.clone(), Arc::clone(&store.shared)));
         tracing::debug!(name = %config.name, bytes = store.shared.geo.total_size, "store set up");
-        Ok(Master { store, pid, coordinator: Some(coordinator) })
+        let on_signal = match config.backing {
+            Backing::Named => signals::register(&Segment::named_path(&config.name)),
+            Backing::Memfd => None,
+        };
+        Ok(Master { store, pid, coordinator: Some(coordinator), on_signal })
     }
 
     /// The store of namespace `"default"` that the master set up before forking this

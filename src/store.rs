@@ -248,6 +248,14 @@ impl ClusterStore {
         &self.shared.settings.name
     }
 
+    /// Whether the process that called `setup()` is still running. Workers keep serving when
+    /// it is not (the segment lives as long as any process maps it); what they do about it is
+    /// the application's choice. A pid reused by an unrelated process reads as alive.
+    pub fn master_alive(&self) -> bool {
+        let pid = nix::unistd::Pid::from_raw(self.shared.settings.owner_pid as i32);
+        !matches!(nix::sys::signal::kill(pid, None), Err(nix::errno::Errno::ESRCH))
+    }
+
     /// Largest value accepted, in bytes (`Config::max_value_size`).
     pub fn max_value_size(&self) -> usize {
         self.shared.geo.max_value_len

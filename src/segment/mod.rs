@@ -19,6 +19,8 @@ use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::Mode;
 
+pub(crate) mod signals;
+
 use crate::layout::{Geometry, HEADER_SIZE, H_MAGIC, MAGIC, MUTEX_AREA, SHARD_STATE, SHARD_STATS};
 use crate::lock::init_mutex;
 

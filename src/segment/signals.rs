@@ -1,0 +1,93 @@
+//! Removing named segments when the master dies of SIGTERM or SIGINT.
+//!
+//! `setup()` of a named segment records its path and the master's pid in a fixed table and,
+//! for each of the two signals still at its default action, installs a handler. The handler
+//! does only async-signal-safe things: it reads the table (atomics), calls `unlink(2)` for the
+//! entries whose pid is its own (so a forked worker, which inherits the handler, never removes
+//! anything), restores the default action and re-raises the signal, so the process still dies
+//! of it. A signal with a handler of the application's is left alone: that application exits
+//! normally and dropping the `Master` removes the segment.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+
+const ENTRIES: usize = 16;
+const PATH_MAX: usize = 128;
+
+struct Entry {
+    pid: AtomicU32,
+    path: [AtomicU8; PATH_MAX],
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: Entry = Entry { pid: AtomicU32::new(0), path: [const { AtomicU8::new(0) }; PATH_MAX] };
+static TABLE: [Entry; ENTRIES] = [EMPTY; ENTRIES];
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    // SAFETY: getpid is async-signal-safe and has no preconditions.
+    let me = unsafe { libc::getpid() } as u32;
+    for entry in &TABLE {
+        if entry.pid.load(Ordering::Acquire) != me {
+            continue;
+        }
+        let mut path = [0u8; PATH_MAX];
+        for (byte, stored) in path.iter_mut().zip(&entry.path) {
+            *byte = stored.load(Ordering::Relaxed);
+        }
+        path[PATH_MAX - 1] = 0;
+        // SAFETY: `path` is a NUL-terminated buffer on this stack frame; unlink is
+        // async-signal-safe.
+        unsafe { libc::unlink(path.as_ptr().cast()) };
+    }
+    // SAFETY: signal and raise are async-signal-safe; restoring the default action and
+    // re-raising ends the process as the signal would have.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
+
+/// Records `path` for removal if this process dies of SIGTERM or SIGINT, and installs the
+/// handler where those signals still have their default action. Returns the entry's index.
+pub(crate) fn register(path: &str) -> Option<usize> {
+    if path.len() >= PATH_MAX {
+        return None;
+    }
+    let me = std::process::id();
+    let index = TABLE.iter().position(|e| {
+        e.pid.compare_exchange(0, u32::MAX, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    })?;
+    let entry = &TABLE[index];
+    for (i, stored) in entry.path.iter().enumerate() {
+        stored.store(path.as_bytes().get(i).copied().unwrap_or(0), Ordering::Relaxed);
+    }
+    entry.pid.store(me, Ordering::Release);
+    if !INSTALLED.swap(true, Ordering::AcqRel) {
+        for signal in [libc::SIGTERM, libc::SIGINT] {
+            install_if_default(signal);
+        }
+    }
+    Some(index)
+}
+
+/// Forgets entry `index` (the `Master` was dropped and removed the segment itself).
+pub(crate) fn unregister(index: usize) {
+    TABLE[index].pid.store(0, Ordering::Release);
+}
+
+fn install_if_default(signal: libc::c_int) {
+    // SAFETY: zeroed sigaction structs are valid inputs and outputs; sigaction with a null
+    // new action only reads the current one.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signal, std::ptr::null(), &mut current) != 0
+            || current.sa_sigaction != libc::SIG_DFL
+        {
+            return;
+        }
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, std::ptr::null_mut());
+    }
+}
