@@ -183,11 +183,27 @@ pub(crate) fn finish_merge(g: &mut ShardGuard<'_>, geo: &Geometry) -> bool {
     let Some(start) = block_offset(g.u32_at(S_MERGE_START)) else { return false };
     let len = g.u32_at(S_MERGE_LEN) as usize * BLOCK_ALIGN;
     let end = start.checked_add(len);
-    if end.is_some_and(|end| len > 0 && end as u64 <= bump(g) && end <= geo.data_bytes) {
+    let in_range = end.is_some_and(|end| len > 0 && end as u64 <= bump(g) && end <= geo.data_bytes);
+    // Only a run that starts on a block boundary can be one a merge recorded (the blocks
+    // before it are untouched by the merge): anything else is a stray value, left alone.
+    if in_range && starts_a_block(g, geo, start) {
         tile(g, geo, start, len, None);
     }
     g.publish_u32(S_MERGE_START, 0);
     true
+}
+
+/// Whether walking the blocks from offset 0 lands exactly on `start`.
+fn starts_a_block(g: &ShardGuard<'_>, geo: &Geometry, start: usize) -> bool {
+    let mut off = 0;
+    while off < start {
+        let class = g.u8_at(at(geo, off) + B_CLASS);
+        match geo.block_size(class) {
+            Some(size) => off += size,
+            None => return false,
+        }
+    }
+    off == start
 }
 
 /// Makes one free block of class `class` out of the run of adjacent blocks that needs the

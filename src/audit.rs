@@ -107,17 +107,28 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     // (a writer may have died between the two stores) and re-seat any unreachable slot (only
     // stray writes make one): the copy is inserted before the original is removed, so a
     // repairer killed in between leaves a duplicate, which the next repair drops.
-    for i in 0..geo.slots {
+    let mut i = 0;
+    let mut reseated = 0;
+    while i < geo.slots {
         let slot = table::read(g, geo, i);
-        let Some(rec) = record::view(g, geo, slot.block) else { continue };
+        let Some(rec) = record::view(g, geo, slot.block) else {
+            i += 1;
+            continue;
+        };
         let expires = rec.expires(g, geo);
         if slot.expires_ms != expires {
             table::set_expires(g, geo, i, expires);
         }
-        if !table::reachable(g, geo, i) && table::insert_new(g, geo, table::read(g, geo, i)).is_ok()
+        // Bounded: each re-seat makes one more slot reachable.
+        if !table::reachable(g, geo, i)
+            && reseated < geo.slots
+            && table::insert_new(g, geo, table::read(g, geo, i)).is_ok()
         {
             table::remove(g, geo, i);
+            reseated += 1;
+            continue; // the backward shift may have moved a later slot into `i`
         }
+        i += 1;
     }
     let mut used_bytes = 0;
     let mut max_seq = g.u64_at(S_NEXT_SEQ);

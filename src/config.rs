@@ -214,6 +214,19 @@ impl Config {
         if !(16..=65_536).contains(&self.sweep_budget) {
             return invalid("sweep_budget", self.sweep_budget.to_string(), "16 to 65536".into());
         }
+        let per_shard = self.memory_size / self.shards;
+        if per_shard > crate::layout::MAX_DATA_BYTES {
+            let needed =
+                self.memory_size.div_ceil(crate::layout::MAX_DATA_BYTES).next_power_of_two();
+            return invalid(
+                "shards",
+                self.shards.to_string(),
+                format!(
+                    "at least {needed} for memory_size {} (64 GiB per shard at most)",
+                    self.memory_size
+                ),
+            );
+        }
         match Geometry::compute(self.memory_size, self.shards, self.max_value_size) {
             Some(g) => Ok(g),
             None => {

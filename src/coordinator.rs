@@ -281,6 +281,7 @@ impl ClusterStore {
                 |source| SetupError::Os { action: "start the coordinator thread", source },
             )?;
         registry.push((config.name.clone(), Arc::clone(&store.shared)));
+        drop(registry);
         tracing::debug!(name = %config.name, bytes = store.shared.geo.total_size, "store set up");
         let on_signal = match config.backing {
             Backing::Named => signals::register(&Segment::named_path(&config.name)),

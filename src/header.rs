@@ -109,7 +109,7 @@ pub(crate) fn decode(
     if !slots.is_power_of_two() || slots < 16 {
         return bad("slots");
     }
-    if data_bytes % BLOCK_ALIGN != 0 || data_bytes == 0 {
+    if data_bytes % BLOCK_ALIGN != 0 || data_bytes == 0 || data_bytes > MAX_DATA_BYTES {
         return bad("data_bytes");
     }
     let needed = slots

@@ -71,7 +71,7 @@
 //!   2    reserved        u16
 //!   4    link            u32       free: next free block ref; used: recency stamp
 //!   8    hash            u64       SipHash of the key          (covered by crc)
-//!   16   expires_ms      u64       unix ms, 0 never            (not covered: touch rewrites it)
+//!   16   expires_ms      u64       unix ms                     (not covered: touch rewrites it)
 //!   24   seq             u64       write sequence in the shard (not covered)
 //!   32   key_len         u32                                   (covered)
 //!   36   value_len       u32                                   (covered)
@@ -180,6 +180,9 @@ pub const R_SEQ: usize = 24;
 pub const R_KEY_LEN: usize = 32;
 pub const R_VALUE_LEN: usize = 36;
 pub const R_CRC: usize = 40;
+/// Largest data area of one shard: block references are 32-bit counts of BLOCK_ALIGN units.
+pub const MAX_DATA_BYTES: usize = (u32::MAX as usize - 1) * BLOCK_ALIGN;
+
 /// Bytes of block and record header before the key.
 pub const RECORD_HEADER: usize = 48;
 
@@ -230,6 +233,9 @@ impl Geometry {
             slots /= 2;
         }
         let data_bytes = after_fixed.checked_sub(slots * SLOT_SIZE)? / BLOCK_ALIGN * BLOCK_ALIGN;
+        if data_bytes > MAX_DATA_BYTES {
+            return None;
+        }
         let class_sizes = class_sizes(RECORD_HEADER + MAX_KEY_LEN + max_value_len)?;
         let largest = *class_sizes.last()? as usize;
         if data_bytes < 2 * largest || slots > u32::MAX as usize {

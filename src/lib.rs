@@ -67,7 +67,7 @@ pub use config::{Backing, Config, Eviction, DEFAULT_NAME};
 pub use coordinator::Master;
 pub use error::{AttachError, SetupError, StoreError};
 pub use layout::MAX_KEY_LEN;
-pub use stats::{IntegrityProblem, IntegrityReport, Stats};
+pub use stats::{ClassUsage, IntegrityProblem, IntegrityReport, MemoryUsage, Stats};
 pub use store::{ClusterStore, Expiry};
 
 /// The README's examples run as doctests.

@@ -1,7 +1,7 @@
 //! The store operations on one locked shard: lookup, read, publish-last write, removal,
 //! touch, expiry cleanup and eviction. Every function takes the `ShardGuard` as proof that
-//! the lock is held, and does only memory work: no allocation beyond the caller's output
-//! buffer, no syscall, no serialization.
+//! the lock is held, and does only memory work: no syscall, no serialization, and no
+//! allocation beyond the caller's output buffer except on the rare merge path (a block walk).
 //!
 //! Offsets read from shared memory are validated (`record::view`, `alloc::pop`) before use;
 //! anything out of place comes back as [`Corrupt`], on which the store layer repairs the shard
@@ -182,7 +182,12 @@ pub(crate) fn put(
         }
     }
     add_used(g, record::block_size(g, geo, off) as i64);
-    freed.expired += expire_scan(g, geo, now, CLEANUP_PER_WRITE)?.removed;
+    // The write is published: corruption found by the cleanup must not make the caller
+    // retry it. The shard is marked for repair by its next locker instead.
+    match expire_scan(g, geo, now, CLEANUP_PER_WRITE) {
+        Ok(scanned) => freed.expired += scanned.removed,
+        Err(_) => g.set_u32(S_DIRTY, 1),
+    }
     Ok(Written::Done)
 }
 

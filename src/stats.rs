@@ -60,6 +60,51 @@ impl fmt::Display for Stats {
     }
 }
 
+/// Blocks of one size class, summed over the shards.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClassUsage {
+    /// Bytes per block of this class.
+    pub block_size: usize,
+    /// Blocks holding a record.
+    pub used_blocks: u64,
+    /// Blocks free for reuse.
+    pub free_blocks: u64,
+}
+
+/// How the data area is used: per size class, and what is not carved into blocks yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryUsage {
+    /// Every size class, smallest first.
+    pub classes: Vec<ClassUsage>,
+    /// Bytes not yet carved into blocks (plus filler padding), free for any class.
+    pub uncarved_bytes: u64,
+}
+
+impl fmt::Display for MemoryUsage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:>10} {:>12} {:>12} {:>14} {:>14}",
+            "block", "used", "free", "used bytes", "free bytes"
+        )?;
+        for c in self.classes.iter().filter(|c| c.used_blocks + c.free_blocks > 0) {
+            let size = c.block_size as u64;
+            writeln!(
+                f,
+                "{:>10} {:>12} {:>12} {:>14} {:>14}",
+                c.block_size,
+                c.used_blocks,
+                c.free_blocks,
+                c.used_blocks * size,
+                c.free_blocks * size
+            )?;
+        }
+        write!(f, "uncarved {} bytes", self.uncarved_bytes)
+    }
+}
+
 /// One inconsistency found by [`ClusterStore::check_integrity`](crate::ClusterStore::check_integrity).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IntegrityProblem {

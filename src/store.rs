@@ -21,7 +21,7 @@ use crate::lock::{LockFailure, ShardGuard};
 use crate::record::{self, NewRecord};
 use crate::segment::Segment;
 use crate::shard::{self, Corrupt, Expect, Freed, Removed, Written};
-use crate::stats::{IntegrityProblem, IntegrityReport, Stats};
+use crate::stats::{ClassUsage, IntegrityProblem, IntegrityReport, MemoryUsage, Stats};
 use crate::Result;
 
 /// Attempts `update` makes before [`StoreError::Contended`].
@@ -74,12 +74,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Adds `n` to counter `which` of `shard`, whose lock `_held` proves is held. The lock
+    /// Adds `n` to counter `which` of the shard whose lock `held` proves is held. The lock
     /// serialises every writer of these counters, so a plain load and store (no locked
     /// instruction) is exact, and readers without the lock still see whole values.
-    fn count(&self, _held: &ShardGuard<'_>, shard: usize, which: usize, n: u64) {
+    fn count(&self, held: &ShardGuard<'_>, which: usize, n: u64) {
         if n > 0 {
-            let counter = self.segment.stat(&self.geo, shard, which);
+            let counter = self.segment.stat(&self.geo, held.shard(), which);
             counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
         }
     }
@@ -87,26 +87,35 @@ impl Shared {
     /// Copies the shard's record count and used bytes into its stats line, so that `stats()`
     /// reads them without locking. Called at the end of every locked operation that may
     /// change them.
-    fn mirror(&self, held: &ShardGuard<'_>, shard: usize) {
-        let set = |which, value| self.segment.stat(&self.geo, shard, which).store(value, Relaxed);
+    fn mirror(&self, held: &ShardGuard<'_>) {
+        let set =
+            |which, value| self.segment.stat(&self.geo, held.shard(), which).store(value, Relaxed);
         set(STAT_RECORDS, u64::from(held.u32_at(S_LIVE)));
         set(STAT_USED_BYTES, held.u64_at(S_USED_BYTES));
     }
 
-    fn count_freed(&self, held: &ShardGuard<'_>, shard: usize, freed: Freed) {
-        self.count(held, shard, STAT_EXPIRATIONS, freed.expired);
-        self.count(held, shard, STAT_EVICTIONS, freed.evicted);
+    fn count_freed(&self, held: &ShardGuard<'_>, freed: Freed) {
+        self.count(held, STAT_EXPIRATIONS, freed.expired);
+        self.count(held, STAT_EVICTIONS, freed.evicted);
     }
 
     /// Locks a shard, repairing it first if its last holder died or a repair is pending.
     fn lock(&self, shard: usize) -> Result<(ShardGuard<'_>, Option<Repaired>)> {
-        let timeout = Duration::from_millis(self.settings.lock_timeout_ms);
+        self.lock_within(shard, Duration::from_millis(self.settings.lock_timeout_ms))
+    }
+
+    /// `lock` with its own timeout.
+    fn lock_within(
+        &self,
+        shard: usize,
+        timeout: Duration,
+    ) -> Result<(ShardGuard<'_>, Option<Repaired>)> {
         let (mut g, acquired) = ShardGuard::lock(&self.segment, &self.geo, shard, timeout)
             .map_err(|failure| match failure {
                 LockFailure::Timeout(waited) => StoreError::LockTimeout { shard, waited },
                 LockFailure::Errno(errno) => StoreError::Lock { shard, errno },
             })?;
-        self.count(&g, shard, STAT_LOCK_WAIT_NS, acquired.waited_ns);
+        self.count(&g, STAT_LOCK_WAIT_NS, acquired.waited_ns);
         let repaired = if acquired.owner_died {
             Some(self.repair(&mut g, shard, "a process died holding the shard lock"))
         } else if g.u32_at(S_DIRTY) != 0 {
@@ -124,9 +133,9 @@ impl Shared {
         g.set_u32(S_DIRTY, 1);
         let rebuilt = audit::rebuild(g, &self.geo, shard);
         g.set_u32(S_DIRTY, 0);
-        self.mirror(g, shard);
-        self.count(g, shard, STAT_RECOVERIES, 1);
-        self.count(g, shard, STAT_CORRUPT_DROPPED, rebuilt.dropped as u64);
+        self.mirror(g);
+        self.count(g, STAT_RECOVERIES, 1);
+        self.count(g, STAT_CORRUPT_DROPPED, rebuilt.dropped as u64);
         Repaired { cause, kept: rebuilt.kept, dropped: rebuilt.dropped }
     }
 
@@ -160,20 +169,22 @@ impl Shared {
                 StoreError::Corrupted { shard, what }
             })
         });
-        self.mirror(&g, shard);
+        self.mirror(&g);
         drop(g);
         self.report(shard, repaired);
         result
     }
 
-    /// Repairs a shard in which a copied-out record failed its CRC, and counts the read
-    /// that returned it as the miss it became.
-    fn repair_damaged(&self, shard: usize) -> Result<()> {
+    /// Repairs a shard in which a copied-out record failed its CRC. A `get` that copied it
+    /// (`was_hit`) is recounted as the miss it became.
+    fn repair_damaged(&self, shard: usize, was_hit: bool) -> Result<()> {
         let (mut g, first) = self.lock(shard)?;
         let repaired = self.repair(&mut g, shard, "a record failed its CRC");
-        let hits = self.segment.stat(&self.geo, shard, STAT_HITS);
-        hits.store(hits.load(Relaxed).saturating_sub(1), Relaxed);
-        self.count(&g, shard, STAT_MISSES, 1);
+        if was_hit {
+            let hits = self.segment.stat(&self.geo, shard, STAT_HITS);
+            hits.store(hits.load(Relaxed).saturating_sub(1), Relaxed);
+            self.count(&g, STAT_MISSES, 1);
+        }
         drop(g);
         self.report(shard, first);
         self.report(shard, Some(repaired));
@@ -190,6 +201,10 @@ pub(crate) struct Swept {
 
 /// Index-slot rounds a sweep may spend on one shard per tick.
 const SWEEP_ROUNDS: usize = 4;
+/// How long the coordinator waits for a shard lock before skipping the shard this time: it
+/// holds the fork gate, so it must not wait long. A dead holder's lock comes back at once
+/// (`EOWNERDEAD`); only a live holder makes it wait.
+const COORDINATOR_LOCK_WAIT: Duration = Duration::from_millis(10);
 
 /// A handle to a shared-memory session store. Cheap to clone; `Send` and `Sync`.
 ///
@@ -256,6 +271,14 @@ impl ClusterStore {
         !matches!(nix::sys::signal::kill(pid, None), Err(nix::errno::Errno::ESRCH))
     }
 
+    /// The futex word of a shard's lock (owner TID in the low 30 bits), for diagnosing a
+    /// lock held too long. Test builds only.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn lock_word(&self, shard: usize) -> u32 {
+        self.shared.segment.mutex_word(&self.shared.geo, shard)
+    }
+
     /// Largest value accepted, in bytes (`Config::max_value_size`).
     pub fn max_value_size(&self) -> usize {
         self.shared.geo.max_value_len
@@ -288,14 +311,14 @@ impl ClusterStore {
         let hit = shared.with_shard(shard, |g, geo| {
             out.clear();
             let hit = shard::get(g, geo, hash, key, now, out)?;
-            shared.count(g, shard, if hit.is_some() { STAT_HITS } else { STAT_MISSES }, 1);
+            shared.count(g, if hit.is_some() { STAT_HITS } else { STAT_MISSES }, 1);
             Ok(hit)
         })?;
         match hit {
             Some(hit) if record::checksum(hash, key, out) == hit.crc => Ok(Some(hit.seq)),
             Some(_) => {
                 out.clear();
-                shared.repair_damaged(shard)?;
+                shared.repair_damaged(shard, true)?;
                 Ok(None)
             }
             None => Ok(None),
@@ -320,8 +343,8 @@ impl ClusterStore {
         let written = shared.with_shard(shard, |g, geo| {
             let mut freed = Freed::default();
             let written = shard::put(g, geo, &new, expect, policy, now, &mut freed)?;
-            shared.count_freed(g, shard, freed);
-            shared.count(g, shard, STAT_SETS, u64::from(written == Written::Done));
+            shared.count_freed(g, freed);
+            shared.count(g, STAT_SETS, u64::from(written == Written::Done));
             Ok(written)
         })?;
         match written {
@@ -338,8 +361,8 @@ impl ClusterStore {
         shared.with_shard(shard, |g, geo| {
             let mut freed = Freed::default();
             let removed = shard::remove(g, geo, hash, key, expect, now, &mut freed)?;
-            shared.count_freed(g, shard, freed);
-            shared.count(g, shard, STAT_DESTROYS, u64::from(removed == Removed::Live));
+            shared.count_freed(g, freed);
+            shared.count(g, STAT_DESTROYS, u64::from(removed == Removed::Live));
             Ok(removed)
         })
     }
@@ -507,7 +530,7 @@ impl ClusterStore {
                 }
             }
             if damaged {
-                self.shared.repair_damaged(shard)?;
+                self.shared.repair_damaged(shard, false)?;
             }
         }
         Ok(all)
@@ -588,7 +611,9 @@ impl ClusterStore {
         let mut swept = Swept::default();
         for shard in 0..shared.geo.shard_count {
             for round in 0..SWEEP_ROUNDS {
-                let Ok((mut g, repaired)) = shared.lock(shard) else { break };
+                let Ok((mut g, repaired)) = shared.lock_within(shard, COORDINATOR_LOCK_WAIT) else {
+                    break;
+                };
                 swept.repaired += usize::from(repaired.is_some());
                 let now = now_ms();
                 let scanned = shard::expire_scan(&mut g, &shared.geo, now, budget);
@@ -602,9 +627,9 @@ impl ClusterStore {
                         break;
                     }
                 };
-                shared.count(&g, shard, STAT_EXPIRATIONS, scanned.removed);
-                shared.count(&g, shard, STAT_SWEEPS, u64::from(round == 0));
-                shared.mirror(&g, shard);
+                shared.count(&g, STAT_EXPIRATIONS, scanned.removed);
+                shared.count(&g, STAT_SWEEPS, u64::from(round == 0));
+                shared.mirror(&g);
                 drop(g);
                 shared.report(shard, repaired);
                 swept.expired += scanned.removed;
@@ -617,19 +642,55 @@ impl ClusterStore {
     }
 
     /// Locks every shard once, so that any shard whose lock holder died is repaired now.
-    /// Returns how many were. A shard held by a live process past the lock timeout is
-    /// skipped; the next locker repairs it if needed.
+    /// Returns how many were. A shard a live process holds for more than a few milliseconds
+    /// is skipped: its holder is not dead.
     pub(crate) fn recover(&self) -> usize {
         let shared = &self.shared;
         let mut repaired = 0;
         for shard in 0..shared.geo.shard_count {
-            if let Ok((g, fixed)) = shared.lock(shard) {
+            if let Ok((g, fixed)) = shared.lock_within(shard, COORDINATOR_LOCK_WAIT) {
                 drop(g);
                 repaired += usize::from(fixed.is_some());
                 shared.report(shard, fixed);
             }
         }
         repaired
+    }
+
+    /// Used and free blocks of every size class, and the bytes not carved yet, summed over
+    /// the shards. Walks each shard's blocks under its lock, one shard at a time: for
+    /// monitoring, not for the request path.
+    pub fn memory(&self) -> Result<MemoryUsage> {
+        let geo = &self.shared.geo;
+        let mut usage = MemoryUsage {
+            classes: geo
+                .class_sizes
+                .iter()
+                .map(|&size| ClassUsage { block_size: size as usize, ..ClassUsage::default() })
+                .collect(),
+            uncarved_bytes: 0,
+        };
+        for shard in 0..geo.shard_count {
+            let (uncarved, per_class) = self.shared.with_shard(shard, |g, geo| {
+                let walk = crate::alloc::walk(g, geo);
+                let mut per_class = vec![(0u64, 0u64); geo.class_sizes.len()];
+                let mut fillers = 0;
+                for b in &walk.blocks {
+                    match per_class.get_mut(b.class as usize) {
+                        Some((used, _)) if b.used => *used += 1,
+                        Some((_, free)) => *free += 1,
+                        None => fillers += b.size,
+                    }
+                }
+                Ok(((geo.data_bytes - walk.end + fillers) as u64, per_class))
+            })?;
+            usage.uncarved_bytes += uncarved;
+            for (c, (used, free)) in usage.classes.iter_mut().zip(per_class) {
+                c.used_blocks += used;
+                c.free_blocks += free;
+            }
+        }
+        Ok(usage)
     }
 
     /// Counters and occupancy, summed over the shards. Reads only atomics: takes no lock,

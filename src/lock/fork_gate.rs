@@ -7,6 +7,8 @@
 //! The handlers run in the forking thread: prepare locks the gate and parks the guard in a
 //! thread-local; the parent and child handlers, in that same thread (the child's only
 //! thread is a copy of it), take the guard back and drop it, unlocking each process's copy.
+//! The child handler also gives the signals back their default actions
+//! (`segment::signals::reset_in_child`).
 
 use std::cell::RefCell;
 use std::sync::{Mutex, MutexGuard, Once};
@@ -27,6 +29,11 @@ extern "C" fn release() {
     HELD.with(|held| drop(held.borrow_mut().take()));
 }
 
+extern "C" fn release_in_child() {
+    release();
+    crate::segment::signals::reset_in_child();
+}
+
 /// Registers the atfork handlers (once per process).
 pub(crate) fn install() {
     REGISTER.call_once(|| {
@@ -34,7 +41,8 @@ pub(crate) fn install() {
         // and release only touch a static mutex and a thread-local, and a thread cannot be
         // forking twice at once, so prepare's guard is always taken back by the release
         // that follows in the parent and in the child.
-        let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+        let rc =
+            unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release_in_child)) };
         debug_assert_eq!(rc, 0, "pthread_atfork failed");
     });
 }

@@ -19,6 +19,7 @@ use crate::segment::Segment;
 
 /// Exclusive access to one shard's guarded bytes while its lock is held.
 pub(crate) struct ShardGuard<'a> {
+    shard: usize,
     mutex: RobustMutex,
     base: *mut u8,
     len: usize,
@@ -46,6 +47,7 @@ impl<'a> ShardGuard<'a> {
         let mutex = unsafe { RobustMutex::new(mutex_ptr) };
         let acquired = mutex.lock(timeout)?;
         let guard = ShardGuard {
+            shard,
             mutex,
             base,
             len: guarded_len,
@@ -53,6 +55,11 @@ impl<'a> ShardGuard<'a> {
             _segment: PhantomData,
         };
         Ok((guard, acquired))
+    }
+
+    /// The shard this guard holds.
+    pub fn shard(&self) -> usize {
+        self.shard
     }
 
     /// Declares the shard repaired after the previous holder died.

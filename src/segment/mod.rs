@@ -92,24 +92,22 @@ impl FreshSegment {
         unsafe { init_mutex(ptr) }
     }
 
-    /// Writes the header. The magic is stored last, after a release fence, so an attacher
-    /// racing with setup on a named segment sees no magic rather than a partial header.
+    /// Writes the header. The magic is stored last, as one atomic release store, so an
+    /// attacher racing with setup on a named segment that sees the magic sees the whole header.
     pub fn write_header(&mut self, header: &[u8; HEADER_SIZE]) {
         assert!(self.0.len() >= HEADER_SIZE);
         let base = self.0.map.as_mut_ptr();
         // SAFETY: the mapping holds at least HEADER_SIZE bytes (asserted); `&mut self` and
-        // freshness exclude every other writer, and attachers only read the header.
+        // freshness exclude every other writer, and attachers read the body only after an
+        // acquire load of the magic that this release store pairs with.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 header.as_ptr().add(MAGIC.len()),
                 base.add(MAGIC.len()),
                 HEADER_SIZE - MAGIC.len(),
             );
-        }
-        std::sync::atomic::fence(Ordering::Release);
-        // SAFETY: as above; the magic bytes are [H_MAGIC, H_MAGIC + 8).
-        unsafe {
-            std::ptr::copy_nonoverlapping(header.as_ptr(), base.add(H_MAGIC), MAGIC.len());
+            let magic = u64::from_ne_bytes(header[..MAGIC.len()].try_into().expect("8 bytes"));
+            (*base.add(H_MAGIC).cast::<AtomicU64>()).store(magic, Ordering::Release);
         }
     }
 
@@ -167,25 +165,24 @@ impl Segment {
         self.map.len()
     }
 
-    /// A copy of the header bytes. The header is immutable once set up; a segment still being
-    /// set up shows no magic. The magic is read first and an acquire fence separates it from
-    /// the rest, pairing with the release fence of `write_header`, so a reader that sees the
-    /// magic sees the whole header.
+    /// A copy of the header bytes. The header is immutable once set up. The magic is read
+    /// first with an acquire load pairing with `write_header`'s release store; a segment whose
+    /// magic is not ours (or not yet written) is returned with only its magic, body zeroed.
     pub fn read_header(&self) -> [u8; HEADER_SIZE] {
         assert!(self.len() >= HEADER_SIZE);
         let mut out = [0u8; HEADER_SIZE];
         let base = self.map.as_ptr();
-        let read = |i: usize| {
-            // SAFETY: callers pass i < HEADER_SIZE <= len, so the read is inside the mapping;
-            // a volatile byte read forms no reference the compiler could assume stable.
-            unsafe { base.add(i).read_volatile() }
-        };
-        for (i, byte) in out.iter_mut().enumerate().take(MAGIC.len()) {
-            *byte = read(H_MAGIC + i);
+        // SAFETY: the mapping is page-aligned and at least HEADER_SIZE long, so the magic is
+        // an aligned in-bounds u64; it is only ever written by an atomic store.
+        let magic = unsafe { (*base.add(H_MAGIC).cast::<AtomicU64>()).load(Ordering::Acquire) };
+        out[..MAGIC.len()].copy_from_slice(&magic.to_ne_bytes());
+        if out[..MAGIC.len()] != MAGIC {
+            return out;
         }
-        std::sync::atomic::fence(Ordering::Acquire);
         for (i, byte) in out.iter_mut().enumerate().skip(MAGIC.len()) {
-            *byte = read(i);
+            // SAFETY: i < HEADER_SIZE <= len; the body is immutable once the magic is
+            // published, so these reads race with nothing.
+            *byte = unsafe { base.add(i).read_volatile() };
         }
         out
     }
@@ -203,6 +200,16 @@ impl Segment {
         // accessed atomically by every process and never covered by a guard's slices, so a
         // shared reference for the mapping's lifetime, bounded by `&self`, aliases nothing.
         unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) }
+    }
+
+    /// The first word of shard `shard`'s mutex (glibc's futex word: owner TID and flags), for
+    /// diagnostics.
+    #[cfg(feature = "fault-injection")]
+    pub fn mutex_word(&self, geo: &Geometry, shard: usize) -> u32 {
+        let ptr = self.raw_range(geo.shard_offset(shard), 4);
+        // SAFETY: in bounds (raw_range checks) and 4-aligned (shard offsets are multiples of
+        // 128); a volatile read forms no reference and the value is only displayed.
+        unsafe { ptr.cast::<u32>().read_volatile() }
     }
 
     /// Raw pointer to `len` bytes at `offset`, for the lock module.

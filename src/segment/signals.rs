@@ -2,11 +2,15 @@
 //!
 //! `setup()` of a named segment records its path and the master's pid in a fixed table and,
 //! for each of the two signals still at its default action, installs a handler. The handler
-//! does only async-signal-safe things: it reads the table (atomics), calls `unlink(2)` for the
-//! entries whose pid is its own (so a forked worker, which inherits the handler, never removes
-//! anything), restores the default action and re-raises the signal, so the process still dies
-//! of it. A signal with a handler of the application's is left alone: that application exits
-//! normally and dropping the `Master` removes the segment.
+//! does only async-signal-safe things: it reads the table (atomics) and calls `unlink(2)` for
+//! the entries whose pid is its own. Then, if it is still the installed handler, it restores
+//! the default action and re-raises the signal, so the process dies of it as it would have;
+//! if another handler was installed later and called it (signal-hook and tokio chain to the
+//! previous handler), it returns and leaves the process to that handler's graceful shutdown:
+//! the open mappings stay valid, only new attaches by name fail. A signal with a handler of
+//! the application's at setup is left alone: that application exits normally and dropping
+//! the `Master` removes the segment. Forked children get the default actions back
+//! ([`reset_in_child`], from the fork gate's child handler): a worker never removes anything.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
@@ -39,12 +43,44 @@ extern "C" fn on_signal(signal: libc::c_int) {
         // async-signal-safe.
         unsafe { libc::unlink(path.as_ptr().cast()) };
     }
-    // SAFETY: signal and raise are async-signal-safe; restoring the default action and
-    // re-raising ends the process as the signal would have.
-    unsafe {
-        libc::signal(signal, libc::SIG_DFL);
-        libc::raise(signal);
+    if is_ours(signal) {
+        // SAFETY: signal and raise are async-signal-safe; restoring the default action and
+        // re-raising ends the process as the signal would have.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
     }
+}
+
+fn handler_address() -> usize {
+    on_signal as extern "C" fn(libc::c_int) as usize
+}
+
+/// Whether `on_signal` is the installed handler of `signal` (async-signal-safe).
+fn is_ours(signal: libc::c_int) -> bool {
+    // SAFETY: a zeroed sigaction is a valid output buffer; a null new action only reads.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == handler_address()
+    }
+}
+
+/// In a forked child: gives SIGTERM and SIGINT their default actions back where the handler
+/// is ours, and empties the table, so a worker never removes its master's segment and can
+/// install handlers (and set up stores) of its own.
+pub(crate) fn reset_in_child() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        if is_ours(signal) {
+            // SAFETY: restoring the default action of a signal has no preconditions.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
+    }
+    for entry in &TABLE {
+        entry.pid.store(0, Ordering::Release);
+    }
+    INSTALLED.store(false, Ordering::Release);
 }
 
 /// Records `path` for removal if this process dies of SIGTERM or SIGINT, and installs the
@@ -86,7 +122,7 @@ fn install_if_default(signal: libc::c_int) {
             return;
         }
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        action.sa_sigaction = handler_address();
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(signal, &action, std::ptr::null_mut());
     }
