@@ -152,7 +152,10 @@ impl Config {
     }
 
     /// Whether `setup()` may remove a named segment left by a master that is no longer
-    /// running and create a new one (default: refuse, naming the segment).
+    /// running and create a new one (default: refuse, naming the segment). A segment is
+    /// stale when the pid in its header no longer runs, or its header never became valid;
+    /// two masters of one name starting at the same instant can mistake each other's
+    /// half-made segment for a stale one, so start one master per name.
     pub fn reclaim_stale(mut self, reclaim: bool) -> Self {
         self.reclaim_stale = reclaim;
         self

@@ -227,7 +227,7 @@ fn killed_mid_merge_of_small_blocks_into_a_large_one() {
     for (key, value) in master.all_raw().unwrap() {
         assert!(key == "sentinel" || value == [b's'; 150], "{key} damaged");
     }
-    // The merge is redone by the repair: the large value fits now.
+    // The repair re-tiled the half-merged run as free blocks; the next write merges them.
     master.set_raw("large", &[b'L'; 3000], Expiry::Default).unwrap();
     assert_sound_and_no_leak(&master);
 }

@@ -2,10 +2,13 @@
 //! read or write a shard's guarded bytes.
 //!
 //! Lock order: a process holds at most one shard lock at a time. Operations that touch every
-//! shard (`all`, `length`, `clear`, `check_integrity`) lock shards one after another in
-//! ascending order, releasing each before taking the next. No user code, serialization,
-//! allocation-heavy work, logging or syscall runs under a shard lock, except the repair that
-//! follows a dead holder.
+//! shard (`all`, `length`, `clear`, `memory`, `check_integrity`, the coordinator's sweep and
+//! `worker_exited`) lock shards one after another in ascending order, releasing each before
+//! taking the next. The coordinator takes the fork gate (a process-local mutex) before any
+//! shard lock, and waits at most 10 ms for each shard. No user code, serialization, logging
+//! or syscall runs under a shard lock, and no allocation on the get/set path; the rare paths
+//! that allocate under it are the repair, the merge of blocks (a walk), `all`'s copies,
+//! `memory` and `check_integrity`.
 //!
 //! Crash model: the mutex is `PTHREAD_MUTEX_ROBUST`. When its holder dies, the kernel marks
 //! it and the next locker gets `EOWNERDEAD` ([`Acquired::owner_died`]); the shard layer then
