@@ -3,8 +3,9 @@
 //! on the shared listener and answers `GET /hello` with
 //! `{"msg":"Hello from worker N"}` on a session's first visit and
 //! `{"msg":"Hello again from worker N"}` after, whichever worker served the first visit.
-//! The master logs workers coming online and exiting, respawns a worker that dies, and on
-//! SIGTERM or SIGINT stops the workers and exits (the store goes with it).
+//! The master logs workers coming online and exiting, tells the store when one exits (so a
+//! shard it died holding is repaired at once), respawns it, and on SIGTERM or SIGINT stops
+//! the workers and exits (the store goes with it).
 //!
 //! Run: `cargo run --release --example prefork` then
 //! `curl -c jar -b jar http://127.0.0.1:8080/hello` a few times.
@@ -57,7 +58,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let Some(slot) = children.iter_mut().find(|(_, p)| *p == pid) else {
                         continue;
                     };
-                    println!("worker {} died; starting a new one", slot.0);
+                    // Repairs at once any shard the worker died holding.
+                    let repaired = master.worker_exited(pid.as_raw() as u32);
+                    println!(
+                        "worker {} died ({repaired} shards repaired); starting a new one",
+                        slot.0
+                    );
                     slot.1 = spawn_worker(slot.0, &listener, &signals)?;
                 }
             }

@@ -148,10 +148,9 @@ impl Drop for Master {
         }
         let name = self.store.name().to_owned();
         registry().retain(|(n, _)| *n != name);
-        if let Some(entry) = self.on_signal.take() {
-            signals::unregister(entry);
-        }
-        if self.store.shared.settings.backing == Backing::Named {
+        let removed_by_signal =
+            self.on_signal.take().is_some_and(|entry| !signals::unregister(entry));
+        if self.store.shared.settings.backing == Backing::Named && !removed_by_signal {
             if let Err(e) = Segment::unlink_named(&name) {
                 tracing::warn!(name, error = %e, "could not unlink the named segment");
             }
@@ -256,30 +255,45 @@ impl ClusterStore {
         })
         .and_then(|fresh| fresh.map_err(|stale| stale.into_error(&config.name)))?;
         let pid = std::process::id();
-        let [generation, k0, k1] = random_u64s::<3>()?;
-        let settings = Settings {
-            name: config.name.clone(),
-            default_ttl_ms: u64::try_from(config.default_ttl.as_millis()).unwrap_or(u64::MAX),
-            lock_timeout_ms: u64::try_from(config.lock_timeout.as_millis()).unwrap_or(u64::MAX),
-            eviction: config.eviction,
-            backing: config.backing,
-            owner_pid: pid,
-            generation,
-            hash_key: [k0, k1],
-            created_ms: now_ms(),
+        let started = (|| {
+            let [generation, k0, k1] = random_u64s::<3>()?;
+            let settings = Settings {
+                name: config.name.clone(),
+                default_ttl_ms: u64::try_from(config.default_ttl.as_millis()).unwrap_or(u64::MAX),
+                lock_timeout_ms: u64::try_from(config.lock_timeout.as_millis()).unwrap_or(u64::MAX),
+                eviction: config.eviction,
+                backing: config.backing,
+                owner_pid: pid,
+                generation,
+                hash_key: [k0, k1],
+                created_ms: now_ms(),
+            };
+            for shard in 0..geo.shard_count {
+                fresh.init_mutex(geo.shard_offset(shard) + SHARD_MUTEX).map_err(|source| {
+                    SetupError::Os { action: "initialise a shard mutex", source }
+                })?;
+            }
+            fresh.write_header(&header::encode(&geo, &settings));
+            let shared = Arc::new(Shared { segment: fresh.into_segment(), geo, settings });
+            let store = ClusterStore { shared };
+            let coordinator =
+                Coordinator::start(store.clone(), config.sweep_interval, config.sweep_budget)
+                    .map_err(|source| SetupError::Os {
+                        action: "start the coordinator thread",
+                        source,
+                    })?;
+            Ok((store, coordinator))
+        })();
+        let (store, coordinator) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                // Nothing may be left behind by a setup that failed.
+                if config.backing == Backing::Named {
+                    let _ = Segment::unlink_named(&config.name);
+                }
+                return Err(e);
+            }
         };
-        for shard in 0..geo.shard_count {
-            fresh
-                .init_mutex(geo.shard_offset(shard) + SHARD_MUTEX)
-                .map_err(|source| SetupError::Os { action: "initialise a shard mutex", source })?;
-        }
-        fresh.write_header(&header::encode(&geo, &settings));
-        let shared = Arc::new(Shared { segment: fresh.into_segment(), geo, settings });
-        let store = ClusterStore { shared };
-        let coordinator =
-            Coordinator::start(store.clone(), config.sweep_interval, config.sweep_budget).map_err(
-                |source| SetupError::Os { action: "start the coordinator thread", source },
-            )?;
         registry.push((config.name.clone(), Arc::clone(&store.shared)));
         drop(registry);
         tracing::debug!(name = %config.name, bytes = store.shared.geo.total_size, "store set up");

@@ -271,14 +271,6 @@ impl ClusterStore {
         !matches!(nix::sys::signal::kill(pid, None), Err(nix::errno::Errno::ESRCH))
     }
 
-    /// The futex word of a shard's lock (owner TID in the low 30 bits), for diagnosing a
-    /// lock held too long. Test builds only.
-    #[cfg(feature = "fault-injection")]
-    #[doc(hidden)]
-    pub fn lock_word(&self, shard: usize) -> u32 {
-        self.shared.segment.mutex_word(&self.shared.geo, shard)
-    }
-
     /// Largest value accepted, in bytes (`Config::max_value_size`).
     pub fn max_value_size(&self) -> usize {
         self.shared.geo.max_value_len

@@ -202,16 +202,6 @@ impl Segment {
         unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) }
     }
 
-    /// The first word of shard `shard`'s mutex (glibc's futex word: owner TID and flags), for
-    /// diagnostics.
-    #[cfg(feature = "fault-injection")]
-    pub fn mutex_word(&self, geo: &Geometry, shard: usize) -> u32 {
-        let ptr = self.raw_range(geo.shard_offset(shard), 4);
-        // SAFETY: in bounds (raw_range checks) and 4-aligned (shard offsets are multiples of
-        // 128); a volatile read forms no reference and the value is only displayed.
-        unsafe { ptr.cast::<u32>().read_volatile() }
-    }
-
     /// Raw pointer to `len` bytes at `offset`, for the lock module.
     pub fn raw_range(&self, offset: usize, len: usize) -> *mut u8 {
         assert!(

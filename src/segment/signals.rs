@@ -42,6 +42,9 @@ extern "C" fn on_signal(signal: libc::c_int) {
         // SAFETY: `path` is a NUL-terminated buffer on this stack frame; unlink is
         // async-signal-safe.
         unsafe { libc::unlink(path.as_ptr().cast()) };
+        // Removed: the Master's drop, if the process lives on, must not remove the name again
+        // (a new master may own it by then).
+        entry.pid.store(0, Ordering::Release);
     }
     if is_ours(signal) {
         // SAFETY: signal and raise are async-signal-safe; restoring the default action and
@@ -106,9 +109,11 @@ pub(crate) fn register(path: &str) -> Option<usize> {
     Some(index)
 }
 
-/// Forgets entry `index` (the `Master` was dropped and removed the segment itself).
-pub(crate) fn unregister(index: usize) {
-    TABLE[index].pid.store(0, Ordering::Release);
+/// Forgets entry `index` as the `Master` is dropped. Returns false if the signal handler
+/// already removed the segment (and the name may belong to another master by now).
+pub(crate) fn unregister(index: usize) -> bool {
+    let me = std::process::id();
+    TABLE[index].pid.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire).is_ok()
 }
 
 fn install_if_default(signal: libc::c_int) {
