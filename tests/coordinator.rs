@@ -4,7 +4,7 @@
 //! works every millisecond never hands a child a lock it cannot get.
 mod common;
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use cluster_session_store::fault::{self, FaultPoint};
@@ -57,25 +57,13 @@ fn expired_sessions_are_freed_without_any_request() {
     assert!(master.check_integrity().is_ok());
 }
 
-static NOTIFY_FD: AtomicI32 = AtomicI32::new(-1);
-
-fn park() {
-    let fd = NOTIFY_FD.load(Ordering::SeqCst);
-    // SAFETY: writes one byte from a valid buffer to a pipe fd this process owns.
-    unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
-    loop {
-        // SAFETY: pause has no preconditions; it returns only on a signal.
-        unsafe { libc::pause() };
-    }
-}
-
 /// Forks a worker that parks holding a shard lock mid-write, then SIGKILLs and reaps it.
 fn worker_dies_holding_a_lock(name: &str) -> u32 {
     let parked = Signal1::new();
-    NOTIFY_FD.store(parked.write_fd(), Ordering::SeqCst);
+    common::PARK_FD.store(parked.write_fd(), Ordering::SeqCst);
     let mut worker = spawn(|| {
         let store = ClusterStore::open(name).unwrap();
-        fault::arm(FaultPoint::BeforePublish, park);
+        fault::arm(FaultPoint::BeforePublish, common::park);
         store.set_raw("victim", b"new", Expiry::Default).unwrap();
         3
     });

@@ -15,7 +15,7 @@ mod common;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 
 use cluster_session_store::fault::{self, FaultPoint};
 use cluster_session_store::{ClusterStore, Config, Expiry};
@@ -40,19 +40,6 @@ fn key(worker: usize, k: usize) -> String {
     format!("w{worker}-k{k:02}")
 }
 
-static PARKED_FD: AtomicI32 = AtomicI32::new(-1);
-
-/// The fault hook: tell the master we are parked inside the lock, then wait to be killed.
-fn park() {
-    let fd = PARKED_FD.load(Ordering::SeqCst);
-    // SAFETY: writes one byte from a valid buffer to a pipe fd this process owns.
-    unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
-    loop {
-        // SAFETY: pause has no preconditions; it returns only on a signal.
-        unsafe { libc::pause() };
-    }
-}
-
 /// Where and when a worker parks itself: the fault point, and after how many operations.
 #[derive(Clone, Copy)]
 struct Park {
@@ -74,7 +61,7 @@ fn worker(
     let mut rng = Rng(seed | 1);
     for op in 0.. {
         if let Some(p) = park_at.filter(|p| p.after == op) {
-            fault::arm(p.point, park);
+            fault::arm(p.point, common::park);
         }
         let k = rng.below(KEYS as u64) as usize;
         let sid = key(w, k);
@@ -147,7 +134,7 @@ fn start(name: &str, w: usize, state: [Acked; KEYS], rng: &mut Rng, may_park: bo
     let parked = park_at.map(|_| common::Signal1::new());
     let child = spawn(|| {
         if let Some(signal) = &parked {
-            PARKED_FD.store(signal.write_fd(), Ordering::SeqCst);
+            common::PARK_FD.store(signal.write_fd(), Ordering::SeqCst);
         }
         worker(name, w, state, &write, seed, park_at)
     });

@@ -6,26 +6,13 @@
 //! error, never a hang).
 mod common;
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cluster_session_store::fault::{self, FaultPoint};
 use cluster_session_store::{ClusterStore, Config, Expiry, Master, StoreError};
 use common::{serial, spawn, unique_name, Signal1, WAIT};
 use nix::sys::signal::{kill, Signal};
-
-static NOTIFY_FD: AtomicI32 = AtomicI32::new(-1);
-
-/// The hook: tell the parent we are parked with the lock held, then wait to be killed.
-fn park() {
-    let fd = NOTIFY_FD.load(Ordering::SeqCst);
-    // SAFETY: writes one byte from a valid buffer to a pipe fd this process owns.
-    unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
-    loop {
-        // SAFETY: pause has no preconditions; it returns only on a signal.
-        unsafe { libc::pause() };
-    }
-}
 
 /// One shard, so that every key shares the lock and the repair.
 fn one_shard(name: &str) -> Master {
@@ -59,10 +46,10 @@ fn assert_neighbours(store: &ClusterStore, n: usize) {
 /// SIGKILLs the first, and returns once the second finished.
 fn kill_parked(name: &str, point: FaultPoint, op: impl FnOnce(&ClusterStore)) {
     let parked = Signal1::new();
-    NOTIFY_FD.store(parked.write_fd(), Ordering::SeqCst);
+    common::PARK_FD.store(parked.write_fd(), Ordering::SeqCst);
     let mut holder = spawn(|| {
         let store = ClusterStore::open(name).unwrap();
-        fault::arm(point, park);
+        fault::arm(point, common::park);
         op(&store);
         3 // not reached when the hook fires
     });
@@ -178,10 +165,10 @@ fn a_repairer_killed_mid_repair_is_followed_by_a_full_repair() {
     master.set_raw("victim", b"old", Expiry::Default).unwrap();
     // First death: a writer, holding the lock before publishing.
     let parked = Signal1::new();
-    NOTIFY_FD.store(parked.write_fd(), Ordering::SeqCst);
+    common::PARK_FD.store(parked.write_fd(), Ordering::SeqCst);
     let mut writer = spawn(|| {
         let store = ClusterStore::open(&name).unwrap();
-        fault::arm(FaultPoint::BeforePublish, park);
+        fault::arm(FaultPoint::BeforePublish, common::park);
         store.set_raw("victim", b"new", Expiry::Default).unwrap();
         3
     });
@@ -190,7 +177,7 @@ fn a_repairer_killed_mid_repair_is_followed_by_a_full_repair() {
     // Second death: the next locker, halfway through repairing.
     let mut repairer = spawn(|| {
         let store = ClusterStore::open(&name).unwrap();
-        fault::arm(FaultPoint::MidRepair, park);
+        fault::arm(FaultPoint::MidRepair, common::park);
         let _ = store.get_raw("n0");
         3
     });
@@ -245,10 +232,10 @@ fn a_live_holder_that_never_lets_go_gives_a_timeout_not_a_hang() {
     let master = ClusterStore::setup(config).unwrap();
     master.set_raw("k", b"v", Expiry::Default).unwrap();
     let parked = Signal1::new();
-    NOTIFY_FD.store(parked.write_fd(), Ordering::SeqCst);
+    common::PARK_FD.store(parked.write_fd(), Ordering::SeqCst);
     let mut holder = spawn(|| {
         let store = ClusterStore::open(&name).unwrap();
-        fault::arm(FaultPoint::LockHeld, park);
+        fault::arm(FaultPoint::LockHeld, common::park);
         store.set_raw("k", b"w", Expiry::Default).unwrap();
         3
     });

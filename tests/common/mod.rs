@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -184,5 +185,20 @@ impl Rng {
 
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+}
+
+/// Where [`park`] reports: the write end of a pipe, set in the child before arming the hook.
+pub static PARK_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// A fault hook: tell the parent through `PARK_FD` that this process is parked (inside a
+/// shard lock, at the armed fault point), then wait to be killed.
+pub fn park() {
+    let fd = PARK_FD.load(Ordering::SeqCst);
+    // SAFETY: writes one byte from a valid buffer to a pipe fd this process owns.
+    unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+    loop {
+        // SAFETY: pause has no preconditions; it returns only on a signal.
+        unsafe { libc::pause() };
     }
 }
