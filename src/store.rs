@@ -153,12 +153,31 @@ impl Shared {
         }
     }
 
+    /// Runs `op`, which may add or remove records, on a locked shard, then mirrors the
+    /// shard's occupancy into its stats line; see [`with_shard`](Self::with_shard).
+    fn with_shard_mut<R>(
+        &self,
+        shard: usize,
+        op: impl FnMut(&mut ShardGuard<'_>, &Geometry) -> Result<R, Corrupt>,
+    ) -> Result<R> {
+        self.run_locked(shard, true, op)
+    }
+
     /// Runs `op` on a locked shard. Corruption found by `op` is repaired and `op` retried
     /// once; if the retry finds corruption too, the shard is repaired again and the call
     /// fails with `Corrupted`.
     fn with_shard<R>(
         &self,
         shard: usize,
+        op: impl FnMut(&mut ShardGuard<'_>, &Geometry) -> Result<R, Corrupt>,
+    ) -> Result<R> {
+        self.run_locked(shard, false, op)
+    }
+
+    fn run_locked<R>(
+        &self,
+        shard: usize,
+        mirror: bool,
         mut op: impl FnMut(&mut ShardGuard<'_>, &Geometry) -> Result<R, Corrupt>,
     ) -> Result<R> {
         let (mut g, mut repaired) = self.lock(shard)?;
@@ -169,7 +188,9 @@ impl Shared {
                 StoreError::Corrupted { shard, what }
             })
         });
-        self.mirror(&g);
+        if mirror {
+            self.mirror(&g);
+        }
         drop(g);
         self.report(shard, repaired);
         result
@@ -332,7 +353,7 @@ impl ClusterStore {
         let shard = self.shard(hash);
         let policy = self.shared.settings.eviction;
         let shared = &self.shared;
-        let written = shared.with_shard(shard, |g, geo| {
+        let written = shared.with_shard_mut(shard, |g, geo| {
             let mut freed = Freed::default();
             let written = shard::put(g, geo, &new, expect, policy, now, &mut freed)?;
             shared.count_freed(g, freed);
@@ -350,7 +371,7 @@ impl ClusterStore {
         let shard = self.shard(hash);
         let now = now_ms();
         let shared = &self.shared;
-        shared.with_shard(shard, |g, geo| {
+        shared.with_shard_mut(shard, |g, geo| {
             let mut freed = Freed::default();
             let removed = shard::remove(g, geo, hash, key, expect, now, &mut freed)?;
             shared.count_freed(g, freed);
@@ -549,7 +570,7 @@ impl ClusterStore {
     /// Removes every session.
     pub fn clear(&self) -> Result<()> {
         for shard in 0..self.shared.geo.shard_count {
-            self.shared.with_shard(shard, |g, geo| {
+            self.shared.with_shard_mut(shard, |g, geo| {
                 shard::clear(g, geo);
                 Ok(())
             })?;
