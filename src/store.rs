@@ -353,13 +353,18 @@ impl ClusterStore {
         let shard = self.shard(hash);
         let policy = self.shared.settings.eviction;
         let shared = &self.shared;
+        let mut evicted = 0;
         let written = shared.with_shard_mut(shard, |g, geo| {
             let mut freed = Freed::default();
             let written = shard::put(g, geo, &new, expect, policy, now, &mut freed)?;
             shared.count_freed(g, freed);
             shared.count(g, STAT_SETS, u64::from(written == Written::Done));
+            evicted += freed.evicted;
             Ok(written)
         })?;
+        if evicted > 0 {
+            tracing::debug!(namespace = %shared.settings.name, shard, evicted, "evicted to make room");
+        }
         match written {
             Written::Full { needed } => Err(StoreError::Full { shard, needed }),
             written => Ok(written),
