@@ -2,6 +2,7 @@
 //! - the in-process `Mutex<HashMap>`: the ceiling for one process, not shared;
 //! - the seed's architecture: a master process holding the sessions in a `HashMap` and
 //!   answering a worker over a Unix domain socket, one request in flight (forked here).
+//!
 //! The other peers of issue 6 (tower-sessions' memory store, Redis, LMDB) are not added yet.
 
 use std::collections::HashMap;
