@@ -7,28 +7,16 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Mutex;
 
+mod common;
+
 use cluster_session_store::{ClusterStore, Config, Expiry};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 const KEYS: usize = 10_000;
 const VALUE: usize = 1024;
 
-/// Session ids in a shuffled order: requests arrive for random sessions, and walking keys
-/// in insertion order would let the map's heap allocations be read sequentially.
-fn keys() -> Vec<String> {
-    let mut keys: Vec<String> = (0..KEYS).map(|i| format!("{i:032x}")).collect();
-    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
-    for i in (1..keys.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        keys.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    keys
-}
-
 fn get_set_1k(c: &mut Criterion) {
-    let keys = keys();
+    let keys = common::shuffled_keys(KEYS);
     let value = vec![0xAB_u8; VALUE];
     let master = ClusterStore::setup(
         Config::new().name("bench-ops").memory_size(64 << 20).shards(64).max_value_size(4096),

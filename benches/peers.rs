@@ -11,6 +11,8 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Mutex;
 
+mod common;
+
 use cluster_session_store::{ClusterStore, Config, Expiry};
 use criterion::{criterion_group, criterion_main, Criterion};
 use nix::sys::signal::{kill, Signal};
@@ -101,21 +103,8 @@ impl Drop for SocketMaster {
     }
 }
 
-/// Session ids in a shuffled order, as requests arrive.
-fn keys() -> Vec<String> {
-    let mut keys: Vec<String> = (0..KEYS).map(|i| format!("{i:032x}")).collect();
-    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
-    for i in (1..keys.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        keys.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    keys
-}
-
 fn peers(c: &mut Criterion) {
-    let keys = keys();
+    let keys = common::shuffled_keys(KEYS);
     let value = vec![0xAB_u8; VALUE];
     let master = ClusterStore::setup(
         Config::new().name("bench-peers").memory_size(64 << 20).shards(64).max_value_size(4096),

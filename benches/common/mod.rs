@@ -1,0 +1,15 @@
+//! Helpers shared by the benches.
+
+/// `n` session ids in a shuffled order: requests arrive for random sessions, and walking
+/// keys in insertion order would let a map's heap allocations be read sequentially.
+pub fn shuffled_keys(n: usize) -> Vec<String> {
+    let mut keys: Vec<String> = (0..n).map(|i| format!("{i:032x}")).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    for i in (1..keys.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        keys.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    keys
+}
