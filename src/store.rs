@@ -308,6 +308,16 @@ impl ClusterStore {
         shard_of(hash, self.shared.geo.shard_bits)
     }
 
+    /// Starts loading the key's home index slot, so that the cache miss overlaps taking the
+    /// shard lock instead of following it.
+    #[inline]
+    fn prefetch_slot(&self, shard: usize, hash: u64) {
+        let geo = &self.shared.geo;
+        let home = crate::table::tag_of(hash) as usize & (geo.slots - 1);
+        let offset = geo.shard_offset(shard) + SHARD_INDEX + home * SLOT_SIZE;
+        self.shared.segment.prefetch(offset);
+    }
+
     fn check_value(&self, value: &[u8]) -> Result<()> {
         let max = self.shared.geo.max_value_len;
         if value.len() > max {
@@ -319,6 +329,7 @@ impl ClusterStore {
     /// Copies the live value of `key` into `out` (cleared first). Returns its sequence number.
     fn read(&self, key: &[u8], hash: u64, out: &mut Vec<u8>) -> Result<Option<u64>> {
         let shard = self.shard(hash);
+        self.prefetch_slot(shard, hash);
         let now = now_ms();
         let shared = &self.shared;
         let hit = shared.with_shard(shard, |g, geo| {
@@ -348,9 +359,10 @@ impl ClusterStore {
         expect: Expect,
         now: u64,
     ) -> Result<Written> {
+        let shard = self.shard(hash);
+        self.prefetch_slot(shard, hash);
         let new =
             NewRecord { hash, key, value, crc: record::checksum(hash, key, value), expires_ms };
-        let shard = self.shard(hash);
         let policy = self.shared.settings.eviction;
         let shared = &self.shared;
         let mut evicted = 0;
