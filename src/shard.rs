@@ -86,15 +86,50 @@ fn rec_at(g: &ShardGuard<'_>, geo: &Geometry, block: u32) -> Result<Rec, Corrupt
     record::view(g, geo, block).ok_or(Corrupt("an index slot refers to no valid record"))
 }
 
-/// Finds `key` in the index.
+/// Where a key is in the index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lookup {
+    /// In slot `index`, whose record (validated) and expiry are given.
+    Found { index: usize, rec: Rec, expires_ms: u64 },
+    /// Absent; this empty slot ends its probe sequence.
+    Vacant(usize),
+}
+
+impl Lookup {
+    /// The record, if the key is present and has not expired.
+    fn live(self, now: u64) -> Option<Rec> {
+        match self {
+            Lookup::Found { rec, expires_ms, .. } if expires_ms > now => Some(rec),
+            _ => None,
+        }
+    }
+}
+
+/// Finds `key` in the index, handing back the record validated on the way.
 #[inline]
 pub(crate) fn find(
     g: &ShardGuard<'_>,
     geo: &Geometry,
     hash: u64,
     key: &[u8],
-) -> Result<Probe, Corrupt> {
-    table::probe(g, geo, hash, |g, block| Ok(rec_at(g, geo, block)?.is(g, geo, hash, key)))
+) -> Result<Lookup, Corrupt> {
+    let mut matched = None;
+    let probe = table::probe(g, geo, hash, |g, block| {
+        let rec = rec_at(g, geo, block)?;
+        let is = rec.is(g, geo, hash, key);
+        if is {
+            matched = Some(rec);
+        }
+        Ok(is)
+    })?;
+    Ok(match (probe, matched) {
+        (Probe::Found(index), Some(rec)) => {
+            Lookup::Found { index, rec, expires_ms: table::read(g, geo, index).expires_ms }
+        }
+        (Probe::Vacant(index), _) => Lookup::Vacant(index),
+        // The probe reports Found only when the closure matched, which sets `matched`.
+        (Probe::Found(_), None) => return Err(Corrupt("the probe matched no record")),
+    })
 }
 
 /// Appends the live value of `key` to `out`, stamping the record as recently used. A miss
@@ -107,12 +142,7 @@ pub(crate) fn get(
     now: u64,
     out: &mut Vec<u8>,
 ) -> Result<Option<Hit>, Corrupt> {
-    let Probe::Found(i) = find(g, geo, hash, key)? else { return Ok(None) };
-    let slot = table::read(g, geo, i);
-    if slot.expires_ms <= now {
-        return Ok(None);
-    }
-    let rec = rec_at(g, geo, slot.block)?;
+    let Some(rec) = find(g, geo, hash, key)?.live(now) else { return Ok(None) };
     let stamp = next_stamp(g);
     rec.set_stamp(g, geo, stamp);
     out.extend_from_slice(rec.value(g, geo));
@@ -131,18 +161,11 @@ pub(crate) fn put(
     freed: &mut Freed,
 ) -> Result<Written, Corrupt> {
     fault::hit(FaultPoint::LockHeld);
-    let mut probe = find(g, geo, new.hash, new.key)?;
-    let current = match probe {
-        Probe::Found(i) => {
-            let slot = table::read(g, geo, i);
-            (slot.expires_ms > now).then_some(slot.block)
-        }
-        Probe::Vacant(_) => None,
-    };
-    let conflict = match (expect, current) {
+    let mut lookup = find(g, geo, new.hash, new.key)?;
+    let conflict = match (expect, lookup.live(now)) {
         (Expect::Any, _) => false,
         (Expect::Absent, current) => current.is_some(),
-        (Expect::Seq(seq), Some(block)) => rec_at(g, geo, block)?.seq(g, geo) != seq,
+        (Expect::Seq(seq), Some(rec)) => rec.seq(g, geo) != seq,
         (Expect::Seq(_), None) => true,
     };
     if conflict {
@@ -151,15 +174,15 @@ pub(crate) fn put(
     let class = geo
         .class_for(record_len(new.key.len(), new.value.len()))
         .expect("the store layer checked the value size");
-    let protect = match probe {
-        Probe::Found(i) => Some(table::read(g, geo, i).block),
-        Probe::Vacant(_) => None,
+    let protect = match lookup {
+        Lookup::Found { rec, .. } => Some(block_ref(rec.off)),
+        Lookup::Vacant(_) => None,
     };
     let Some((off, moved)) = make_room(g, geo, class, protect, policy, now, freed)? else {
         return Ok(Written::Full { needed: geo.class_sizes[class] as usize });
     };
     if moved {
-        probe = find(g, geo, new.hash, new.key)?;
+        lookup = find(g, geo, new.hash, new.key)?;
     }
     let seq = next_seq(g);
     let stamp = next_stamp(g);
@@ -167,15 +190,14 @@ pub(crate) fn put(
     record::write(g, geo, off, new, seq, stamp);
     fault::hit(FaultPoint::BeforePublish);
     let block = block_ref(off);
-    match probe {
-        Probe::Found(i) => {
-            let old = rec_at(g, geo, table::read(g, geo, i).block)?;
-            table::replace(g, geo, i, block, new.expires_ms);
+    match lookup {
+        Lookup::Found { index, rec: old, .. } => {
+            table::replace(g, geo, index, block, new.expires_ms);
             fault::hit(FaultPoint::AfterPublish);
             add_used(g, -(old.size(geo) as i64));
             alloc::free(g, geo, old.off);
         }
-        Probe::Vacant(i) => {
+        Lookup::Vacant(i) => {
             let slot = Slot { block, tag: table::tag_of(new.hash), expires_ms: new.expires_ms };
             table::insert(g, geo, i, slot);
             g.set_u32(S_LIVE, live(g) as u32 + 1);
@@ -407,19 +429,18 @@ pub(crate) fn remove(
     now: u64,
     freed: &mut Freed,
 ) -> Result<Removed, Corrupt> {
-    let Probe::Found(i) = find(g, geo, hash, key)? else {
+    let Lookup::Found { index: i, rec, expires_ms } = find(g, geo, hash, key)? else {
         return Ok(if matches!(expect, Expect::Seq(_)) {
             Removed::Conflict
         } else {
             Removed::NotLive
         });
     };
-    let slot = table::read(g, geo, i);
-    let was_live = slot.expires_ms > now;
+    let was_live = expires_ms > now;
     let holds = match expect {
         Expect::Any => true,
         Expect::Absent => !was_live,
-        Expect::Seq(seq) => was_live && rec_at(g, geo, slot.block)?.seq(g, geo) == seq,
+        Expect::Seq(seq) => was_live && rec.seq(g, geo) == seq,
     };
     if !holds {
         return Ok(Removed::Conflict);
@@ -442,12 +463,12 @@ pub(crate) fn touch(
     now: u64,
     expires_ms: u64,
 ) -> Result<bool, Corrupt> {
-    let Probe::Found(i) = find(g, geo, hash, key)? else { return Ok(false) };
-    let slot = table::read(g, geo, i);
-    if slot.expires_ms <= now {
+    let Lookup::Found { index: i, rec, expires_ms: old } = find(g, geo, hash, key)? else {
+        return Ok(false);
+    };
+    if old <= now {
         return Ok(false);
     }
-    let rec = rec_at(g, geo, slot.block)?;
     lower_min_expires(g, expires_ms);
     rec.set_expires(g, geo, expires_ms);
     table::set_expires(g, geo, i, expires_ms);
