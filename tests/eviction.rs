@@ -155,6 +155,17 @@ fn lru_frees_expired_records_before_evicting_live_ones() {
     assert!(store.check_integrity().is_ok(), "{}", store.check_integrity());
 }
 
+/// Makes the session in the middle of the store expire, and waits until it has. Returns
+/// every session as it was before, and the one that expired.
+fn expire_one(store: &ClusterStore) -> (BTreeMap<String, Vec<u8>>, String) {
+    let all = snapshot(store);
+    let victim = all.keys().nth(all.len() / 2).unwrap().clone();
+    let deadline = SystemTime::now() + Duration::from_millis(20);
+    assert!(store.touch(&victim, Expiry::At(deadline)).unwrap());
+    wait_past(deadline);
+    (all, victim)
+}
+
 #[test]
 fn lru_frees_an_expired_record_anywhere_in_the_shard_before_evicting() {
     let _serial = common::serial();
@@ -165,11 +176,7 @@ fn lru_frees_an_expired_record_anywhere_in_the_shard_before_evicting() {
     }
     // Five rounds: one session expires, then one new session needs its room.
     for round in 0..5 {
-        let all = snapshot(&store);
-        let victim = all.keys().nth(all.len() / 2).unwrap().clone();
-        let deadline = SystemTime::now() + Duration::from_millis(20);
-        assert!(store.touch(&victim, Expiry::At(deadline)).unwrap());
-        wait_past(deadline);
+        let (all, victim) = expire_one(&store);
         let before = store.stats().unwrap();
         store.set_raw(&key("new", round), &value(round, 1000), Expiry::After(LONG)).unwrap();
         let after = store.stats().unwrap();
@@ -190,11 +197,7 @@ fn refuse_store_frees_an_expired_record_anywhere_before_refusing() {
     let store = tiny("refuse-sparse-expired", Eviction::Refuse);
     let filled = fill_until_full(&store, "s", 1000);
     for round in 0..5 {
-        let all = snapshot(&store);
-        let victim = all.keys().nth(all.len() / 2).unwrap().clone();
-        let deadline = SystemTime::now() + Duration::from_millis(20);
-        assert!(store.touch(&victim, Expiry::At(deadline)).unwrap());
-        wait_past(deadline);
+        let (_, victim) = expire_one(&store);
         store
             .set_raw(&key("new", round), &value(round, 1000), Expiry::After(LONG))
             .unwrap_or_else(|e| panic!("round {round}: {e} while {victim} lay expired"));
