@@ -1,23 +1,18 @@
-//! The seed's example in Rust, with no web framework: the master sets up the store and
-//! binds the port, then forks one worker per CPU (`WORKERS` overrides); every worker accepts
-//! on the shared listener and answers `GET /hello` with
+//! The seed's example in Rust with no web framework (std only, HTTP by hand): the same master
+//! as `hello_cluster` (`cluster/mod.rs`), and workers that answer `GET /hello` with
 //! `{"msg":"Hello from worker N"}` on a session's first visit and
 //! `{"msg":"Hello again from worker N"}` after, whichever worker served the first visit.
-//! The master logs workers coming online and exiting, tells the store when one exits (so a
-//! shard it died holding is repaired at once), respawns it, and on SIGTERM or SIGINT stops
-//! the workers and exits (the store goes with it).
 //!
 //! Run: `cargo run --release --example prefork` then
 //! `curl -c jar -b jar http://127.0.0.1:8080/hello` a few times.
+
+mod cluster;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use cluster_session_store::{ClusterStore, Config, Expiry};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use cluster_session_store::{ClusterStore, Expiry};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Default)]
@@ -26,81 +21,7 @@ struct Session {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let workers: usize = match std::env::var("WORKERS") {
-        Ok(n) => n.parse()?,
-        Err(_) => std::thread::available_parallelism().map_or(2, |n| n.get()),
-    };
-    let port: u16 = std::env::var("PORT").map_or(Ok(8080), |p| p.parse())?;
-
-    // The master: set up the store and bind the port before forking, as the seed's
-    // README says, and before any thread or async runtime exists.
-    let master = ClusterStore::setup(Config::new().default_ttl(Duration::from_secs(3600)))?;
-    let listener = TcpListener::bind(("127.0.0.1", port))?;
-    println!("master {}: listening on http://127.0.0.1:{port}/hello", std::process::id());
-
-    // Signals the master waits for; blocked so they queue until `wait`.
-    let mut signals = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
-        signals.add(s);
-    }
-    signals.thread_block()?;
-
-    let mut children: Vec<(usize, Pid)> = Vec::new();
-    for id in 1..=workers {
-        children.push((id, spawn_worker(id, &listener, &signals)?));
-    }
-    loop {
-        match signals.wait()? {
-            Signal::SIGCHLD => {
-                while let WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _) =
-                    waitpid(None, Some(WaitPidFlag::WNOHANG))?
-                {
-                    let Some(slot) = children.iter_mut().find(|(_, p)| *p == pid) else {
-                        continue;
-                    };
-                    // Repairs at once any shard the worker died holding.
-                    let repaired = master.worker_exited(pid.as_raw() as u32);
-                    println!(
-                        "worker {} died ({repaired} shards repaired); starting a new one",
-                        slot.0
-                    );
-                    slot.1 = spawn_worker(slot.0, &listener, &signals)?;
-                }
-            }
-            signal => {
-                println!("master: {signal:?}, stopping the workers");
-                for (_, pid) in &children {
-                    let _ = nix::sys::signal::kill(*pid, Signal::SIGTERM);
-                }
-                for (_, pid) in &children {
-                    let _ = waitpid(*pid, None);
-                }
-                println!("{}", master.stats()?);
-                return Ok(());
-            }
-        }
-    }
-}
-
-fn spawn_worker(id: usize, listener: &TcpListener, signals: &SigSet) -> nix::Result<Pid> {
-    // SAFETY: the master is single-threaded here; the child only runs `worker` and exits.
-    match unsafe { fork() }? {
-        ForkResult::Parent { child } => {
-            println!("worker {id} (pid {child}) is online");
-            Ok(child)
-        }
-        ForkResult::Child => {
-            let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(signals), None);
-            let code = match worker(id, listener) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("worker {id}: {e}");
-                    1
-                }
-            };
-            std::process::exit(code)
-        }
-    }
+    cluster::run(&|id, listener| worker(id, &listener))
 }
 
 /// A worker: attach to the master's store with no argument, then serve.

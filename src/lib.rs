@@ -35,6 +35,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Framework adapters, behind cargo features: `tower-sessions` makes `ClusterStore` a
+//! tower-sessions `SessionStore` for axum (`integrations::tower_sessions`), `actix-session`
+//! an actix-session `SessionStore` for actix-web (`integrations::actix_session`).
+//!
 //! Layers, bottom up (only the first two contain `unsafe`): `segment` (mapping), `lock`
 //! (robust mutex and the guard through which all shard memory is accessed), `layout` and
 //! `header` (the format), `record`, `alloc`, `table` (records, blocks, index), `shard`
@@ -48,6 +52,8 @@ mod config;
 mod coordinator;
 mod error;
 mod header;
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+pub mod integrations;
 mod layout;
 mod lock;
 mod record;

@@ -46,6 +46,8 @@ pub(crate) enum Expect {
     Any,
     /// Only if no live record has this key.
     Absent,
+    /// Only if a live record has this key.
+    Present,
     /// Only if the live record has this sequence number.
     Seq(u64),
 }
@@ -165,6 +167,7 @@ pub(crate) fn put(
     let conflict = match (expect, lookup.live(now)) {
         (Expect::Any, _) => false,
         (Expect::Absent, current) => current.is_some(),
+        (Expect::Present, current) => current.is_none(),
         (Expect::Seq(seq), Some(rec)) => rec.seq(g, geo) != seq,
         (Expect::Seq(_), None) => true,
     };
@@ -440,6 +443,7 @@ pub(crate) fn remove(
     let holds = match expect {
         Expect::Any => true,
         Expect::Absent => !was_live,
+        Expect::Present => was_live,
         Expect::Seq(seq) => was_live && rec.seq(g, geo) == seq,
     };
     if !holds {

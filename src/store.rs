@@ -437,6 +437,54 @@ impl ClusterStore {
         self.set_raw(sid, &encode(value)?, expiry)
     }
 
+    /// Stores the session's bytes only if no live session has this id (memcached's `add`):
+    /// for minting a new session id without ever overwriting another client's session.
+    /// Returns whether the id was free. With an expiry already past nothing is stored, and
+    /// the result still says whether the id was free.
+    ///
+    /// # Examples
+    /// ```
+    /// # use cluster_session_store::{ClusterStore, Config, Expiry};
+    /// # let master = ClusterStore::setup(Config::new().name("doc-add").memory_size(1 << 20).shards(2).max_value_size(1024)).unwrap();
+    /// let store = ClusterStore::open("doc-add").unwrap();
+    /// assert!(store.add_raw("sid", b"first", Expiry::Default).unwrap());
+    /// assert!(!store.add_raw("sid", b"second", Expiry::Default).unwrap()); // taken
+    /// assert_eq!(store.get_raw("sid").unwrap().unwrap(), b"first");
+    /// ```
+    pub fn add_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<bool> {
+        self.conditional_write(sid, value, expiry, Expect::Absent)
+    }
+
+    /// Stores the session's bytes only if a live session has this id (memcached's
+    /// `replace`): an update that must not resurrect a session that expired or was destroyed
+    /// meanwhile. Returns whether one was live (and so was replaced; with an expiry already
+    /// past, removed).
+    pub fn replace_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<bool> {
+        self.conditional_write(sid, value, expiry, Expect::Present)
+    }
+
+    /// `add_raw` and `replace_raw`: a write under `expect`; returns whether `expect` held.
+    fn conditional_write(
+        &self,
+        sid: &str,
+        value: &[u8],
+        expiry: Expiry,
+        expect: Expect,
+    ) -> Result<bool> {
+        let key = key_bytes(sid)?;
+        self.check_value(value)?;
+        let now = now_ms();
+        let expires = expiry.deadline(now, self.shared.settings.default_ttl_ms);
+        let hash = self.hash(key);
+        if expires > now {
+            return Ok(self.write(key, hash, value, expires, expect, now)? == Written::Done);
+        }
+        Ok(match expect {
+            Expect::Present => self.remove(key, hash, Expect::Any)? == Removed::Live,
+            _ => self.read(key, hash, &mut Vec::new())?.is_none(),
+        })
+    }
+
     /// Removes the session. Returns whether a live one was there; a missing session is not
     /// an error.
     pub fn destroy(&self, sid: &str) -> Result<bool> {
@@ -580,6 +628,25 @@ impl ClusterStore {
         for shard in 0..self.shared.geo.shard_count {
             let now = now_ms();
             total += self.shared.with_shard(shard, |g, geo| Ok(shard::count_live(g, geo, now)))?;
+        }
+        Ok(total)
+    }
+
+    /// Frees every expired session now, shard by shard, and returns how many. The
+    /// coordinator already does this incrementally every `Config::sweep_interval`, and a
+    /// full shard does it before evicting; this is for callers that want it done at once
+    /// (tower-sessions' `ExpiredDeletion`). Each shard is locked for one pass over its index,
+    /// skipped when its earliest expiry is still ahead.
+    pub fn purge_expired(&self) -> Result<u64> {
+        let shared = &self.shared;
+        let mut total = 0;
+        for shard in 0..shared.geo.shard_count {
+            let now = now_ms();
+            total += shared.with_shard_mut(shard, |g, geo| {
+                let removed = shard::expire_all(g, geo, now)?;
+                shared.count(g, STAT_EXPIRATIONS, removed);
+                Ok(removed)
+            })?;
         }
         Ok(total)
     }

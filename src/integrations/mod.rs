@@ -1,0 +1,18 @@
+//! Session-middleware adapters: `ClusterStore` as the store behind tower-sessions (axum) and
+//! actix-session (actix-web), each behind the cargo feature of the same name.
+//!
+//! Both adapters call the store inline on the async task. A store call does memory work
+//! under one shard lock, never I/O, and any lock wait ends within `Config::lock_timeout`;
+//! moving it to a blocking pool would cost a thread hop (microseconds) to save a call that
+//! takes about one.
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "actix-session")]
+pub mod actix_session;
+#[cfg(feature = "tower-sessions")]
+pub mod tower_sessions;
+
+/// Attempts at minting an unused session id before giving up. Ids carry 128 bits or more
+/// from the OS CSPRNG, so a second attempt is already astronomically rare.
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+const MINT_ATTEMPTS: usize = 16;

@@ -1,0 +1,130 @@
+//! `ClusterStore` as a tower-sessions store (feature `tower-sessions`, for
+//! `tower_sessions_core` 0.15): pass it to `SessionManagerLayer::new` in every worker.
+//!
+//! A record is stored under its id's text form (22 URL-safe base64 characters, 128 bits) as
+//! MessagePack of its data and expiry date, and the store's own expiry is set to the
+//! record's `expiry_date`: an expired session is absent to `load` in every process, and its
+//! memory comes back through the coordinator's sweep. [`ExpiredDeletion::delete_expired`]
+//! frees every expired record at once ([`ClusterStore::purge_expired`]).
+//!
+//! `create` never overwrites a session: it stores the record only if its id is unused
+//! ([`ClusterStore::add_raw`]) and draws a new id otherwise, as tower-sessions asks.
+//!
+//! # Examples
+//! ```
+//! use axum::{routing::get, Router};
+//! use cluster_session_store::{ClusterStore, Config};
+//! use tower_sessions::{Session, SessionManagerLayer};
+//!
+//! // The master, before forking:
+//! let master = ClusterStore::setup(Config::new().name("doc-tower").memory_size(1 << 20).shards(2))?;
+//! // Each worker, after the fork, builds its app on its own handle:
+//! let store = ClusterStore::open("doc-tower")?;
+//! let app: Router = Router::new()
+//!     .route("/", get(|session: Session| async move {
+//!         let visits: u32 = session.get("visits").await.unwrap().unwrap_or(0);
+//!         session.insert("visits", visits + 1).await.unwrap();
+//!         format!("visit {}", visits + 1)
+//!     }))
+//!     .layer(SessionManagerLayer::new(store));
+//! # drop(master);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tower_sessions_core::session::{Id, Record};
+use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
+
+use super::MINT_ATTEMPTS;
+use crate::{ClusterStore, Expiry, StoreError};
+
+/// What is stored for a record: its id is the key.
+#[derive(Serialize, Deserialize)]
+struct Stored<D> {
+    data: D,
+    /// `expiry_date` as unix seconds and nanoseconds (UTC).
+    expires_s: i64,
+    expires_ns: u32,
+}
+
+fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
+    let expiry = record.expiry_date;
+    let stored = Stored {
+        data: &record.data,
+        expires_s: expiry.unix_timestamp(),
+        expires_ns: expiry.nanosecond(),
+    };
+    rmp_serde::to_vec_named(&stored).map_err(|e| session_store::Error::Encode(e.to_string()))
+}
+
+fn decode(id: Id, bytes: &[u8]) -> session_store::Result<Record> {
+    let bad = |what: String| session_store::Error::Decode(format!("session {id}: {what}"));
+    let stored: Stored<_> = rmp_serde::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let expiry_date = OffsetDateTime::from_unix_timestamp(stored.expires_s)
+        .and_then(|t| t.replace_nanosecond(stored.expires_ns))
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Record { id, data: stored.data, expiry_date })
+}
+
+fn expiry(record: &Record) -> Expiry {
+    Expiry::At(SystemTime::from(record.expiry_date))
+}
+
+/// tower-sessions' error for a store error: encoding and decoding keep their kind, the rest
+/// (a full shard, a lock timeout, corruption) are the backend's, with the store's message.
+fn store_error(e: StoreError) -> session_store::Error {
+    match e {
+        StoreError::Encode(m) => session_store::Error::Encode(m),
+        e @ StoreError::Decode { .. } => session_store::Error::Decode(e.to_string()),
+        e => session_store::Error::Backend(e.to_string()),
+    }
+}
+
+#[async_trait]
+impl SessionStore for ClusterStore {
+    /// Stores a new record under an unused id, drawing a new id while the current one is
+    /// taken by a live session.
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let bytes = encode(record)?;
+        for _ in 0..MINT_ATTEMPTS {
+            if self.add_raw(&record.id.to_string(), &bytes, expiry(record)).map_err(store_error)? {
+                return Ok(());
+            }
+            record.id = Id::default();
+        }
+        Err(session_store::Error::Backend(format!(
+            "no unused session id after {MINT_ATTEMPTS} random draws: the id generator is broken"
+        )))
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.set_raw(&record.id.to_string(), &encode(record)?, expiry(record)).map_err(store_error)
+    }
+
+    /// The record, or `None` if it is absent or expired.
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        match self.get_raw(&id.to_string()).map_err(store_error)? {
+            Some(bytes) => decode(*id, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.destroy(&id.to_string()).map(drop).map_err(store_error)
+    }
+}
+
+#[async_trait]
+impl ExpiredDeletion for ClusterStore {
+    /// Frees every expired record now. Not needed for correctness (an expired record is
+    /// already absent to `load`) nor for memory (the master's coordinator sweeps every
+    /// `Config::sweep_interval`); here for code written against the trait.
+    async fn delete_expired(&self) -> session_store::Result<()> {
+        self.purge_expired().map(drop).map_err(store_error)
+    }
+}
