@@ -57,6 +57,8 @@ struct Server {
 }
 
 impl Server {
+    // The master is reaped through `common::Child` (pidfd wait, or SIGKILL and reap on drop).
+    #[allow(clippy::zombie_processes)]
     fn start(name: &str) -> Server {
         let mut child = Command::new(example(name))
             .env("WORKERS", "2")
