@@ -12,6 +12,10 @@
 //! ends the session. A key that cannot be in the store (empty or longer than
 //! [`MAX_KEY_LEN`](crate::MAX_KEY_LEN)) loads as no session.
 //!
+//! `ClusterStore` has an inherent `update` (an atomic read-modify-write), which method
+//! syntax picks first; the middleware calls the trait's, and so must code that calls it
+//! directly: `SessionStore::update(&store, key, state, &ttl)`.
+//!
 //! # Examples
 //! ```
 //! use actix_session::{storage::SessionStore, SessionMiddleware};
