@@ -6,7 +6,9 @@
 //! left in the store.
 mod common;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use common::wait_past;
 
 use cluster_session_store::{ClusterStore, Config, Expiry, Master, StoreError};
 
@@ -19,15 +21,6 @@ fn setup(prefix: &str) -> (Master, ClusterStore) {
     let master = ClusterStore::setup(config).expect("setup");
     let store = ClusterStore::open(&name).unwrap();
     (master, store)
-}
-
-/// Waits (bounded) until the wall clock is past `instant`.
-fn wait_past(instant: SystemTime) {
-    let limit = Instant::now() + Duration::from_secs(10);
-    while SystemTime::now() <= instant + Duration::from_millis(1) {
-        assert!(Instant::now() < limit, "the clock did not advance");
-        std::thread::yield_now();
-    }
 }
 
 #[test]

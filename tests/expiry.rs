@@ -11,12 +11,11 @@
 //! are made only when the clock, read after the check, proves it was.
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cluster_session_store::{ClusterStore, Config, Eviction, Expiry, Master, StoreError};
+use common::wait_past;
 
-/// Longest a test waits for the clock.
-const CLOCK_LIMIT: Duration = Duration::from_secs(10);
 /// A lifetime no test outlives.
 const LONG: Duration = Duration::from_secs(3600);
 
@@ -28,20 +27,6 @@ fn setup_with(prefix: &str, tweak: impl FnOnce(Config) -> Config) -> Master {
     let name = common::unique_name(prefix);
     let config = Config::new().name(&name).memory_size(1 << 20).shards(4).max_value_size(4096);
     ClusterStore::setup(tweak(config)).expect("setup")
-}
-
-/// Waits until the wall clock is strictly past `instant` (by at least one millisecond, the
-/// store's resolution). Panics if that takes longer than `CLOCK_LIMIT`.
-fn wait_past(instant: SystemTime) {
-    let target = instant + Duration::from_millis(1);
-    let limit = Instant::now() + CLOCK_LIMIT;
-    while SystemTime::now() < target {
-        assert!(
-            Instant::now() < limit,
-            "the clock did not reach {target:?} within {CLOCK_LIMIT:?}"
-        );
-        std::thread::yield_now();
-    }
 }
 
 /// Whether the clock has not yet reached `instant` (read after the check it guards).

@@ -135,6 +135,18 @@ impl Signal1 {
     }
 }
 
+/// Waits until the wall clock is strictly past `instant` (by at least one millisecond, the
+/// store's resolution): time passes by watching the clock, never by a guessed sleep. Panics
+/// after 10 s.
+pub fn wait_past(instant: std::time::SystemTime) {
+    let target = instant + Duration::from_millis(1);
+    let limit = Instant::now() + Duration::from_secs(10);
+    while std::time::SystemTime::now() < target {
+        assert!(Instant::now() < limit, "the clock did not reach {target:?} within 10 s");
+        std::thread::yield_now();
+    }
+}
+
 /// A unique store name for this test process.
 pub fn unique_name(prefix: &str) -> String {
     format!(
