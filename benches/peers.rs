@@ -1,23 +1,39 @@
 //! `get` and `set` of a 1 KiB session, in one run, for this store and its peers:
-//! - the in-process `Mutex<HashMap>`: the ceiling for one process, not shared;
-//! - the seed's architecture: a master process holding the sessions in a `HashMap` and
-//!   answering a worker over a Unix domain socket, one request in flight (forked here).
+//! - (a) an in-process `Mutex<HashMap>`: the ceiling for one process, not shared;
+//! - (b) tower-sessions' `MemoryStore`, what axum users use today (not shared), against
+//!   this store through the same `SessionStore` trait, both driven by `block_on` on a
+//!   current-thread Tokio runtime;
+//! - (c) the seed's architecture: a master process holding the sessions in a `HashMap` and
+//!   answering a worker over a Unix domain socket, one request in flight (forked here);
+//! - (d) Redis on 127.0.0.1 through the `redis` crate, one request in flight, when
+//!   `redis-server` is on PATH: the bench starts its own on a free port with persistence off
+//!   and stops it; without it, one line says so and the peer is skipped;
+//! - (e) LMDB through `heed`: a read transaction and a copy for `get`, a write transaction
+//!   committed without fsync (`NO_SYNC`: sessions need no durability) for `set`.
 //!
-//! The other peers of issue 6 (tower-sessions' memory store, Redis, LMDB) are not added yet.
+//! Every store holds the same 10,000 sessions, read and written in the same shuffled order.
+//! The summary at the end (also written to `target/bench-summary-peers.md`) gives each
+//! peer's median time as a ratio to this store's.
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 mod common;
 
 use cluster_session_store::{ClusterStore, Config, Expiry};
-use criterion::{criterion_group, criterion_main, Criterion};
+use common::summary::Summary;
+use criterion::Criterion;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
+use tower_sessions::session::{Id, Record};
+use tower_sessions::{MemoryStore, SessionStore};
 
 const KEYS: usize = 10_000;
 const VALUE: usize = 1024;
@@ -103,7 +119,132 @@ impl Drop for SocketMaster {
     }
 }
 
-fn peers(c: &mut Criterion) {
+/// A `redis-server` of our own on 127.0.0.1, persistence off; killed and reaped on drop.
+struct Redis {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    conn: redis::Connection,
+}
+
+impl Redis {
+    /// `None` (after saying why) when `redis-server` is not on PATH or does not start.
+    fn start(dir: &std::path::Path) -> Option<Redis> {
+        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let dir = dir.join("redis");
+        std::fs::create_dir_all(&dir).ok()?;
+        let spawned = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn();
+        let Ok(mut child) = spawned else {
+            println!("redis-server is not on PATH: the Redis peer is skipped (apt-get install redis-server)");
+            return None;
+        };
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(conn) = client.get_connection() {
+                return Some(Redis { child, dir, conn });
+            }
+            if Instant::now() > deadline {
+                println!("redis-server did not accept connections within 10 s: skipped");
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            // Waiting for the server to listen, bounded by the deadline above.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn get(&mut self, key: &str, out: &mut Vec<u8>) -> bool {
+        let v: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(&mut self.conn).expect("GET");
+        *out = v.unwrap_or_default();
+        !out.is_empty()
+    }
+
+    fn set(&mut self, key: &str, value: &[u8]) {
+        let () = redis::cmd("SET").arg(key).arg(value).query(&mut self.conn).expect("SET");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// LMDB through heed, one unnamed database of byte keys and values.
+struct Lmdb {
+    env: heed::Env,
+    db: heed::Database<heed::types::Bytes, heed::types::Bytes>,
+}
+
+impl Lmdb {
+    fn open(dir: &std::path::Path) -> Lmdb {
+        let dir = dir.join("lmdb");
+        std::fs::create_dir_all(&dir).expect("lmdb dir");
+        let mut options = heed::EnvOpenOptions::new();
+        options.map_size(1 << 30);
+        // SAFETY: sessions need no durability; NO_SYNC only skips the fsync at commit.
+        unsafe { options.flags(heed::EnvFlags::NO_SYNC | heed::EnvFlags::NO_META_SYNC) };
+        // SAFETY: the directory is this run's own; nothing else opens it.
+        let env = unsafe { options.open(&dir) }.expect("open LMDB");
+        let mut txn = env.write_txn().expect("write txn");
+        let db = env.create_database(&mut txn, None).expect("database");
+        txn.commit().expect("commit");
+        Lmdb { env, db }
+    }
+
+    fn get(&self, key: &str, out: &mut Vec<u8>) -> bool {
+        let txn = self.env.read_txn().expect("read txn");
+        out.clear();
+        let found =
+            self.db.get(&txn, key.as_bytes()).expect("get").map(|v| out.extend_from_slice(v));
+        found.is_some()
+    }
+
+    fn set(&self, key: &str, value: &[u8]) {
+        let mut txn = self.env.write_txn().expect("write txn");
+        self.db.put(&mut txn, key.as_bytes(), value).expect("put");
+        txn.commit().expect("commit");
+    }
+}
+
+/// A tower-sessions record of about 1 KiB.
+fn record(id: Id) -> Record {
+    let data = [("blob".to_owned(), serde_json::Value::String("x".repeat(VALUE - 16)))];
+    let expiry_date = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    Record { id, data: data.into_iter().collect(), expiry_date }
+}
+
+const OURS_GET: &str = "peers/get 1KiB/cluster-session-store get_raw_into";
+const OURS_SET: &str = "peers/set 1KiB/cluster-session-store set_raw";
+const MAP_GET: &str = "peers/get 1KiB/Mutex<HashMap> get+clone (one process)";
+const MAP_SET: &str = "peers/set 1KiB/Mutex<HashMap> insert (one process)";
+const SOCKET_GET: &str = "peers/get 1KiB/seed: master over a Unix socket";
+const SOCKET_SET: &str = "peers/set 1KiB/seed: master over a Unix socket";
+const REDIS_GET: &str = "peers/get 1KiB/Redis on 127.0.0.1";
+const REDIS_SET: &str = "peers/set 1KiB/Redis on 127.0.0.1";
+const LMDB_GET: &str = "peers/get 1KiB/LMDB (heed)";
+const LMDB_SET: &str = "peers/set 1KiB/LMDB (heed)";
+const TOWER_OURS_LOAD: &str = "peers/tower-sessions load 1KiB/cluster-session-store";
+const TOWER_MEM_LOAD: &str = "peers/tower-sessions load 1KiB/MemoryStore (one process)";
+const TOWER_OURS_SAVE: &str = "peers/tower-sessions save 1KiB/cluster-session-store";
+const TOWER_MEM_SAVE: &str = "peers/tower-sessions save 1KiB/MemoryStore (one process)";
+
+/// The function part of a `group/function` id.
+fn function(id: &str) -> &str {
+    id.rsplit('/').next().unwrap()
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let mut summary = Summary::new("peers");
     let keys = common::shuffled_keys(KEYS);
     let value = vec![0xAB_u8; VALUE];
     let master = ClusterStore::setup(
@@ -115,11 +256,17 @@ fn peers(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("css-peers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut socket = SocketMaster::start(&dir.join("master.sock"));
+    let mut redis = Redis::start(&dir);
+    let lmdb = Lmdb::open(&dir);
     let mut out = Vec::with_capacity(VALUE);
     for k in &keys {
         store.set_raw(k, &value, Expiry::Default).unwrap();
         map.lock().unwrap().insert(k.clone(), value.clone());
         socket.request(SET, k.as_bytes(), &value, &mut out);
+        if let Some(redis) = redis.as_mut() {
+            redis.set(k, &value);
+        }
+        lmdb.set(k, &value);
     }
 
     let mut i = 0;
@@ -128,32 +275,102 @@ fn peers(c: &mut Criterion) {
         i
     };
     let mut group = c.benchmark_group("peers/get 1KiB");
-    group.bench_function("cluster-session-store get_raw_into", |b| {
+    group.bench_function(function(OURS_GET), |b| {
         b.iter(|| black_box(store.get_raw_into(&keys[next()], &mut out).unwrap()))
     });
-    group.bench_function("Mutex<HashMap> get+clone (one process)", |b| {
+    group.bench_function(function(MAP_GET), |b| {
         b.iter(|| black_box(map.lock().unwrap().get(&keys[next()]).cloned()))
     });
-    group.bench_function("seed: master over a Unix socket", |b| {
+    group.bench_function(function(SOCKET_GET), |b| {
         b.iter(|| black_box(socket.request(GET, keys[next()].as_bytes(), &[], &mut out)))
+    });
+    if let Some(redis) = redis.as_mut() {
+        group.bench_function(function(REDIS_GET), |b| {
+            b.iter(|| black_box(redis.get(&keys[next()], &mut out)))
+        });
+    }
+    group.bench_function(function(LMDB_GET), |b| {
+        b.iter(|| black_box(lmdb.get(&keys[next()], &mut out)))
     });
     group.finish();
 
     let mut group = c.benchmark_group("peers/set 1KiB");
-    group.bench_function("cluster-session-store set_raw", |b| {
+    group.bench_function(function(OURS_SET), |b| {
         b.iter(|| store.set_raw(&keys[next()], &value, Expiry::Default).unwrap())
     });
-    group.bench_function("Mutex<HashMap> insert (one process)", |b| {
+    group.bench_function(function(MAP_SET), |b| {
         b.iter(|| black_box(map.lock().unwrap().insert(keys[next()].clone(), value.clone())))
     });
-    group.bench_function("seed: master over a Unix socket", |b| {
+    group.bench_function(function(SOCKET_SET), |b| {
         b.iter(|| black_box(socket.request(SET, keys[next()].as_bytes(), &value, &mut out)))
     });
+    if let Some(redis) = redis.as_mut() {
+        group.bench_function(function(REDIS_SET), |b| b.iter(|| redis.set(&keys[next()], &value)));
+    }
+    group.bench_function(function(LMDB_SET), |b| b.iter(|| lmdb.set(&keys[next()], &value)));
     group.finish();
-    drop(socket);
+    drop((socket, redis, lmdb));
+
+    // tower-sessions: this store and MemoryStore through the same trait.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let memory = MemoryStore::default();
+    let records: Vec<Record> = (0..KEYS).map(|_| record(Id::default())).collect();
+    for r in &records {
+        rt.block_on(store.save(r)).unwrap();
+        rt.block_on(memory.save(r)).unwrap();
+    }
+    let mut group = c.benchmark_group("peers/tower-sessions load 1KiB");
+    group.bench_function(function(TOWER_OURS_LOAD), |b| {
+        b.iter(|| black_box(rt.block_on(store.load(&records[next()].id)).unwrap()))
+    });
+    group.bench_function(function(TOWER_MEM_LOAD), |b| {
+        b.iter(|| black_box(rt.block_on(memory.load(&records[next()].id)).unwrap()))
+    });
+    group.finish();
+    let mut group = c.benchmark_group("peers/tower-sessions save 1KiB");
+    group.bench_function(function(TOWER_OURS_SAVE), |b| {
+        b.iter(|| rt.block_on(store.save(&records[next()])).unwrap())
+    });
+    group.bench_function(function(TOWER_MEM_SAVE), |b| {
+        b.iter(|| rt.block_on(memory.save(&records[next()])).unwrap())
+    });
+    group.finish();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(store.check_integrity().is_ok());
-}
 
-criterion_group!(benches, peers);
-criterion_main!(benches);
+    summary.compare(
+        "get 1 KiB (raw bytes)",
+        OURS_GET,
+        &[
+            ("Mutex<HashMap> get+clone, one process", MAP_GET),
+            ("seed's master over a Unix socket", SOCKET_GET),
+            ("Redis on 127.0.0.1", REDIS_GET),
+            ("LMDB (heed)", LMDB_GET),
+        ],
+    );
+    summary.compare(
+        "set 1 KiB (raw bytes)",
+        OURS_SET,
+        &[
+            ("Mutex<HashMap> insert, one process", MAP_SET),
+            ("seed's master over a Unix socket", SOCKET_SET),
+            ("Redis on 127.0.0.1", REDIS_SET),
+            ("LMDB (heed)", LMDB_SET),
+        ],
+    );
+    summary.compare(
+        "tower-sessions load 1 KiB",
+        TOWER_OURS_LOAD,
+        &[("tower-sessions MemoryStore, one process", TOWER_MEM_LOAD)],
+    );
+    summary.compare(
+        "tower-sessions save 1 KiB",
+        TOWER_OURS_SAVE,
+        &[("tower-sessions MemoryStore, one process", TOWER_MEM_SAVE)],
+    );
+    c.final_summary();
+    summary.finish(
+        "Ratio: the peer's median time over this store's, from the same run. The in-process \
+         map and MemoryStore are private to one process; every other peer is shared.",
+    );
+}

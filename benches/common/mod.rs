@@ -1,4 +1,7 @@
 //! Helpers shared by the benches.
+#![allow(dead_code)] // each bench uses its own part
+
+pub mod summary;
 
 /// `n` session ids in a shuffled order: requests arrive for random sessions, and walking
 /// keys in insertion order would let a map's heap allocations be read sequentially.
