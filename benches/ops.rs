@@ -1,25 +1,52 @@
-//! Latency of the store's raw-bytes `get` and `set` for a 1 KiB session over 10,000 keys,
-//! side by side with an in-process `Mutex<HashMap<String, Vec<u8>>>` (get = lookup + clone,
-//! set = insert of a fresh copy): the ceiling for one process, which is not shared between
-//! processes at all. Single process; the multi-process and peer benches are separate files.
+//! Latency of each store operation in one process: `get`, `set`, `touch`, `destroy` and
+//! `update`, for 128 B, 1 KiB and 8 KiB sessions over 10,000 keys read in shuffled order,
+//! as raw bytes and typed (a serde struct encoded as MessagePack, its payload sized so the
+//! encoding is about the session size). Side by side, at each size: an in-process
+//! `Mutex<HashMap<String, Vec<u8>>>` (get = lookup + clone, set = insert of a fresh copy),
+//! the ceiling for one process, which is not shared between processes at all.
+//!
+//! `destroy` is timed alone: each iteration's session is written in criterion's untimed
+//! batch setup; it runs last in each section, since it leaves the sessions absent. Every
+//! timed call asserts it did what the bench names (a `get` found its session, an `update`
+//! stored, a `touch` and a `destroy` found a live one). The summary (also `target/bench-summary-ops.md`) gives the map's
+//! median time as a ratio to the store's for `get` and `set` at each size.
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Mutex;
+use std::time::Duration;
 
 mod common;
 
 use cluster_session_store::{ClusterStore, Config, Expiry};
-use criterion::{criterion_group, criterion_main, Criterion};
+use common::summary::Summary;
+use criterion::{BatchSize, Criterion};
+use serde::{Deserialize, Serialize};
 
 const KEYS: usize = 10_000;
-const VALUE: usize = 1024;
 
-fn get_set_1k(c: &mut Criterion) {
+#[derive(Serialize, Deserialize, Clone)]
+struct Session {
+    user: String,
+    visits: u32,
+    data: String,
+}
+
+fn session(size: usize) -> Session {
+    // Field names, the user and the counter take about 30 bytes of the encoding.
+    Session { user: "ada".into(), visits: 1, data: "x".repeat(size.saturating_sub(30)) }
+}
+
+fn bench_size(c: &mut Criterion, summary: &mut Summary, label: &str, size: usize) {
     let keys = common::shuffled_keys(KEYS);
-    let value = vec![0xAB_u8; VALUE];
+    let value = vec![0xAB_u8; size];
+    let typed = session(size);
     let master = ClusterStore::setup(
-        Config::new().name("bench-ops").memory_size(64 << 20).shards(64).max_value_size(4096),
+        Config::new()
+            .name(&format!("bench-ops-{size}"))
+            .memory_size(256 << 20)
+            .shards(64)
+            .max_value_size(16 << 10),
     )
     .expect("setup");
     let store = master.store();
@@ -31,42 +58,108 @@ fn get_set_1k(c: &mut Criterion) {
         map.lock().unwrap().insert(k.clone(), value.clone());
     }
 
-    let mut group = c.benchmark_group("1KiB");
+    let group_name = format!("ops/{label}");
+    let mut group = c.benchmark_group(&group_name);
     let mut i = 0;
-    group.bench_function("store get_raw_into", |b| {
-        let mut out = Vec::with_capacity(VALUE);
-        b.iter(|| {
-            i = (i + 1) % KEYS;
-            black_box(store.get_raw_into(&keys[i], &mut out).unwrap());
-        })
-    });
-    group.bench_function("store get_raw", |b| {
-        b.iter(|| {
-            i = (i + 1) % KEYS;
-            black_box(store.get_raw(&keys[i]).unwrap());
-        })
+    let mut next = || {
+        i = (i + 1) % KEYS;
+        &keys[i]
+    };
+    let mut out = Vec::with_capacity(size);
+    group.bench_function("get raw (get_raw_into)", |b| {
+        b.iter(|| assert!(store.get_raw_into(next(), &mut out).unwrap()))
     });
     group.bench_function("Mutex<HashMap> get+clone", |b| {
-        b.iter(|| {
-            i = (i + 1) % KEYS;
-            black_box(map.lock().unwrap().get(&keys[i]).cloned());
-        })
+        b.iter(|| black_box(map.lock().unwrap().get(next()).cloned().unwrap()))
     });
-    group.bench_function("store set_raw", |b| {
-        b.iter(|| {
-            i = (i + 1) % KEYS;
-            store.set_raw(&keys[i], &value, Expiry::Default).unwrap();
-        })
+    group.bench_function("set raw", |b| {
+        b.iter(|| store.set_raw(next(), &value, Expiry::Default).unwrap())
     });
     group.bench_function("Mutex<HashMap> insert", |b| {
+        b.iter(|| black_box(map.lock().unwrap().insert(next().clone(), value.clone())))
+    });
+    group.bench_function("touch", |b| {
+        b.iter(|| assert!(store.touch(next(), Expiry::Default).unwrap()))
+    });
+    group.bench_function("update raw (read, then compare-and-swap write)", |b| {
         b.iter(|| {
-            i = (i + 1) % KEYS;
-            black_box(map.lock().unwrap().insert(keys[i].clone(), value.clone()));
+            let stored = store.update_raw(next(), Expiry::Default, |old| old.map(<[u8]>::to_vec));
+            black_box(stored.unwrap().expect("update found the session"))
         })
+    });
+    group.bench_function("destroy raw", |b| {
+        b.iter_batched(
+            || {
+                let k = next();
+                store.set_raw(k, &value, Expiry::Default).unwrap();
+                k
+            },
+            |k| assert!(store.destroy(k).unwrap()),
+            // Batches of distinct keys: each is set once, then destroyed once.
+            BatchSize::NumIterations(KEYS as u64 / 2),
+        )
+    });
+    // Typed: the same operations through serde (MessagePack); `destroy` left every key absent.
+    for k in &in_order {
+        store.set(k, &typed, Expiry::Default).unwrap();
+    }
+    group.bench_function("get typed", |b| {
+        b.iter(|| black_box(store.get::<Session>(next()).unwrap().expect("a hit")))
+    });
+    group.bench_function("set typed", |b| {
+        b.iter(|| store.set(next(), &typed, Expiry::Default).unwrap())
+    });
+    group.bench_function("update typed", |b| {
+        b.iter(|| {
+            let stored = store.update(next(), Expiry::Default, |s: Option<Session>| {
+                s.map(|mut s| {
+                    s.visits += 1;
+                    s
+                })
+            });
+            black_box(stored.unwrap().expect("update found the session"))
+        })
+    });
+    group.bench_function("destroy typed", |b| {
+        b.iter_batched(
+            || {
+                let k = next();
+                store.set(k, &typed, Expiry::Default).unwrap();
+                k
+            },
+            |k| assert!(store.destroy(k).unwrap()),
+            // Batches of distinct keys: each is set once, then destroyed once.
+            BatchSize::NumIterations(KEYS as u64 / 2),
+        )
     });
     group.finish();
     assert!(store.check_integrity().is_ok());
+
+    let id = |f: &str| format!("{group_name}/{f}");
+    summary.compare(
+        &format!("get {label}"),
+        &id("get raw (get_raw_into)"),
+        &[("Mutex<HashMap> get+clone, one process", &id("Mutex<HashMap> get+clone"))],
+    );
+    summary.compare(
+        &format!("set {label}"),
+        &id("set raw"),
+        &[("Mutex<HashMap> insert, one process", &id("Mutex<HashMap> insert"))],
+    );
 }
 
-criterion_group!(benches, get_set_1k);
-criterion_main!(benches);
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    let mut summary = Summary::new("ops");
+    for (label, size) in [("128B", 128), ("1KiB", 1024), ("8KiB", 8192)] {
+        bench_size(&mut c, &mut summary, label, size);
+    }
+    c.final_summary();
+    summary.finish(
+        "Ratio: the map's median time over this store's, from the same run. The map is \
+         private to one process; the store is shared by every process that maps it.",
+    );
+}

@@ -3,15 +3,20 @@
 //! Criterion's `iter_custom` times `iters` operations split among the workers, from the
 //! moment they are released (all forked and waiting on a pipe) to the last one's exit; the
 //! reported time per element is the aggregate cost of one operation, its inverse the total
-//! throughput. `SCALING_WORKERS` (default `1,2,4,8`) chooses the worker counts.
+//! throughput. `SCALING_WORKERS` (default `1,2,4,8`) chooses the worker counts. The summary
+//! (also `target/bench-summary-scaling.md`) gives each count's speed-up over one worker, from
+//! the same run.
 
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use cluster_session_store::{ClusterStore, Config, Expiry};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use common::summary::Summary;
+use criterion::{BenchmarkId, Criterion, Throughput};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe, ForkResult};
+
+mod common;
 
 const KEYS: usize = 10_000;
 const VALUE: usize = 1024;
@@ -100,7 +105,7 @@ fn run(
     start.elapsed()
 }
 
-fn scaling(c: &mut Criterion) {
+fn scaling(c: &mut Criterion, summary: &mut Summary) {
     let master = ClusterStore::setup(
         Config::new().name("bench-scaling").memory_size(64 << 20).shards(64).max_value_size(4096),
     )
@@ -121,10 +126,26 @@ fn scaling(c: &mut Criterion) {
                 });
             }
             group.finish();
+            let one = format!("scaling/{mix}/{dist}/1");
+            for workers in worker_counts().into_iter().filter(|&w| w > 1) {
+                summary.compare(
+                    &format!("{mix} {dist}, {workers} workers"),
+                    &format!("scaling/{mix}/{dist}/{workers}"),
+                    &[("1 worker", &one)],
+                );
+            }
         }
     }
     assert!(master.check_integrity().is_ok());
 }
 
-criterion_group!(benches, scaling);
-criterion_main!(benches);
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let mut summary = Summary::new("scaling");
+    scaling(&mut c, &mut summary);
+    c.final_summary();
+    summary.finish(
+        "Times are aggregate time per operation (total time over total operations), so the \
+         ratio to 1 worker is the speed-up of total throughput.",
+    );
+}

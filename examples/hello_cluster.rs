@@ -10,6 +10,10 @@
 //! Forking comes first: the master never starts an async runtime; each worker builds its own
 //! Tokio runtime after the fork, then serves.
 //!
+//! `STORE=memory` swaps in tower-sessions' `MemoryStore`, one per worker process: sessions
+//! are then not shared (a client sent to another worker starts over). It exists only so that
+//! `benches/http.sh` can measure the same server with a per-process store.
+//!
 //! ```sh
 //! cargo run --release --features tower-sessions --example hello_cluster
 //! curl -c jar -b jar http://127.0.0.1:8080/hello   # a few times
@@ -25,15 +29,26 @@ use axum::routing::get;
 use axum::{Json, Router};
 use cluster_session_store::ClusterStore;
 use serde_json::{json, Value};
-use tower_sessions::{Expiry, Session, SessionManagerLayer};
+use tower_sessions::{Expiry, MemoryStore, Session, SessionManagerLayer, SessionStore};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     cluster::run(&worker)
 }
 
-/// A worker, after the fork: attach to the store, start a runtime, serve.
+/// A worker, after the fork: attach to the store, then serve.
 fn worker(id: usize, listener: TcpListener) -> Result<(), Box<dyn std::error::Error>> {
-    let store = ClusterStore::new()?;
+    match std::env::var("STORE").as_deref() {
+        Ok("memory") => serve(id, listener, MemoryStore::default()),
+        _ => serve(id, listener, ClusterStore::new()?),
+    }
+}
+
+/// Starts a Tokio runtime (only now, after the fork) and serves the app.
+fn serve(
+    id: usize,
+    listener: TcpListener,
+    store: impl SessionStore + Clone,
+) -> Result<(), Box<dyn std::error::Error>> {
     let sessions = SessionManagerLayer::new(store)
         // Plain HTTP on 127.0.0.1 for the example; keep the default (Secure) behind TLS.
         .with_secure(false)
