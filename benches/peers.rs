@@ -11,7 +11,8 @@
 //! - (e) LMDB through `heed`: a read transaction and a copy for `get`, a write transaction
 //!   committed without fsync (`NO_SYNC`: sessions need no durability) for `set`.
 //!
-//! Every store holds the same 10,000 sessions, read and written in the same shuffled order.
+//! Every store holds the same 10,000 sessions, written in sorted order, then read and written
+//! in one shuffled order.
 //! The summary at the end (also written to `target/bench-summary-peers.md`) gives each
 //! peer's median time as a ratio to this store's.
 
@@ -259,7 +260,11 @@ fn main() {
     let mut redis = Redis::start(&dir);
     let lmdb = Lmdb::open(&dir);
     let mut out = Vec::with_capacity(VALUE);
-    for k in &keys {
+    // Written in sorted order, read in shuffled order: no store gets to read its memory
+    // in the order it was allocated.
+    let mut in_order = keys.clone();
+    in_order.sort();
+    for k in &in_order {
         store.set_raw(k, &value, Expiry::Default).unwrap();
         map.lock().unwrap().insert(k.clone(), value.clone());
         socket.request(SET, k.as_bytes(), &value, &mut out);
@@ -319,6 +324,9 @@ fn main() {
         rt.block_on(store.save(r)).unwrap();
         rt.block_on(memory.save(r)).unwrap();
     }
+    // Read in shuffled order, not the order they were saved in.
+    let order = common::shuffled_indexes(KEYS);
+    let mut next = || order[next()];
     let mut group = c.benchmark_group("peers/tower-sessions load 1KiB");
     group.bench_function(function(TOWER_OURS_LOAD), |b| {
         b.iter(|| black_box(rt.block_on(store.load(&records[next()].id)).unwrap()))
