@@ -326,7 +326,8 @@ impl ClusterStore {
     /// started by exec rather than fork.
     ///
     /// # Errors
-    /// [`AttachError::NotFound`] if there is none, [`AttachError::VersionMismatch`] or
+    /// [`AttachError::NotFound`] if there is none, [`AttachError::PermissionDenied`] if it
+    /// belongs to another user, [`AttachError::VersionMismatch`] or
     /// [`AttachError::NotASegment`] if it is not a segment this build can use.
     pub fn attach(name: &str) -> Result<Self, AttachError> {
         if !valid_name(name) {
@@ -334,6 +335,10 @@ impl ClusterStore {
         }
         let segment = Segment::open_named(name).map_err(|e| match e {
             OpenError::NotFound => AttachError::NotFound { name: name.to_owned() },
+            OpenError::PermissionDenied => AttachError::PermissionDenied {
+                name: name.to_owned(),
+                path: Segment::named_path(name),
+            },
             OpenError::TooSmall(len) => AttachError::NotASegment {
                 name: name.to_owned(),
                 reason: format!("{len} bytes, smaller than a header"),

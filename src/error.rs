@@ -100,6 +100,14 @@ pub enum AttachError {
         /// The name looked up.
         name: String,
     },
+    /// The named segment exists but belongs to another user: it is created with mode 0600,
+    /// so only the master's user (and root) can attach.
+    PermissionDenied {
+        /// The name attached to.
+        name: String,
+        /// Its path, e.g. `/dev/shm/cluster-session-store.<name>`.
+        path: String,
+    },
     /// The name is not a valid segment name.
     InvalidName {
         /// The name given.
@@ -141,6 +149,11 @@ impl fmt::Display for AttachError {
                 f,
                 "no shared-memory segment named {name:?}: start the master first, with \
                  Config::name({name:?}) and Backing::Named"
+            ),
+            AttachError::PermissionDenied { name, path } => write!(
+                f,
+                "the segment {name:?} ({path}) belongs to another user: it is created with \
+                 mode 0600, so run this worker as the user that ran the master"
             ),
             AttachError::InvalidName { name } => write!(
                 f,

@@ -48,6 +48,8 @@ pub(crate) enum CreateError {
 pub(crate) enum OpenError {
     /// Nothing by that name.
     NotFound,
+    /// It exists, but its mode (0600) does not let this process's user open it.
+    PermissionDenied,
     /// Smaller than a header: not ours.
     TooSmall(u64),
     /// Anything else, with the step that failed.
@@ -135,6 +137,7 @@ impl Segment {
         let fd = shm_open(shm_name(name).as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| match e {
                 nix::errno::Errno::ENOENT => OpenError::NotFound,
+                nix::errno::Errno::EACCES => OpenError::PermissionDenied,
                 e => OpenError::Os("open the named segment", e.into()),
             })?;
         let file = File::from(fd);
