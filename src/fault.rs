@@ -1,6 +1,8 @@
 //! Fault injection for tests (feature `fault-injection`): a hook called at a chosen point of
-//! a write while the shard lock is held, so a test can SIGKILL the process exactly there.
-//! Without the feature, [`hit`] is an empty inline function.
+//! a write while the shard lock is held, so a test can SIGKILL the process exactly there;
+//! and an offset added to the store's clock in this process, so a test or fuzzer can make
+//! the wall clock jump forward and back. Without the feature, [`hit`] is an empty inline
+//! function and the offset is a constant 0.
 #![forbid(unsafe_code)]
 
 /// Where a write stops to call the armed hook. All are inside the shard lock.
@@ -46,6 +48,24 @@ mod armed {
         POINT.store(0, Ordering::SeqCst);
     }
 
+    static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+    /// Moves the store's clock in this process by `delta_ms` (negative: back in time), as
+    /// a wall-clock jump would. Cumulative; `reset_clock` undoes it.
+    pub fn shift_clock(delta_ms: i64) {
+        CLOCK_OFFSET_MS.fetch_add(delta_ms, Ordering::SeqCst);
+    }
+
+    /// Puts the store's clock back to the wall clock.
+    pub fn reset_clock() {
+        CLOCK_OFFSET_MS.store(0, Ordering::SeqCst);
+    }
+
+    #[inline]
+    pub(crate) fn clock_offset_ms() -> i64 {
+        CLOCK_OFFSET_MS.load(Ordering::Relaxed)
+    }
+
     #[inline]
     pub(crate) fn hit(point: FaultPoint) {
         if POINT.load(Ordering::Relaxed) == point as u8 {
@@ -57,10 +77,16 @@ mod armed {
 }
 
 #[cfg(feature = "fault-injection")]
-pub(crate) use armed::hit;
+pub use armed::{arm, disarm, reset_clock, shift_clock};
 #[cfg(feature = "fault-injection")]
-pub use armed::{arm, disarm};
+pub(crate) use armed::{clock_offset_ms, hit};
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub(crate) fn hit(_point: FaultPoint) {}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn clock_offset_ms() -> i64 {
+    0
+}

@@ -53,9 +53,11 @@ impl Expiry {
 
 /// Unix time in milliseconds. The precise real-time clock (a vDSO read, about 30 ns here):
 /// the coarse clock costs a third of that but lags up to a tick, and a session must be gone
-/// as soon as the wall clock passes its expiry.
+/// as soon as the wall clock passes its expiry. Under the test-only `fault-injection`
+/// feature a test may shift it (`fault::shift_clock`); otherwise the offset is a constant 0.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    wall.saturating_add_signed(crate::fault::clock_offset_ms())
 }
 
 /// A repair made while a lock was held, reported once the lock is released.

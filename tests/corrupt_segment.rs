@@ -1,117 +1,14 @@
-//! Stray writes: arbitrary bytes written over arbitrary parts of a live segment (shard
-//! headers, mutexes, index, blocks, records: everything after the segment header), as a
-//! buggy process mapping it could. Then every operation runs, and `check_integrity()`.
-//! Nothing may panic, hang or read out of bounds: each call returns a value or a typed
-//! `StoreError`, and what is found is repaired and counted. A session read back is never
-//! another session's value (its CRC covers the key). Each write starts at a byte in use, so it
-//! lands on something a read looks at. Bounded: a fixed number of proptest
-//! cases, each lock wait at most 50 ms.
+//! Stray writes over a live segment, as a property test with a fixed seed: the scenario and
+//! its checks are the fuzz target's (`fuzz/src/scribble.rs`, included here). Two shapes of
+//! input, 96 cases each; asserts that most cases made the store repair something, so the
+//! writes landed where reads look.
 mod common;
+#[path = "../fuzz/src/scribble.rs"]
+#[allow(dead_code)] // `run` serves the fuzz target
+mod scribble;
 
-use std::io::{Seek, SeekFrom, Write};
-use std::time::Duration;
-
-use cluster_session_store::{Backing, ClusterStore, Config, Expiry, StoreError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
-
-const HEADER_SIZE: u64 = 4096;
-const SIZE: usize = 256 << 10;
-const SESSIONS: usize = 60;
-
-fn value_of(i: usize) -> Vec<u8> {
-    format!("value-of-session-{i}-").repeat(1 + i % 7).into_bytes()
-}
-
-/// Every error a stray write may legitimately cause.
-fn allowed(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::Corrupted { .. }
-            | StoreError::LockTimeout { .. }
-            | StoreError::Lock { .. }
-            | StoreError::Full { .. }
-    )
-}
-
-fn ok_or_allowed<T>(r: Result<T, StoreError>, what: &str) -> Option<T> {
-    match r {
-        Ok(v) => Some(v),
-        Err(e) if allowed(&e) => None,
-        Err(e) => panic!("{what}: unexpected error {e:?}"),
-    }
-}
-
-/// Runs one case; returns whether a repair was counted.
-fn scribble(writes: &[(u64, Vec<u8>)]) -> bool {
-    let _serial = common::serial();
-    let name = common::unique_name("scribble");
-    let config = Config::new()
-        .name(&name)
-        .memory_size(SIZE)
-        .shards(2)
-        .max_value_size(512)
-        .lock_timeout(Duration::from_millis(50))
-        .sweep_interval(Duration::from_secs(3600))
-        .backing(Backing::Named);
-    let master = ClusterStore::setup(config).expect("setup");
-    let store = master.store();
-    for i in 0..SESSIONS {
-        store.set_raw(&format!("s{i}"), &value_of(i), Expiry::Default).unwrap();
-    }
-    let path = format!("/dev/shm/cluster-session-store.{name}");
-    // Aim at bytes in use (mutexes, counters, index slots, block headers, records): most of
-    // a fresh segment is zeros, where a stray write would hit nothing a read looks at.
-    let image = std::fs::read(&path).expect("read the segment");
-    let used: Vec<u64> =
-        (HEADER_SIZE as usize..SIZE).filter(|&i| image[i] != 0).map(|i| i as u64).collect();
-    let mut file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
-    for (at, bytes) in writes {
-        let offset = used[(*at % used.len() as u64) as usize];
-        let len = bytes.len().min((SIZE as u64 - offset) as usize);
-        file.seek(SeekFrom::Start(offset)).unwrap();
-        file.write_all(&bytes[..len]).unwrap();
-    }
-    drop(file);
-
-    let _ = store.check_integrity();
-    for i in 0..SESSIONS {
-        let sid = format!("s{i}");
-        if let Some(Some(v)) = ok_or_allowed(store.get_raw(&sid), "get") {
-            assert_eq!(v, value_of(i), "{sid} read back another value");
-        }
-    }
-    ok_or_allowed(store.length(), "length");
-    if let Some(all) = ok_or_allowed(store.all_raw(), "all") {
-        for (sid, v) in all {
-            let i: usize = sid[1..].parse().expect("only our ids");
-            assert_eq!(v, value_of(i), "all: {sid}");
-        }
-    }
-    for i in 0..SESSIONS {
-        let sid = format!("s{i}");
-        match i % 4 {
-            0 => drop(ok_or_allowed(store.set_raw(&sid, b"new", Expiry::Default), "set")),
-            1 => drop(ok_or_allowed(store.destroy(&sid), "destroy")),
-            2 => drop(ok_or_allowed(store.touch(&sid, Expiry::Default), "touch")),
-            _ => drop(ok_or_allowed(
-                store.update_raw(&sid, Expiry::Default, |v| v.map(<[u8]>::to_vec)),
-                "update",
-            )),
-        }
-    }
-    // Counters live in the segment too and may themselves have been hit: any nonzero count.
-    let repaired = store.stats().is_ok_and(|s| s.recoveries > 0);
-    let _ = store.memory();
-    ok_or_allowed(store.purge_expired(), "purge_expired");
-    let _ = store.check_integrity();
-    // Whatever was damaged, a clear leaves every shard whose lock still works sound.
-    if ok_or_allowed(store.clear(), "clear").is_some() {
-        let report = store.check_integrity();
-        assert!(report.is_ok(), "after clear: {report:?}");
-    }
-    repaired
-}
 
 const CASES: u32 = 96;
 
@@ -125,7 +22,8 @@ fn run<S: Strategy<Value = Vec<(u64, Vec<u8>)>>>(strategy: S) {
     let repaired = std::cell::Cell::new(0);
     runner
         .run(&strategy, |writes| {
-            repaired.set(repaired.get() + u32::from(scribble(&writes)));
+            let _serial = common::serial();
+            repaired.set(repaired.get() + u32::from(scribble::scribble(&writes)));
             Ok(())
         })
         .unwrap();
