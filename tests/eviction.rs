@@ -11,12 +11,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use cluster_session_store::{ClusterStore, Config, Eviction, Expiry, Master, StoreError};
+use common::wait_past;
 
 const LONG: Duration = Duration::from_secs(3600);
-const CLOCK_LIMIT: Duration = Duration::from_secs(10);
 
 /// 256 KiB, one shard, values up to 1 KiB: room for a couple of hundred 1 KiB sessions.
 fn tiny(prefix: &str, policy: Eviction) -> Master {
@@ -57,15 +57,6 @@ fn fill_until_full(store: &ClusterStore, prefix: &str, len: usize) -> usize {
         }
     }
     unreachable!()
-}
-
-fn wait_past(instant: SystemTime) {
-    let target = instant + Duration::from_millis(1);
-    let limit = Instant::now() + CLOCK_LIMIT;
-    while SystemTime::now() < target {
-        assert!(Instant::now() < limit, "the clock did not reach {target:?}");
-        std::thread::yield_now();
-    }
 }
 
 #[test]
