@@ -44,6 +44,9 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
         Ok(n) => n.parse().map_err(|e| format!("WORKERS={n}: {e}"))?,
         Err(_) => std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
+    if workers == 0 {
+        return Err("WORKERS=0: at least one worker is needed to serve".into());
+    }
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p.parse().map_err(|e| format!("PORT={p}: {e}"))?,
         Err(_) => 8080,
