@@ -143,7 +143,11 @@ impl Redis {
             println!("redis-server is not on PATH: the Redis peer is skipped (apt-get install redis-server)");
             return None;
         };
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(conn) = client.get_connection() {

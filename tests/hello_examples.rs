@@ -54,6 +54,8 @@ struct Server {
     lines: Receiver<String>,
     log: Vec<String>,
     port: u16,
+    /// The master exited and was reaped: its pid (and group id) may belong to another now.
+    stopped: bool,
 }
 
 impl Server {
@@ -78,7 +80,7 @@ impl Server {
             }
         });
         let master = common::Child::adopt(child.id());
-        let mut server = Server { master, lines, log: Vec::new(), port: 0 };
+        let mut server = Server { master, lines, log: Vec::new(), port: 0, stopped: false };
         let line = server.expect(|l| l.contains("listening on http://127.0.0.1:"));
         let port = line.rsplit(':').next().and_then(|p| p.strip_suffix("/hello"));
         server.port = port.and_then(|p| p.parse().ok()).expect("port in the log line");
@@ -116,6 +118,7 @@ impl Server {
     fn stop(&mut self) -> i32 {
         kill(self.master.pid, Signal::SIGTERM).expect("SIGTERM");
         let code = self.master.wait(WAIT);
+        self.stopped = true;
         // The master has exited: its stdout is closed, so this ends at the log's end.
         while let Ok(line) = self.lines.recv_timeout(WAIT) {
             self.log.push(line);
@@ -128,7 +131,9 @@ impl Drop for Server {
     /// Kills the whole tree (the master's process group) if the test failed; the master is
     /// then reaped by `common::Child`.
     fn drop(&mut self) {
-        let _ = killpg(self.master.pid, Signal::SIGKILL);
+        if !self.stopped {
+            let _ = killpg(self.master.pid, Signal::SIGKILL);
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 
 use std::error::Error;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use cluster_session_store::{ClusterStore, Config};
@@ -70,9 +71,10 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     }
     println!("master {}: listening on http://{addr}/hello", std::process::id());
 
+    let all: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
     let mut slots = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let pid = spawn(i + 1, &listener, &signals, worker)?;
+        let pid = spawn(i + 1, &listener, &all, &signals, worker)?;
         slots.push(Slot { id: i + 1, pid, started: Instant::now(), listener });
     }
     while !slots.is_empty() {
@@ -90,6 +92,7 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
                     Err(e) => return Err(e.into()),
                 };
                 let Some(at) = slots.iter().position(|s| s.pid == pid) else { continue };
+                let all: Vec<RawFd> = slots.iter().map(|s| s.listener.as_raw_fd()).collect();
                 // Repairs at once any shard the worker died holding.
                 let repaired = master.worker_exited(pid.as_raw() as u32);
                 let slot = &mut slots[at];
@@ -99,7 +102,7 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
                     slots.remove(at);
                     continue;
                 }
-                slot.pid = spawn(slot.id, &slot.listener, &signals, worker)?;
+                slot.pid = spawn(slot.id, &slot.listener, &all, &signals, worker)?;
                 slot.started = Instant::now();
             },
             signal => {
@@ -129,9 +132,14 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Forks a worker that serves `listener`. The child closes its copies of every slot's
+/// socket (`all`) but its own: a slot's socket must be open only in the master and that
+/// slot's worker, or a slot the master retires would stay in the `SO_REUSEPORT` group,
+/// held open by other workers, and keep receiving connections nobody accepts.
 fn spawn(
     id: usize,
     listener: &TcpListener,
+    all: &[RawFd],
     signals: &SigSet,
     worker: Worker<'_>,
 ) -> Result<Pid, Box<dyn Error>> {
@@ -145,6 +153,10 @@ fn spawn(
             Ok(child)
         }
         ForkResult::Child => {
+            for &fd in all {
+                // Our own slot's socket is served through `listener`, a separate descriptor.
+                let _ = nix::unistd::close(fd);
+            }
             let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(signals), None);
             // A worker must not outlive its master: it would hold the port and the store.
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
