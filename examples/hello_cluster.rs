@@ -52,6 +52,8 @@ fn serve(
     let sessions = SessionManagerLayer::new(store)
         // Plain HTTP on 127.0.0.1 for the example; keep the default (Secure) behind TLS.
         .with_secure(false)
+        // Save on every request, so that the expiry below counts from the last visit.
+        .with_always_save(true)
         .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::hours(1)));
     let app = Router::new().route("/hello", get(hello)).layer(sessions).with_state(id);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

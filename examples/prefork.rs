@@ -62,13 +62,27 @@ fn serve(
         out.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")?;
         return Ok(());
     }
-    let sid = match sid.filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())) {
-        Some(sid) => sid,
-        None => new_session_id()?,
+    // A cookie is honoured only if its session is live in the store: an id the client made
+    // up (or one that expired) is never adopted (no session fixation); a new session gets an
+    // id from the OS CSPRNG, stored only if unused.
+    let live = match sid.filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())) {
+        Some(sid) => store.get::<Session>(&sid)?.map(|session| (sid, session)),
+        None => None,
     };
-    let session: Session = store.get(&sid)?.unwrap_or_default();
-    let msg = if session.visited { "Hello again from worker" } else { "Hello from worker" };
-    store.set(&sid, &Session { visited: true }, Expiry::Default)?;
+    let (sid, visited) = match live {
+        Some((sid, session)) => {
+            store.set(&sid, &Session { visited: true }, Expiry::Default)?;
+            (sid, session.visited)
+        }
+        None => loop {
+            let sid = new_session_id()?;
+            let bytes = rmp_serde::to_vec_named(&Session { visited: true })?;
+            if store.add_raw(&sid, &bytes, Expiry::Default)? {
+                break (sid, false);
+            }
+        },
+    };
+    let msg = if visited { "Hello again from worker" } else { "Hello from worker" };
     let body = format!("{{\"msg\":\"{msg} {id}\"}}");
     write!(
         out,

@@ -147,9 +147,10 @@ async fn a_session_whose_ttl_ran_out_is_absent_and_not_updated() {
     let (master, name) = setup("actix-expire");
     let store = ClusterStore::open(&name).unwrap();
     let short = Duration::milliseconds(20);
-    let started = std::time::SystemTime::now();
     let k = store.save(state(&[("a", "1")]), &short).await.unwrap();
-    common::wait_past(started + std::time::Duration::from_millis(20));
+    // The deadline was set inside `save`, before this clock read.
+    let saved = std::time::SystemTime::now();
+    common::wait_past(saved + std::time::Duration::from_millis(20));
     assert_eq!(store.load(&k).await.unwrap(), None);
     let old = k.as_ref().to_owned();
     let renewed =

@@ -174,19 +174,45 @@ fn delete_expired_frees_expired_records() {
     let (master, name) = setup("tower-purge");
     let store = ClusterStore::open(&name).unwrap();
     runtime().block_on(async {
-        let soon = OffsetDateTime::now_utc() + Duration::milliseconds(20);
+        let soon = OffsetDateTime::now_utc() + Duration::minutes(1);
         for i in 0..10 {
             store.save(&record(Id::default(), "i", i, soon)).await.unwrap();
         }
-        let live = record(Id::default(), "i", 99, soon + Duration::hours(1));
+        let live = record(Id::default(), "i", 99, soon + Duration::hours(3));
         store.save(&live).await.unwrap();
         assert_eq!(master.stats().unwrap().records, 11);
-        common::wait_past((soon + Duration::milliseconds(1)).into());
+        let _later = common::ClockJump::forward(std::time::Duration::from_secs(2 * 3600));
         assert_eq!(master.stats().unwrap().records, 11, "nothing frees them but the call");
         store.delete_expired().await.unwrap();
         let stats = master.stats().unwrap();
         assert_eq!((stats.records, stats.expirations), (1, 10));
         assert_eq!(store.load(&live.id).await.unwrap(), Some(live));
+    });
+    assert!(master.check_integrity().is_ok());
+}
+
+#[test]
+fn a_session_idle_past_its_expiry_starts_over_through_the_middleware() {
+    let _serial = common::serial();
+    let (master, name) = setup("tower-idle");
+    let idle = tower_sessions::Expiry::OnInactivity(Duration::minutes(1));
+    let app = Router::new()
+        .route(
+            "/visit",
+            get(|session: Session| async move {
+                let n: u32 = session.get("n").await.unwrap().unwrap_or(0);
+                session.insert("n", n + 1).await.unwrap();
+                n.to_string()
+            }),
+        )
+        .layer(SessionManagerLayer::new(ClusterStore::open(&name).unwrap()).with_expiry(idle));
+    runtime().block_on(async {
+        let (_, cookie) = call(&app, "/visit", None).await;
+        let cookie = cookie.expect("session cookie");
+        assert_eq!(call(&app, "/visit", Some(&cookie)).await.0, "1");
+        let _later = common::ClockJump::forward(std::time::Duration::from_secs(120));
+        // The store expired the record: load gives None, and the visit starts a new session.
+        assert_eq!(call(&app, "/visit", Some(&cookie)).await.0, "0");
     });
     assert!(master.check_integrity().is_ok());
 }

@@ -4,7 +4,8 @@
 //! Both adapters call the store inline on the async task. A store call does memory work
 //! under one shard lock, never I/O, and any lock wait ends within `Config::lock_timeout`;
 //! moving it to a blocking pool would cost a thread hop (microseconds) to save a call that
-//! takes about one.
+//! takes about one. The exception is a shard lock held by a process that is stopped (not
+//! dead): the call then blocks its executor thread for up to `Config::lock_timeout`.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "actix-session")]

@@ -147,6 +147,25 @@ pub fn wait_past(instant: std::time::SystemTime) {
     }
 }
 
+/// The store's clock moved forward in this test process (feature `fault-injection`), put
+/// back when dropped: time passes for expiry without waiting, whatever the machine's load.
+/// The offset is process-wide, so take `serial()` first and keep every test of the file under
+/// it.
+pub struct ClockJump;
+
+impl ClockJump {
+    pub fn forward(by: Duration) -> ClockJump {
+        cluster_session_store::fault::shift_clock(by.as_millis() as i64);
+        ClockJump
+    }
+}
+
+impl Drop for ClockJump {
+    fn drop(&mut self) {
+        cluster_session_store::fault::reset_clock();
+    }
+}
+
 /// A unique store name for this test process.
 pub fn unique_name(prefix: &str) -> String {
     format!(
