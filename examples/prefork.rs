@@ -76,8 +76,7 @@ fn serve(
         }
         None => loop {
             let sid = new_session_id()?;
-            let bytes = rmp_serde::to_vec_named(&Session { visited: true })?;
-            if store.add_raw(&sid, &bytes, Expiry::Default)? {
+            if store.add(&sid, &Session { visited: true }, Expiry::Default)? {
                 break (sid, false);
             }
         },

@@ -99,7 +99,7 @@ pub(crate) enum Lookup {
 
 impl Lookup {
     /// The record, if the key is present and has not expired.
-    fn live(self, now: u64) -> Option<Rec> {
+    pub(crate) fn live(self, now: u64) -> Option<Rec> {
         match self {
             Lookup::Found { rec, expires_ms, .. } if expires_ms > now => Some(rec),
             _ => None,

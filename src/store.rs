@@ -483,8 +483,23 @@ impl ClusterStore {
         }
         Ok(match expect {
             Expect::Present => self.remove(key, hash, Expect::Any)? == Removed::Live,
-            _ => self.read(key, hash, &mut Vec::new())?.is_none(),
+            _ => !self.is_live(key, hash, now)?,
         })
+    }
+
+    /// Whether a live record has `key`: a probe only (no copy, no recency stamp, no hit or
+    /// miss counted).
+    fn is_live(&self, key: &[u8], hash: u64, now: u64) -> Result<bool> {
+        self.shared.with_shard(self.shard(hash), |g, geo| {
+            Ok(shard::find(g, geo, hash, key)?.live(now).is_some())
+        })
+    }
+
+    /// Stores the session encoded as MessagePack only if no live session has this id; see
+    /// [`add_raw`](Self::add_raw).
+    pub fn add<T: Serialize + ?Sized>(&self, sid: &str, value: &T, expiry: Expiry) -> Result<bool> {
+        key_bytes(sid)?;
+        self.add_raw(sid, &encode(value)?, expiry)
     }
 
     /// Removes the session. Returns whether a live one was there; a missing session is not
