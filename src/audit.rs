@@ -122,7 +122,7 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
         // Bounded: each re-seat makes one more slot reachable.
         if !table::reachable(g, geo, i)
             && reseated < geo.slots
-            && table::insert_new(g, geo, table::read(g, geo, i)).is_ok()
+            && table::insert_new(g, geo, table::read(g, geo, i), table::stamp(g, geo, i)).is_ok()
         {
             table::remove(g, geo, i);
             reseated += 1;

@@ -113,7 +113,7 @@ pub(crate) fn decode(
         return bad("data_bytes");
     }
     let needed = slots
-        .checked_mul(SLOT_SIZE)
+        .checked_mul(SLOT_SIZE + STAMP_SIZE)
         .and_then(|i| i.checked_add(SHARD_INDEX))
         .and_then(|i| i.checked_add(data_bytes));
     if shard_stride % 128 != 0 || needed.is_none_or(|n| n > shard_stride) {

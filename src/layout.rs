@@ -38,18 +38,21 @@
 //!   452  zero padding to HEADER_SIZE
 //!
 //! Shard (offsets from the shard's start):
-//!   0    mutex area      128 B     pthread_mutex_t (robust, process-shared), own cache line
+//!   0    mutex area      64 B      pthread_mutex_t (robust, process-shared)
+//!   64   version         u64       seqlock word: odd while a lock holder may be writing
+//!   72   reserved        56 B
 //!   128  stats           128 B     AtomicU64 counters, read without the lock (STAT_*)
 //!   256  state           256 B     guarded by the mutex (STATE_* below)
 //!   512  index           slots * 16 B
-//!   512 + slots * 16     data area, data_bytes
+//!   512 + slots * 16     stamps, slots * 4 B: AtomicU32 recency stamp of each index slot
+//!   512 + slots * 20     data area, data_bytes
 //!
 //! Shard state (offsets from the shard's start; the lock guard's range begins at STATE):
 //!   256  bump            u64       bytes of the data area carved into blocks so far
 //!   264  live            u32       index slots in use
 //!   268  dirty           u32       1 while a repair is owed (holder died or repair failed)
 //!   272  next_seq        u64       last sequence number given to a record written
-//!   280  clock           u32       access counter, the recency stamp source
+//!   280  clock           u32       write counter, the recency stamp source
 //!   284  cursor          u32       index position where expiry cleanup resumes
 //!   288  used_bytes      u64       bytes of blocks holding records
 //!   296  min_expires     u64       no record expires before this (a lower bound; 0 = unknown)
@@ -69,7 +72,7 @@
 //!   1    class           u8        size class, fixes the block's length; FILLER: a free
 //!                                  16-byte block that pads a merge, on no free list
 //!   2    reserved        u16
-//!   4    link            u32       free: next free block ref; used: recency stamp
+//!   4    link            u32       free: next free block ref; used: 0
 //!   8    hash            u64       SipHash of the key          (covered by crc)
 //!   16   expires_ms      u64       unix ms                     (not covered: touch rewrites it)
 //!   24   seq             u64       write sequence in the shard (not covered)
@@ -82,8 +85,10 @@
 
 /// Identifies a segment of this crate.
 pub const MAGIC: [u8; 8] = *b"CSSTORE\0";
-/// Version of the format described above; bumped on any change to it.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the format described above; bumped on any change to it. Version 2 added the
+/// seqlock version word and the stamp array (optimistic reads); a version-1 writer would not
+/// bump the version word, so the two must never share a segment.
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the segment header (one page).
 pub const HEADER_SIZE: usize = 4096;
 
@@ -128,11 +133,15 @@ pub const MIN_BLOCK: usize = 64;
 pub const BLOCK_ALIGN: usize = 16;
 
 pub const SHARD_MUTEX: usize = 0;
+/// The shard's seqlock version word (`AtomicU64`), on the mutex's cache line: every lock
+/// holder writes both.
+pub const SHARD_VERSION: usize = 64;
 pub const SHARD_STATS: usize = 128;
 pub const SHARD_STATE: usize = 256;
 pub const SHARD_INDEX: usize = 512;
 /// Size of the mutex area; `pthread_mutex_t` must fit (checked in the lock module).
-pub const MUTEX_AREA: usize = 128;
+pub const MUTEX_AREA: usize = 64;
+const _: () = assert!(SHARD_MUTEX + MUTEX_AREA <= SHARD_VERSION);
 
 /// Offsets of the stats counters within the stats line, each an `AtomicU64`.
 pub const STAT_HITS: usize = 0;
@@ -148,7 +157,9 @@ pub const STAT_SWEEPS: usize = 72;
 /// Mirrors of the state's `live` and `used_bytes`, stored at the end of each locked operation.
 pub const STAT_RECORDS: usize = 80;
 pub const STAT_USED_BYTES: usize = 88;
-const _: () = assert!(STAT_USED_BYTES + 8 <= SHARD_STATE - SHARD_STATS);
+/// Reads that fell back to the lock (added to without the lock, by `fetch_add`).
+pub const STAT_LOCKED_READS: usize = 96;
+const _: () = assert!(STAT_LOCKED_READS + 8 <= SHARD_STATE - SHARD_STATS);
 
 /// Offsets within the guarded state, relative to the guard's start (the shard's STATE).
 pub const S_BUMP: usize = 0;
@@ -169,6 +180,8 @@ pub const SLOT_SIZE: usize = 16;
 pub const SLOT_BLOCK: usize = 0;
 pub const SLOT_TAG: usize = 4;
 pub const SLOT_EXPIRES: usize = 8;
+/// Bytes of one slot's recency stamp in the stamp array.
+pub const STAMP_SIZE: usize = 4;
 
 /// Block and record header fields.
 pub const B_STATE: usize = 0;
@@ -228,11 +241,12 @@ impl Geometry {
         debug_assert!(shard_count.is_power_of_two());
         let per_shard = memory_size.checked_sub(HEADER_SIZE)? / shard_count / 128 * 128;
         let after_fixed = per_shard.checked_sub(SHARD_INDEX)?;
-        let mut slots = (after_fixed / (BYTES_PER_SLOT + SLOT_SIZE)).max(16).next_power_of_two();
-        while slots > 16 && slots * SLOT_SIZE > after_fixed / 4 {
+        let per_slot = SLOT_SIZE + STAMP_SIZE;
+        let mut slots = (after_fixed / (BYTES_PER_SLOT + per_slot)).max(16).next_power_of_two();
+        while slots > 16 && slots * per_slot > after_fixed / 4 {
             slots /= 2;
         }
-        let data_bytes = after_fixed.checked_sub(slots * SLOT_SIZE)? / BLOCK_ALIGN * BLOCK_ALIGN;
+        let data_bytes = after_fixed.checked_sub(slots * per_slot)? / BLOCK_ALIGN * BLOCK_ALIGN;
         if data_bytes > MAX_DATA_BYTES {
             return None;
         }
@@ -277,9 +291,14 @@ impl Geometry {
         SHARD_INDEX - SHARD_STATE
     }
 
+    /// Offset of the stamp array within the guarded range.
+    pub fn stamps_start(&self) -> usize {
+        self.index_start() + self.slots * SLOT_SIZE
+    }
+
     /// Offset of the data area within the guarded range.
     pub fn data_start(&self) -> usize {
-        self.index_start() + self.slots * SLOT_SIZE
+        self.stamps_start() + self.slots * STAMP_SIZE
     }
 
     /// Smallest class whose blocks hold `record_len` bytes.

@@ -10,7 +10,7 @@
 
 use crate::fault::{self, FaultPoint};
 use crate::layout::*;
-use crate::lock::ShardGuard;
+use crate::lock::{ShardGuard, ShardView};
 
 /// A record whose block header and lengths were checked against the shard's geometry.
 #[derive(Clone, Copy, Debug)]
@@ -29,8 +29,10 @@ pub(crate) fn at(geo: &Geometry, off: usize) -> usize {
 }
 
 /// Checks that `block` refers to a used block wholly inside the carved part of the data
-/// area whose lengths fit its class; `None` if anything is out of place (corruption).
-pub(crate) fn view(g: &ShardGuard<'_>, geo: &Geometry, block: u32) -> Option<Rec> {
+/// area whose lengths fit its class; `None` if anything is out of place (corruption, or a
+/// concurrent write seen by an optimistic reader).
+#[inline]
+pub(crate) fn view(g: &impl ShardView, geo: &Geometry, block: u32) -> Option<Rec> {
     let off = block_offset(block)?;
     let bump = usize::try_from(g.u64_at(S_BUMP)).ok()?.min(geo.data_bytes);
     if off.checked_add(RECORD_HEADER)? > bump {
@@ -57,35 +59,35 @@ impl Rec {
     pub fn value<'g>(&self, g: &'g ShardGuard<'_>, geo: &Geometry) -> &'g [u8] {
         g.bytes(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len)
     }
-    pub fn hash(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u64 {
+    /// Appends the value to `out`.
+    pub fn append_value(&self, g: &impl ShardView, geo: &Geometry, out: &mut Vec<u8>) {
+        g.append_to(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len, out);
+    }
+    pub fn hash(&self, g: &impl ShardView, geo: &Geometry) -> u64 {
         g.u64_at(at(geo, self.off) + R_HASH)
     }
-    pub fn crc(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u32 {
+    pub fn crc(&self, g: &impl ShardView, geo: &Geometry) -> u32 {
         g.u32_at(at(geo, self.off) + R_CRC)
     }
-    pub fn seq(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u64 {
+    pub fn seq(&self, g: &impl ShardView, geo: &Geometry) -> u64 {
         g.u64_at(at(geo, self.off) + R_SEQ)
     }
-    pub fn expires(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u64 {
+    pub fn expires(&self, g: &impl ShardView, geo: &Geometry) -> u64 {
         g.u64_at(at(geo, self.off) + R_EXPIRES)
     }
     /// Rewrites the expiry in place with one 8-byte store, which a kill cannot tear.
     pub fn set_expires(&self, g: &mut ShardGuard<'_>, geo: &Geometry, expires_ms: u64) {
         g.publish_u64(at(geo, self.off) + R_EXPIRES, expires_ms);
     }
-    /// The recency stamp (the shard clock at the last access).
-    pub fn stamp(&self, g: &ShardGuard<'_>, geo: &Geometry) -> u32 {
-        g.u32_at(at(geo, self.off) + B_LINK)
-    }
-    pub fn set_stamp(&self, g: &mut ShardGuard<'_>, geo: &Geometry, stamp: u32) {
-        g.set_u32(at(geo, self.off) + B_LINK, stamp);
-    }
     pub fn size(&self, geo: &Geometry) -> usize {
         geo.class_sizes[self.class] as usize
     }
     /// Whether this record's key is `key` with hash `hash`.
-    pub fn is(&self, g: &ShardGuard<'_>, geo: &Geometry, hash: u64, key: &[u8]) -> bool {
-        self.key_len == key.len() && self.hash(g, geo) == hash && self.key(g, geo) == key
+    #[inline]
+    pub fn is(&self, g: &impl ShardView, geo: &Geometry, hash: u64, key: &[u8]) -> bool {
+        self.key_len == key.len()
+            && self.hash(g, geo) == hash
+            && g.bytes_eq(at(geo, self.off) + RECORD_HEADER, key)
     }
     /// Whether the stored CRC matches the stored bytes.
     pub fn crc_ok(&self, g: &ShardGuard<'_>, geo: &Geometry) -> bool {
@@ -135,12 +137,11 @@ pub(crate) fn write(
     off: usize,
     rec: &NewRecord<'_>,
     seq: u64,
-    stamp: u32,
 ) {
     let base = at(geo, off);
     debug_assert!(record_len(rec.key.len(), rec.value.len()) <= block_size(g, geo, off));
     g.set_u8(base + B_STATE, BLOCK_USED);
-    g.set_u32(base + B_LINK, stamp);
+    g.set_u32(base + B_LINK, 0);
     g.set_u64(base + R_HASH, rec.hash);
     g.set_u64(base + R_EXPIRES, rec.expires_ms);
     g.set_u64(base + R_SEQ, seq);

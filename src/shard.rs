@@ -12,7 +12,7 @@ use crate::alloc;
 use crate::config::Eviction;
 use crate::fault::{self, FaultPoint};
 use crate::layout::*;
-use crate::lock::ShardGuard;
+use crate::lock::{OptimisticRead, ShardGuard, ShardView};
 use crate::record::{self, NewRecord, Rec};
 use crate::table::{self, Probe, Slot};
 
@@ -72,6 +72,8 @@ fn max_live(geo: &Geometry) -> usize {
     geo.slots / MAX_LOAD_DEN * MAX_LOAD_NUM
 }
 
+/// The stamp of a new write: the shard clock, advanced. Reads do not advance it: a read
+/// stamps its slot with the clock as it is, as recent as the latest write.
 fn next_stamp(g: &mut ShardGuard<'_>) -> u32 {
     let clock = g.u32_at(S_CLOCK).wrapping_add(1);
     g.set_u32(S_CLOCK, clock);
@@ -84,7 +86,8 @@ fn next_seq(g: &mut ShardGuard<'_>) -> u64 {
     seq
 }
 
-fn rec_at(g: &ShardGuard<'_>, geo: &Geometry, block: u32) -> Result<Rec, Corrupt> {
+#[inline]
+fn rec_at(g: &impl ShardView, geo: &Geometry, block: u32) -> Result<Rec, Corrupt> {
     record::view(g, geo, block).ok_or(Corrupt("an index slot refers to no valid record"))
 }
 
@@ -110,7 +113,7 @@ impl Lookup {
 /// Finds `key` in the index, handing back the record validated on the way.
 #[inline]
 pub(crate) fn find(
-    g: &ShardGuard<'_>,
+    g: &impl ShardView,
     geo: &Geometry,
     hash: u64,
     key: &[u8],
@@ -134,7 +137,7 @@ pub(crate) fn find(
     })
 }
 
-/// Appends the live value of `key` to `out`, stamping the record as recently used. A miss
+/// Appends the live value of `key` to `out`, stamping its slot as recently used. A miss
 /// (absent or expired) writes nothing.
 pub(crate) fn get(
     g: &mut ShardGuard<'_>,
@@ -144,11 +147,55 @@ pub(crate) fn get(
     now: u64,
     out: &mut Vec<u8>,
 ) -> Result<Option<Hit>, Corrupt> {
-    let Some(rec) = find(g, geo, hash, key)?.live(now) else { return Ok(None) };
-    let stamp = next_stamp(g);
-    rec.set_stamp(g, geo, stamp);
-    out.extend_from_slice(rec.value(g, geo));
+    let Lookup::Found { index, rec, expires_ms } = find(g, geo, hash, key)? else {
+        return Ok(None);
+    };
+    if expires_ms <= now {
+        return Ok(None);
+    }
+    let clock = g.u32_at(S_CLOCK);
+    if table::stamp(g, geo, index) != clock {
+        table::set_stamp(g, geo, index, clock);
+    }
+    rec.append_value(g, geo, out);
     Ok(Some(Hit { crc: rec.crc(g, geo), seq: rec.seq(g, geo) }))
+}
+
+/// A stamp an optimistic read owes its slot once validated: `stamp` at guard offset `at`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Restamp {
+    pub at: usize,
+    pub stamp: u32,
+}
+
+/// [`get`] for an optimistic reader: the same lookup over a snapshot that may be torn, so
+/// nothing it returns counts until the caller has validated the read. Writes nothing; the
+/// slot's new stamp, if it needs one, is handed back for the caller to store after
+/// validating. A shard owed a repair is reported as `Corrupt`, which sends the caller to the
+/// lock (and the repair).
+#[inline]
+pub(crate) fn peek(
+    r: &OptimisticRead<'_>,
+    geo: &Geometry,
+    hash: u64,
+    key: &[u8],
+    now: u64,
+    out: &mut Vec<u8>,
+) -> Result<Option<(Hit, Option<Restamp>)>, Corrupt> {
+    if r.u32_at(S_DIRTY) != 0 {
+        return Err(Corrupt("a repair is owed"));
+    }
+    let Lookup::Found { index, rec, expires_ms } = find(r, geo, hash, key)? else {
+        return Ok(None);
+    };
+    if expires_ms <= now {
+        return Ok(None);
+    }
+    let clock = r.u32_at(S_CLOCK);
+    let restamp = (table::stamp(r, geo, index) != clock)
+        .then(|| Restamp { at: table::stamp_at(geo, index), stamp: clock });
+    rec.append_value(r, geo, out);
+    Ok(Some((Hit { crc: rec.crc(r, geo), seq: rec.seq(r, geo) }, restamp)))
 }
 
 /// Writes `new` publish-last: into a fresh block, then the index slot is switched to it,
@@ -190,11 +237,12 @@ pub(crate) fn put(
     let seq = next_seq(g);
     let stamp = next_stamp(g);
     lower_min_expires(g, new.expires_ms);
-    record::write(g, geo, off, new, seq, stamp);
+    record::write(g, geo, off, new, seq);
     fault::hit(FaultPoint::BeforePublish);
     let block = block_ref(off);
     match lookup {
         Lookup::Found { index, rec: old, .. } => {
+            table::set_stamp(g, geo, index, stamp);
             table::replace(g, geo, index, block, new.expires_ms);
             fault::hit(FaultPoint::AfterPublish);
             add_used(g, -(old.size(geo) as i64));
@@ -202,7 +250,7 @@ pub(crate) fn put(
         }
         Lookup::Vacant(i) => {
             let slot = Slot { block, tag: table::tag_of(new.hash), expires_ms: new.expires_ms };
-            table::insert(g, geo, i, slot);
+            table::insert(g, geo, i, slot, stamp);
             g.set_u32(S_LIVE, live(g) as u32 + 1);
         }
     }
@@ -312,7 +360,7 @@ fn lru_victim(
         if rec.class < min_class {
             continue;
         }
-        let age = clock.wrapping_sub(rec.stamp(g, geo));
+        let age = clock.wrapping_sub(table::stamp(g, geo, i));
         if best.is_none_or(|(oldest, _)| age > oldest) {
             best = Some((age, i));
         }
@@ -477,7 +525,7 @@ pub(crate) fn touch(
     rec.set_expires(g, geo, expires_ms);
     table::set_expires(g, geo, i, expires_ms);
     let stamp = next_stamp(g);
-    rec.set_stamp(g, geo, stamp);
+    table::set_stamp(g, geo, i, stamp);
     Ok(true)
 }
 

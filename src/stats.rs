@@ -18,6 +18,10 @@ pub struct Stats {
     pub hits: u64,
     /// `get` calls that found none.
     pub misses: u64,
+    /// Reads (`get`, and `update`'s read) that took the shard lock instead of reading
+    /// optimistically: a writer kept the shard busy through every attempt, or a repair was
+    /// owed. Near zero unless one shard is written very often.
+    pub locked_reads: u64,
     /// Records written (`set`, `update`).
     pub sets: u64,
     /// Live sessions removed by `destroy` or `update`.
@@ -48,7 +52,11 @@ impl fmt::Display for Stats {
             "records      {} ({} of {} bytes used, {pct:.1} %)",
             self.records, self.used_bytes, self.data_bytes
         )?;
-        writeln!(f, "gets         {} hits, {} misses", self.hits, self.misses)?;
+        writeln!(
+            f,
+            "gets         {} hits, {} misses, {} took the lock",
+            self.hits, self.misses, self.locked_reads
+        )?;
         writeln!(f, "writes       {} sets, {} destroys", self.sets, self.destroys)?;
         writeln!(f, "freed        {} expired, {} evicted", self.expirations, self.evictions)?;
         writeln!(

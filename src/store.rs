@@ -17,7 +17,7 @@ use crate::audit::{self, shard_of};
 use crate::error::StoreError;
 use crate::header::{self, Settings};
 use crate::layout::*;
-use crate::lock::{LockFailure, ShardGuard};
+use crate::lock::{LockFailure, OptimisticRead, ShardGuard};
 use crate::record::{self, NewRecord};
 use crate::segment::Segment;
 use crate::shard::{self, Corrupt, Expect, Freed, Removed, Written};
@@ -26,6 +26,10 @@ use crate::Result;
 
 /// Attempts `update` makes before [`StoreError::Contended`].
 const UPDATE_ATTEMPTS: u32 = 1000;
+/// Optimistic snapshots a read tries before it takes the shard lock. A writer holds the lock
+/// for well under a microsecond, so a few spins usually outlast it; a dead writer's odd
+/// version never changes, and the lock (with its repair) is the way past it.
+const OPTIMISTIC_ATTEMPTS: u32 = 4;
 
 /// When a session expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -80,6 +84,8 @@ impl Shared {
     /// serialises every writer of these counters, so a plain load and store (no locked
     /// instruction) is exact, and readers without the lock still see whole values.
     fn count(&self, held: &ShardGuard<'_>, which: usize, n: u64) {
+        // The read counters are added to by optimistic readers, without the lock.
+        debug_assert!(![STAT_HITS, STAT_MISSES, STAT_LOCKED_READS].contains(&which));
         if n > 0 {
             let counter = self.segment.stat(&self.geo, held.shard(), which);
             counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
@@ -204,9 +210,10 @@ impl Shared {
         let (mut g, first) = self.lock(shard)?;
         let repaired = self.repair(&mut g, shard, "a record failed its CRC");
         if was_hit {
+            // Optimistic readers add to these without the lock: atomic read-modify-writes.
             let hits = self.segment.stat(&self.geo, shard, STAT_HITS);
-            hits.store(hits.load(Relaxed).saturating_sub(1), Relaxed);
-            self.count(&g, STAT_MISSES, 1);
+            let _ = hits.fetch_update(Relaxed, Relaxed, |h| Some(h.saturating_sub(1)));
+            self.segment.stat(&self.geo, shard, STAT_MISSES).fetch_add(1, Relaxed);
         }
         drop(g);
         self.report(shard, first);
@@ -329,17 +336,25 @@ impl ClusterStore {
     }
 
     /// Copies the live value of `key` into `out` (cleared first). Returns its sequence number.
+    /// Tries an optimistic read first, then takes the lock.
     fn read(&self, key: &[u8], hash: u64, out: &mut Vec<u8>) -> Result<Option<u64>> {
         let shard = self.shard(hash);
         self.prefetch_slot(shard, hash);
         let now = now_ms();
         let shared = &self.shared;
-        let hit = shared.with_shard(shard, |g, geo| {
-            out.clear();
-            let hit = shard::get(g, geo, hash, key, now, out)?;
-            shared.count(g, if hit.is_some() { STAT_HITS } else { STAT_MISSES }, 1);
-            Ok(hit)
-        })?;
+        let stat = |which| shared.segment.stat(&shared.geo, shard, which);
+        let hit = match self.read_optimistic(shard, key, hash, now, out) {
+            Some(hit) => hit,
+            None => {
+                stat(STAT_LOCKED_READS).fetch_add(1, Relaxed);
+                shared.with_shard(shard, |g, geo| {
+                    out.clear();
+                    shard::get(g, geo, hash, key, now, out)
+                })?
+            }
+        };
+        // Optimistic readers add to these without the lock: atomic read-modify-writes.
+        stat(if hit.is_some() { STAT_HITS } else { STAT_MISSES }).fetch_add(1, Relaxed);
         match hit {
             Some(hit) if record::checksum(hash, key, out) == hit.crc => Ok(Some(hit.seq)),
             Some(_) => {
@@ -349,6 +364,43 @@ impl ClusterStore {
             }
             None => Ok(None),
         }
+    }
+
+    /// A read without the lock (`lock::optimistic`): `None` when it could not get a
+    /// consistent snapshot in [`OPTIMISTIC_ATTEMPTS`] tries, or found the shard owed a repair
+    /// or corrupt; the caller then takes the lock, which repairs.
+    #[inline]
+    fn read_optimistic(
+        &self,
+        shard: usize,
+        key: &[u8],
+        hash: u64,
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> Option<Option<shard::Hit>> {
+        let shared = &self.shared;
+        for _ in 0..OPTIMISTIC_ATTEMPTS {
+            let Some(r) = OptimisticRead::begin(&shared.segment, &shared.geo, shard) else {
+                std::hint::spin_loop();
+                continue;
+            };
+            out.clear();
+            let peeked = shard::peek(&r, &shared.geo, hash, key, now, out);
+            if !r.validate() {
+                continue;
+            }
+            return match peeked {
+                Ok(Some((hit, restamp))) => {
+                    if let Some(restamp) = restamp {
+                        r.set_stamp(restamp.at, restamp.stamp);
+                    }
+                    Some(Some(hit))
+                }
+                Ok(None) => Some(None),
+                Err(_) => None,
+            };
+        }
+        None
     }
 
     /// Writes a record under `expect`.
@@ -817,6 +869,7 @@ impl ClusterStore {
             let read = |which| shared.segment.stat(&shared.geo, shard, which).load(Relaxed);
             stats.hits += read(STAT_HITS);
             stats.misses += read(STAT_MISSES);
+            stats.locked_reads += read(STAT_LOCKED_READS);
             stats.sets += read(STAT_SETS);
             stats.destroys += read(STAT_DESTROYS);
             stats.evictions += read(STAT_EVICTIONS);

@@ -5,11 +5,17 @@
 //! shard is chosen by the high bits). Invariant: every used slot is reachable from its home
 //! without crossing an empty slot. An empty slot has `block == 0`; its other fields are
 //! meaningless. Knuth, TAOCP vol. 3, 6.4, Algorithm R, is the deletion algorithm.
+//!
+//! Each slot has a recency stamp in the parallel stamp array, which moves with the slot. It
+//! lives outside the slot because optimistic readers store to it without the lock (see
+//! `lock::optimistic`); a stamp is advisory, and no invariant depends on it.
+//!
+//! Lookups ([`read`], [`probe`]) take any [`ShardView`]: under the lock, or optimistic.
 #![forbid(unsafe_code)]
 
 use crate::fault::{self, FaultPoint};
 use crate::layout::*;
-use crate::lock::ShardGuard;
+use crate::lock::{ShardGuard, ShardView};
 use crate::shard::Corrupt;
 
 /// One index slot, copied out.
@@ -35,8 +41,26 @@ pub(crate) fn slot_at(geo: &Geometry, i: usize) -> usize {
     geo.index_start() + i * SLOT_SIZE
 }
 
+/// Guard offset of slot `i`'s recency stamp.
 #[inline]
-pub(crate) fn read(g: &ShardGuard<'_>, geo: &Geometry, i: usize) -> Slot {
+pub(crate) fn stamp_at(geo: &Geometry, i: usize) -> usize {
+    debug_assert!(i < geo.slots);
+    geo.stamps_start() + i * STAMP_SIZE
+}
+
+/// Slot `i`'s recency stamp.
+#[inline]
+pub(crate) fn stamp(g: &impl ShardView, geo: &Geometry, i: usize) -> u32 {
+    g.stamp_at(stamp_at(geo, i))
+}
+
+#[inline]
+pub(crate) fn set_stamp(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, stamp: u32) {
+    g.set_stamp(stamp_at(geo, i), stamp);
+}
+
+#[inline]
+pub(crate) fn read(g: &impl ShardView, geo: &Geometry, i: usize) -> Slot {
     let at = slot_at(geo, i);
     Slot {
         block: g.u32_at(at + SLOT_BLOCK),
@@ -57,11 +81,11 @@ fn home(geo: &Geometry, tag: u32) -> usize {
 
 /// Walks the probe sequence of `hash`, asking `matches` about each slot with its tag.
 #[inline]
-pub(crate) fn probe(
-    g: &ShardGuard<'_>,
+pub(crate) fn probe<V: ShardView>(
+    g: &V,
     geo: &Geometry,
     hash: u64,
-    mut matches: impl FnMut(&ShardGuard<'_>, u32) -> Result<bool, Corrupt>,
+    mut matches: impl FnMut(&V, u32) -> Result<bool, Corrupt>,
 ) -> Result<Probe, Corrupt> {
     let tag = tag_of(hash);
     let mask = geo.slots - 1;
@@ -80,7 +104,8 @@ pub(crate) fn probe(
 }
 
 /// Fills the empty slot `i`; the block reference is stored last, as the publish point.
-pub(crate) fn insert(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, slot: Slot) {
+pub(crate) fn insert(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, slot: Slot, stamp: u32) {
+    set_stamp(g, geo, i, stamp);
     let at = slot_at(geo, i);
     g.set_u32(at + SLOT_TAG, slot.tag);
     g.set_u64(at + SLOT_EXPIRES, slot.expires_ms);
@@ -112,6 +137,8 @@ pub(crate) fn remove(g: &mut ShardGuard<'_>, geo: &Geometry, mut hole: usize) {
         let k = home(geo, slot.tag);
         // Move j into the hole unless its home lies cyclically in (hole, j].
         if (j.wrapping_sub(k) & mask) >= (j.wrapping_sub(hole) & mask) {
+            let moved = stamp(g, geo, j);
+            set_stamp(g, geo, hole, moved);
             g.copy_within(slot_at(geo, j), slot_at(geo, hole), SLOT_SIZE);
             fault::hit(FaultPoint::MidShift);
             hole = j;
@@ -123,6 +150,9 @@ pub(crate) fn remove(g: &mut ShardGuard<'_>, geo: &Geometry, mut hole: usize) {
 /// Empties every slot.
 pub(crate) fn clear(g: &mut ShardGuard<'_>, geo: &Geometry) {
     g.bytes_mut(geo.index_start(), geo.slots * SLOT_SIZE).fill(0);
+    for i in 0..geo.slots {
+        set_stamp(g, geo, i, 0);
+    }
 }
 
 /// Inserts into the first empty slot of `tag`'s probe sequence without comparing keys
@@ -131,13 +161,14 @@ pub(crate) fn insert_new(
     g: &mut ShardGuard<'_>,
     geo: &Geometry,
     slot: Slot,
+    stamp: u32,
 ) -> Result<(), Corrupt> {
     let mask = geo.slots - 1;
     let start = home(geo, slot.tag);
     for step in 0..geo.slots {
         let i = (start + step) & mask;
         if read(g, geo, i).block == 0 {
-            insert(g, geo, i, slot);
+            insert(g, geo, i, slot, stamp);
             return Ok(());
         }
     }

@@ -8,13 +8,21 @@
 //! checker keeps them apart. Every access is bounds-checked against the guarded range; the
 //! layers above validate offsets read from shared memory before using them, so a failed
 //! check here is a bug in this crate, not corrupt input.
+//!
+//! A guard is also the writer side of the shard's seqlock (`optimistic.rs`): it makes the
+//! version odd once locked and even again just before unlocking, so optimistic readers
+//! discard whatever they read meanwhile. Optimistic readers only read the guarded bytes,
+//! except the stamp array, which they store to atomically; so the guard never lends a slice
+//! over the stamp array, only atomic loads and stores of it.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::ops::Range;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::mutex::{Acquired, LockFailure, RobustMutex};
-use crate::layout::{Geometry, MUTEX_AREA, SHARD_MUTEX, SHARD_STATE, S_DIRTY};
+use super::optimistic::ShardView;
+use crate::layout::{Geometry, MUTEX_AREA, SHARD_MUTEX, SHARD_STATE, STAMP_SIZE, S_DIRTY};
 use crate::segment::Segment;
 
 /// Exclusive access to one shard's guarded bytes while its lock is held.
@@ -23,7 +31,12 @@ pub(crate) struct ShardGuard<'a> {
     mutex: RobustMutex,
     base: *mut u8,
     len: usize,
+    /// The stamp array, which no slice may cover.
+    stamps: Range<usize>,
     consistent_owed: bool,
+    /// The shard's seqlock version word and the odd value this guard set.
+    version: &'a AtomicU64,
+    writing: u64,
     _segment: PhantomData<&'a Segment>,
 }
 
@@ -46,12 +59,23 @@ impl<'a> ShardGuard<'a> {
         // initialised by setup() lies at every shard's SHARD_MUTEX; the mapping outlives 'a.
         let mutex = unsafe { RobustMutex::new(mutex_ptr) };
         let acquired = mutex.lock(timeout)?;
+        // Odd from here on. A holder that died (or panicked) left it odd already; moving it
+        // on by two keeps it odd and still tells a reader that began before that it changed.
+        let version = segment.version(geo, shard);
+        let seen = version.load(Ordering::Relaxed);
+        let writing = seen + 1 + seen % 2;
+        version.store(writing, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let stamps = geo.stamps_start()..geo.stamps_start() + geo.slots * STAMP_SIZE;
         let guard = ShardGuard {
             shard,
             mutex,
             base,
             len: guarded_len,
+            stamps,
             consistent_owed: acquired.owner_died,
+            version,
+            writing,
             _segment: PhantomData,
         };
         Ok((guard, acquired))
@@ -79,10 +103,38 @@ impl<'a> ShardGuard<'a> {
         );
     }
 
+    /// `check`, for a slice: it must also stay clear of the stamp array.
+    #[inline]
+    fn check_slice(&self, offset: usize, len: usize) {
+        self.check(offset, len);
+        debug_assert!(
+            offset + len <= self.stamps.start || offset >= self.stamps.end,
+            "a slice [{offset}, +{len}) over the stamp array"
+        );
+    }
+
+    #[inline]
+    fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4);
+        let ptr = self.base.wrapping_add(offset);
+        assert!(ptr as usize % 4 == 0, "atomic access at unaligned offset {offset}");
+        // SAFETY: in bounds and aligned (checked); the words accessed this way (stamps) are
+        // accessed only through atomics by every process, so this reference aliases no
+        // non-atomic access.
+        unsafe { &*ptr.cast::<AtomicU32>() }
+    }
+
+    /// Stores the stamp at the 4-aligned `offset` in the stamp array (relaxed atomic, since
+    /// optimistic readers store to it too).
+    #[inline]
+    pub fn set_stamp(&mut self, offset: usize, stamp: u32) {
+        self.atomic_u32(offset).store(stamp, Ordering::Relaxed);
+    }
+
     /// The guarded bytes `[offset, offset + len)`.
     #[inline]
     pub fn bytes(&self, offset: usize, len: usize) -> &[u8] {
-        self.check(offset, len);
+        self.check_slice(offset, len);
         // SAFETY: in bounds (checked); the lock excludes writers in other processes and the
         // shared borrow of `self` excludes writers through this guard.
         unsafe { std::slice::from_raw_parts(self.base.add(offset), len) }
@@ -91,7 +143,7 @@ impl<'a> ShardGuard<'a> {
     /// The guarded bytes `[offset, offset + len)`, writable.
     #[inline]
     pub fn bytes_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
-        self.check(offset, len);
+        self.check_slice(offset, len);
         // SAFETY: in bounds (checked); the lock excludes every other accessor in other
         // processes and the exclusive borrow of `self` every other one in this process.
         unsafe { std::slice::from_raw_parts_mut(self.base.add(offset), len) }
@@ -153,8 +205,8 @@ impl<'a> ShardGuard<'a> {
     /// Copies `len` bytes from `src` to `dst` within the guarded range (ranges may overlap).
     #[inline]
     pub fn copy_within(&mut self, src: usize, dst: usize, len: usize) {
-        self.check(src, len);
-        self.check(dst, len);
+        self.check_slice(src, len);
+        self.check_slice(dst, len);
         // SAFETY: both ranges in bounds (checked); `ptr::copy` allows overlap; exclusive
         // access as in `bytes_mut`.
         unsafe { std::ptr::copy(self.base.add(src), self.base.add(dst), len) };
@@ -165,8 +217,11 @@ impl Drop for ShardGuard<'_> {
     fn drop(&mut self) {
         // A panic under the lock (a bug) may have left the shard half-written: make the next
         // locker repair it.
+        // The version stays odd then, so optimistic readers take the lock and repair too.
         if std::thread::panicking() {
             self.set_u32(S_DIRTY, 1);
+        } else {
+            self.version.store(self.writing + 1, Ordering::Release);
         }
         // A guard dropped with the repair unfinished (a panic) still marks the mutex
         // consistent: the shard's dirty word, set before repairing, makes the next locker
@@ -175,5 +230,37 @@ impl Drop for ShardGuard<'_> {
         // SAFETY: a guard exists only while this thread holds the lock (constructed by
         // `lock` on success), and `ShardGuard` is !Send, so this is the locking thread.
         unsafe { self.mutex.unlock() };
+    }
+}
+
+impl ShardView for ShardGuard<'_> {
+    #[inline]
+    fn u8_at(&self, offset: usize) -> u8 {
+        ShardGuard::u8_at(self, offset)
+    }
+
+    #[inline]
+    fn u32_at(&self, offset: usize) -> u32 {
+        ShardGuard::u32_at(self, offset)
+    }
+
+    #[inline]
+    fn u64_at(&self, offset: usize) -> u64 {
+        ShardGuard::u64_at(self, offset)
+    }
+
+    #[inline]
+    fn bytes_eq(&self, offset: usize, expected: &[u8]) -> bool {
+        self.bytes(offset, expected.len()) == expected
+    }
+
+    #[inline]
+    fn append_to(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.bytes(offset, len));
+    }
+
+    #[inline]
+    fn stamp_at(&self, offset: usize) -> u32 {
+        self.atomic_u32(offset).load(Ordering::Relaxed)
     }
 }

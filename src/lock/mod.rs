@@ -19,6 +19,8 @@
 pub(crate) mod fork_gate;
 mod guard;
 mod mutex;
+mod optimistic;
 
 pub(crate) use guard::ShardGuard;
 pub(crate) use mutex::{init_mutex, LockFailure};
+pub(crate) use optimistic::{OptimisticRead, ShardView};

@@ -21,7 +21,9 @@ use nix::sys::stat::Mode;
 
 pub(crate) mod signals;
 
-use crate::layout::{Geometry, HEADER_SIZE, H_MAGIC, MAGIC, MUTEX_AREA, SHARD_STATE, SHARD_STATS};
+use crate::layout::{
+    Geometry, HEADER_SIZE, H_MAGIC, MAGIC, MUTEX_AREA, SHARD_STATE, SHARD_STATS, SHARD_VERSION,
+};
 use crate::lock::init_mutex;
 
 /// Prefix of named segments in the POSIX shm namespace (`/dev/shm` on Linux).
@@ -202,6 +204,19 @@ impl Segment {
         // a page-aligned base); AtomicU64 has the layout of u64; the stats line is only ever
         // accessed atomically by every process and never covered by a guard's slices, so a
         // shared reference for the mapping's lifetime, bounded by `&self`, aliases nothing.
+        unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) }
+    }
+
+    /// The seqlock version word of shard `shard` (lock module): an `AtomicU64` on the mutex's
+    /// cache line, outside every lock guard's range.
+    pub fn version(&self, geo: &Geometry, shard: usize) -> &AtomicU64 {
+        assert!(shard < geo.shard_count, "shard {shard} out of range");
+        let offset = geo.shard_offset(shard) + SHARD_VERSION;
+        assert!(offset + 8 <= self.len(), "version word out of range");
+        // SAFETY: in bounds (asserted) and 8-aligned (shard offsets are multiples of 128 from
+        // a page-aligned base, SHARD_VERSION is 64); the version word is only ever accessed
+        // atomically and lies outside the pthread mutex and every guard's range, so a shared
+        // reference bounded by `&self` aliases nothing.
         unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) }
     }
 
