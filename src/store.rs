@@ -2,7 +2,9 @@
 //! express-session's semantics, for raw bytes and for serde types (MessagePack).
 //!
 //! Each call validates its input, hashes the key and computes the CRC before locking, does
-//! only memory work under the shard lock, and verifies or decodes after unlocking.
+//! only memory work under the shard lock, and verifies or decodes after unlocking. A read
+//! first tries without the lock (`lock::optimistic`), and takes it only if a writer keeps the
+//! shard busy or a repair is owed.
 #![forbid(unsafe_code)]
 
 use std::hash::Hasher;

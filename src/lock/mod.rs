@@ -1,5 +1,6 @@
-//! The robust process-shared mutex of each shard, and the guard that is the only way to
-//! read or write a shard's guarded bytes.
+//! The robust process-shared mutex of each shard, the guard that is the only way to write a
+//! shard's guarded bytes, and the optimistic reader (`optimistic.rs`) that reads them without
+//! the mutex, under the shard's seqlock, which every guard keeps.
 //!
 //! Lock order: a process holds at most one shard lock at a time. Operations that touch every
 //! shard (`all`, `length`, `clear`, `memory`, `check_integrity`, the coordinator's sweep and
