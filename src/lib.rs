@@ -7,9 +7,10 @@
 //! The master calls [`ClusterStore::setup`] **before it forks**: that maps one segment
 //! holding a sharded hash table. Each worker calls [`ClusterStore::new`] (or
 //! [`ClusterStore::open`] for another namespace, [`ClusterStore::attach`] if started by
-//! exec) and then reads and writes sessions directly in that memory under per-shard robust
-//! cross-process locks: no round trip to the master, no server to run. A process killed while
-//! it holds a lock blocks no one: the next locker repairs the shard and carries on.
+//! exec) and then reads and writes sessions directly in that memory: writes under per-shard
+//! robust cross-process locks, reads under a per-shard seqlock that takes no lock. No round
+//! trip to the master, no server to run. A process killed while it holds a lock blocks no one:
+//! the next locker repairs the shard and carries on.
 //!
 //! The operations are express-session's: [`get`](ClusterStore::get),
 //! [`set`](ClusterStore::set), [`destroy`](ClusterStore::destroy),
