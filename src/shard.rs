@@ -137,6 +137,40 @@ pub(crate) fn find(
     })
 }
 
+/// A live record found and its value copied out: what [`get`] and [`peek`] share.
+struct Copied {
+    hit: Hit,
+    /// Its index slot.
+    index: usize,
+    /// The shard clock, and whether the slot's stamp differs from it (a read stamps the
+    /// slot with the clock as it is, and only when it changed).
+    clock: u32,
+    restamp: bool,
+}
+
+/// Finds the live record of `key` and appends its value to `out`. Stores nothing.
+#[inline]
+fn copy_live(
+    v: &impl ShardView,
+    geo: &Geometry,
+    hash: u64,
+    key: &[u8],
+    now: u64,
+    out: &mut Vec<u8>,
+) -> Result<Option<Copied>, Corrupt> {
+    let Lookup::Found { index, rec, expires_ms } = find(v, geo, hash, key)? else {
+        return Ok(None);
+    };
+    if expires_ms <= now {
+        return Ok(None);
+    }
+    let clock = v.u32_at(S_CLOCK);
+    let restamp = table::stamp(v, geo, index) != clock;
+    rec.append_value(v, geo, out);
+    let hit = Hit { crc: rec.crc(v, geo), seq: rec.seq(v, geo) };
+    Ok(Some(Copied { hit, index, clock, restamp }))
+}
+
 /// Appends the live value of `key` to `out`, stamping its slot as recently used. A miss
 /// (absent or expired) writes nothing.
 pub(crate) fn get(
@@ -147,18 +181,11 @@ pub(crate) fn get(
     now: u64,
     out: &mut Vec<u8>,
 ) -> Result<Option<Hit>, Corrupt> {
-    let Lookup::Found { index, rec, expires_ms } = find(g, geo, hash, key)? else {
-        return Ok(None);
-    };
-    if expires_ms <= now {
-        return Ok(None);
+    let Some(c) = copy_live(g, geo, hash, key, now, out)? else { return Ok(None) };
+    if c.restamp {
+        table::set_stamp(g, geo, c.index, c.clock);
     }
-    let clock = g.u32_at(S_CLOCK);
-    if table::stamp(g, geo, index) != clock {
-        table::set_stamp(g, geo, index, clock);
-    }
-    rec.append_value(g, geo, out);
-    Ok(Some(Hit { crc: rec.crc(g, geo), seq: rec.seq(g, geo) }))
+    Ok(Some(c.hit))
 }
 
 /// A stamp an optimistic read owes its slot once validated: `stamp` at guard offset `at`.
@@ -185,17 +212,11 @@ pub(crate) fn peek(
     if r.u32_at(S_DIRTY) != 0 {
         return Err(Corrupt("a repair is owed"));
     }
-    let Lookup::Found { index, rec, expires_ms } = find(r, geo, hash, key)? else {
-        return Ok(None);
-    };
-    if expires_ms <= now {
-        return Ok(None);
-    }
-    let clock = r.u32_at(S_CLOCK);
-    let restamp = (table::stamp(r, geo, index) != clock)
-        .then(|| Restamp { at: table::stamp_at(geo, index), stamp: clock });
-    rec.append_value(r, geo, out);
-    Ok(Some((Hit { crc: rec.crc(r, geo), seq: rec.seq(r, geo) }, restamp)))
+    Ok(copy_live(r, geo, hash, key, now, out)?.map(|c| {
+        let restamp =
+            c.restamp.then(|| Restamp { at: table::stamp_at(geo, c.index), stamp: c.clock });
+        (c.hit, restamp)
+    }))
 }
 
 /// Writes `new` publish-last: into a fresh block, then the index slot is switched to it,
