@@ -21,7 +21,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::mutex::{Acquired, LockFailure, RobustMutex};
-use super::optimistic::ShardView;
+use super::optimistic::{stamp_word, ShardView};
 use crate::layout::{Geometry, MUTEX_AREA, SHARD_MUTEX, SHARD_STATE, STAMP_SIZE, S_DIRTY};
 use crate::segment::Segment;
 
@@ -115,13 +115,9 @@ impl<'a> ShardGuard<'a> {
 
     #[inline]
     fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
-        self.check(offset, 4);
-        let ptr = self.base.wrapping_add(offset);
-        assert!(ptr as usize % 4 == 0, "atomic access at unaligned offset {offset}");
-        // SAFETY: in bounds and aligned (checked); the words accessed this way (stamps) are
-        // accessed only through atomics by every process, so this reference aliases no
-        // non-atomic access.
-        unsafe { &*ptr.cast::<AtomicU32>() }
+        // SAFETY: `base..base + len` is the shard's guarded range inside the mapping, which
+        // the guard's `'a` borrow of the segment keeps alive for as long as `self`.
+        unsafe { stamp_word(self.base, self.len, offset) }
     }
 
     /// Stores the stamp at the 4-aligned `offset` in the stamp array (relaxed atomic, since

@@ -100,13 +100,9 @@ impl<'a> OptimisticRead<'a> {
 
     #[inline]
     fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
-        self.check(offset, 4);
-        let ptr = self.base.wrapping_add(offset);
-        assert!(ptr as usize % 4 == 0, "stamp at unaligned offset {offset}");
-        // SAFETY: in bounds and aligned (checked) inside the mapping, which outlives 'a; the
-        // stamp array is accessed only through atomics (module docs), so this shared
-        // reference to an atomic aliases no non-atomic access.
-        unsafe { &*ptr.cast::<AtomicU32>() }
+        // SAFETY: `base..base + len` is the shard's guarded range inside the mapping, which
+        // the `'a` borrow of the segment keeps alive for as long as `self`.
+        unsafe { stamp_word(self.base, self.len, offset) }
     }
 
     /// Copies `dst.len()` bytes at `offset` with volatile loads, 64 bytes at a time.
@@ -125,6 +121,26 @@ impl<'a> OptimisticRead<'a> {
         // bytes may be concurrently written; the value is validated before it is trusted.
         unsafe { self.base.add(offset).cast::<[u8; N]>().read_volatile() }
     }
+}
+
+/// The stamp at the 4-aligned `offset` of a guarded range `base..base + len`, as an atomic:
+/// the one way lock holders and optimistic readers reach the stamp array. Panics if the word
+/// is out of range or misaligned.
+///
+/// # Safety
+/// - `base..base + len` lies inside a mapping that stays mapped for `'a`.
+#[inline]
+pub(super) unsafe fn stamp_word<'a>(base: *const u8, len: usize, offset: usize) -> &'a AtomicU32 {
+    assert!(
+        offset.checked_add(4).is_some_and(|end| end <= len),
+        "stamp [{offset}, +4) outside {len}"
+    );
+    let ptr = base.wrapping_add(offset);
+    assert!(ptr as usize % 4 == 0, "stamp at unaligned offset {offset}");
+    // SAFETY: in bounds and aligned (asserted) inside a mapping live for 'a (caller); the
+    // stamp array is accessed only through atomics by every process and never covered by a
+    // slice (module docs), so this reference aliases no non-atomic access.
+    unsafe { &*ptr.cast::<AtomicU32>() }
 }
 
 #[cfg(target_arch = "x86_64")]
