@@ -418,16 +418,20 @@ pub(crate) struct Scanned {
     pub seen: u64,
 }
 
-/// Examines up to `budget` slots from the shard's cleanup cursor, freeing expired records.
+/// Examines up to `budget` slots from the shard's cleanup cursor, freeing expired records;
+/// none while `min_expires` (a lower bound of every expiry in the shard) is still ahead.
 pub(crate) fn expire_scan(
     g: &mut ShardGuard<'_>,
     geo: &Geometry,
     now: u64,
     budget: usize,
 ) -> Result<Scanned, Corrupt> {
+    let mut scanned = Scanned::default();
+    if now < g.u64_at(S_MIN_EXPIRES) {
+        return Ok(scanned);
+    }
     let mask = geo.slots - 1;
     let mut cursor = g.u32_at(S_CURSOR) as usize & mask;
-    let mut scanned = Scanned::default();
     for _ in 0..budget {
         let slot = table::read(g, geo, cursor);
         if slot.block != 0 {

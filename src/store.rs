@@ -329,6 +329,20 @@ impl ClusterStore {
         self.shared.segment.prefetch(offset);
     }
 
+    /// Starts loading, with intent to write, the block the write will most likely take: the
+    /// head of its class's free list, read without the lock (a hint; `put` takes the lock
+    /// and pops whatever the head is then). Computing the CRC then overlaps the misses.
+    #[inline]
+    fn prefetch_free_block(&self, shard: usize, record_len: usize) {
+        let geo = &self.shared.geo;
+        let Some(class) = geo.class_for(record_len) else { return };
+        let state = geo.shard_offset(shard) + SHARD_STATE;
+        let head = self.shared.segment.hint_u32(state + S_FREE_HEADS + 4 * class);
+        if let Some(off) = block_offset(head).filter(|&off| off < geo.data_bytes) {
+            self.shared.segment.prefetch_write(state + geo.data_start() + off, record_len);
+        }
+    }
+
     fn check_value(&self, value: &[u8]) -> Result<()> {
         let max = self.shared.geo.max_value_len;
         if value.len() > max {
@@ -417,6 +431,7 @@ impl ClusterStore {
     ) -> Result<Written> {
         let shard = self.shard(hash);
         self.prefetch_slot(shard, hash);
+        self.prefetch_free_block(shard, record_len(key.len(), value.len()));
         let new =
             NewRecord { hash, key, value, crc: record::checksum(hash, key, value), expires_ms };
         let policy = self.shared.settings.eviction;

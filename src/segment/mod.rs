@@ -235,6 +235,33 @@ impl Segment {
         }
     }
 
+    /// Starts loading `len` bytes at `offset` (clamped to the mapping) into the cache with
+    /// intent to write, so that a later copy into them does not wait for each line.
+    pub fn prefetch_write(&self, offset: usize, len: usize) {
+        let end = offset.saturating_add(len).min(self.len());
+        #[cfg(target_arch = "x86_64")]
+        for line in (offset..end).step_by(64) {
+            // SAFETY: `line` is inside the mapping (clamped above); a prefetch has no
+            // architectural effect, and SSE is part of the x86_64 baseline.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+                _mm_prefetch::<_MM_HINT_ET0>(self.map.as_ptr().add(line).cast());
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = end;
+    }
+
+    /// A racy read of the `u32` at `offset` (4-aligned, inside the mapping), for hints only:
+    /// another process may be writing it, so the value may be stale or torn between
+    /// writers' updates; nothing may depend on it but a prefetch.
+    pub fn hint_u32(&self, offset: usize) -> u32 {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len(), "hint_u32 out of range");
+        // SAFETY: in bounds and aligned (checked). A volatile load, like the optimistic
+        // reader's (SAFETY.md, "Optimistic reads"): it may race a locked writer's store.
+        unsafe { self.map.as_ptr().add(offset).cast::<u32>().read_volatile() }
+    }
+
     /// Raw pointer to `len` bytes at `offset`, for the lock module.
     pub fn raw_range(&self, offset: usize, len: usize) -> *mut u8 {
         assert!(
