@@ -9,6 +9,8 @@
 //! answers came from both workers; after a worker is SIGKILLed, requests keep succeeding and
 //! the session is still there, the master logs the death and a new worker in that slot, and
 //! the new worker serves the same session; SIGTERM stops the master cleanly (status 0).
+//! And for the master itself: a slot whose workers keep dying is restarted after a growing
+//! delay, and a worker that does not exit on SIGTERM is SIGKILLed after the grace period.
 //!
 //! Every wait has a deadline; the master runs in its own process group, which the guard
 //! SIGKILLs and reaps if the test fails.
@@ -62,7 +64,13 @@ impl Server {
     // The master is reaped through `common::Child` (pidfd wait, or SIGKILL and reap on drop).
     #[allow(clippy::zombie_processes)]
     fn start(name: &str) -> Server {
+        Server::start_with(name, &[])
+    }
+
+    #[allow(clippy::zombie_processes)]
+    fn start_with(name: &str, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(example(name))
+            .envs(env.iter().copied())
             .env("WORKERS", "2")
             .env("PORT", "0")
             .process_group(0)
@@ -233,4 +241,37 @@ fn hello_actix_actix_session() {
 #[test]
 fn prefork_no_framework() {
     one_session_across_workers_survives_a_killed_worker("prefork");
+}
+
+/// The master's restart backoff and shutdown deadline, with the `prefork` example: worker 1
+/// is SIGKILLed twice within seconds of starting (the first death is restarted at once, the
+/// second after a delay); worker 2 is stopped with SIGSTOP, so it cannot act on the master's
+/// SIGTERM, and must be SIGKILLed when the grace period ends.
+#[test]
+fn master_backs_off_restarts_and_kills_a_worker_that_will_not_stop() {
+    let mut server = Server::start_with("prefork", &[("SHUTDOWN_GRACE_MS", "200")]);
+    let mut pid = server.online(1);
+    let stuck = server.online(2);
+    for deaths in 1..=2 {
+        kill(pid, Signal::SIGKILL).expect("SIGKILL worker 1");
+        server.expect(|l| l.starts_with(&format!("worker 1 (pid {pid}) was killed by SIGKILL")));
+        if deaths == 2 {
+            server.expect(|l| l == "worker 1: 2 quick deaths in a row; restarting it in 100ms");
+        }
+        let replaced = server.online(1);
+        assert_ne!(replaced, pid);
+        pid = replaced;
+    }
+    let mut client = Client::new(server.port);
+    let (first, _) = client.hello();
+    assert!(first.starts_with("Hello from worker "), "after the restarts: {first:?}");
+
+    kill(stuck, Signal::SIGSTOP).expect("SIGSTOP worker 2");
+    let code = server.stop();
+    let log = server.log.join("\n");
+    eprintln!("prefork (backoff, grace):\n{log}");
+    assert_eq!(code, 0, "master exit status; log:\n{log}");
+    let killed = format!("worker 2 (pid {stuck}) still running after 200ms: SIGKILL");
+    assert!(server.log.contains(&killed), "no {killed:?} in the log:\n{log}");
+    assert!(log.contains("store released"), "{log}");
 }
