@@ -22,7 +22,8 @@ use crate::lock::ShardGuard;
 use crate::record::at;
 use crate::shard::Corrupt;
 
-fn head_at(class: usize) -> usize {
+/// Offset of `class`'s free-list head in the shard state.
+pub(crate) fn head_at(class: usize) -> usize {
     S_FREE_HEADS + 4 * class
 }
 

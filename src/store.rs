@@ -337,7 +337,7 @@ impl ClusterStore {
         let geo = &self.shared.geo;
         let Some(class) = geo.class_for(record_len) else { return };
         let state = geo.shard_offset(shard) + SHARD_STATE;
-        let head = self.shared.segment.hint_u32(state + S_FREE_HEADS + 4 * class);
+        let head = self.shared.segment.hint_u32(state + crate::alloc::head_at(class));
         if let Some(off) = block_offset(head).filter(|&off| off < geo.data_bytes) {
             self.shared.segment.prefetch_write(state + geo.data_start() + off, record_len);
         }

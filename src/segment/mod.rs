@@ -235,12 +235,12 @@ impl Segment {
         }
     }
 
-    /// Starts loading `len` bytes at `offset` (clamped to the mapping) into the cache with
-    /// intent to write, so that a later copy into them does not wait for each line.
+    /// Starts loading the cache lines of `len` bytes at `offset` (clamped to the mapping)
+    /// with intent to write, so that a later copy into them does not wait for each line.
     pub fn prefetch_write(&self, offset: usize, len: usize) {
         let end = offset.saturating_add(len).min(self.len());
         #[cfg(target_arch = "x86_64")]
-        for line in (offset..end).step_by(64) {
+        for line in (offset & !63..end).step_by(64) {
             // SAFETY: `line` is inside the mapping (clamped above); a prefetch has no
             // architectural effect, and SSE is part of the x86_64 baseline.
             unsafe {
@@ -258,7 +258,8 @@ impl Segment {
     pub fn hint_u32(&self, offset: usize) -> u32 {
         assert!(offset % 4 == 0 && offset + 4 <= self.len(), "hint_u32 out of range");
         // SAFETY: in bounds and aligned (checked). A volatile load, like the optimistic
-        // reader's (SAFETY.md, "Optimistic reads"): it may race a locked writer's store.
+        // reader's (SAFETY.md section 4, "Optimistic reads"): it may race a locked writer's
+        // store, and its value is only ever a hint.
         unsafe { self.map.as_ptr().add(offset).cast::<u32>().read_volatile() }
     }
 
