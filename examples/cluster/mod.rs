@@ -74,7 +74,7 @@ impl Slot {
 
     /// After the worker died having run `lived`: how long to wait before starting another.
     fn restart_delay(&mut self, lived: Duration) -> Duration {
-        self.quick_deaths = if lived < STABLE { self.quick_deaths + 1 } else { 0 };
+        self.quick_deaths = if lived < STABLE { self.quick_deaths.saturating_add(1) } else { 0 };
         match self.quick_deaths {
             0 | 1 => Duration::ZERO,
             n => RESTART_DELAY_MIN.saturating_mul(1 << (n - 2).min(16)).min(RESTART_DELAY_MAX),
