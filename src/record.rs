@@ -127,6 +127,8 @@ pub(crate) struct NewRecord<'a> {
     pub value: &'a [u8],
     pub crc: u32,
     pub expires_ms: u64,
+    /// The size class of its block (`Geometry::class_for` of its record length).
+    pub class: usize,
 }
 
 /// Writes `rec` into the block at `off` (allocated, not referenced by the index yet) and

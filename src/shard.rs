@@ -242,9 +242,7 @@ pub(crate) fn put(
     if conflict {
         return Ok(Written::Conflict);
     }
-    let class = geo
-        .class_for(record_len(new.key.len(), new.value.len()))
-        .expect("the store layer checked the value size");
+    let class = new.class;
     let protect = match lookup {
         Lookup::Found { rec, .. } => Some(block_ref(rec.off)),
         Lookup::Vacant(_) => None,

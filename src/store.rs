@@ -333,9 +333,8 @@ impl ClusterStore {
     /// head of its class's free list, read without the lock (a hint; `put` takes the lock
     /// and pops whatever the head is then). Computing the CRC then overlaps the misses.
     #[inline]
-    fn prefetch_free_block(&self, shard: usize, record_len: usize) {
+    fn prefetch_free_block(&self, shard: usize, class: usize, record_len: usize) {
         let geo = &self.shared.geo;
-        let Some(class) = geo.class_for(record_len) else { return };
         let state = geo.shard_offset(shard) + SHARD_STATE;
         let head = self.shared.segment.hint_u32(state + crate::alloc::head_at(class));
         if let Some(off) = block_offset(head).filter(|&off| off < geo.data_bytes) {
@@ -431,9 +430,11 @@ impl ClusterStore {
     ) -> Result<Written> {
         let shard = self.shard(hash);
         self.prefetch_slot(shard, hash);
-        self.prefetch_free_block(shard, record_len(key.len(), value.len()));
-        let new =
-            NewRecord { hash, key, value, crc: record::checksum(hash, key, value), expires_ms };
+        let len = record_len(key.len(), value.len());
+        let class = self.shared.geo.class_for(len).expect("check_value refused values of no class");
+        self.prefetch_free_block(shard, class, len);
+        let crc = record::checksum(hash, key, value);
+        let new = NewRecord { hash, key, value, crc, expires_ms, class };
         let policy = self.shared.settings.eviction;
         let shared = &self.shared;
         let mut evicted = 0;
