@@ -164,6 +164,7 @@ fn copy_live(
     if expires_ms <= now {
         return Ok(None);
     }
+    rec.prefetch_value(v, geo);
     let clock = v.u32_at(S_CLOCK);
     let restamp = table::stamp(v, geo, index) != clock;
     rec.append_value(v, geo, out);

@@ -319,14 +319,16 @@ impl ClusterStore {
         shard_of(hash, self.shared.geo.shard_bits)
     }
 
-    /// Starts loading the key's home index slot, so that the cache miss overlaps taking the
-    /// shard lock instead of following it.
+    /// Starts loading the key's home index slot and its recency stamp, so that the cache
+    /// misses overlap taking the shard lock (or beginning an optimistic read) instead of
+    /// following it.
     #[inline]
     fn prefetch_slot(&self, shard: usize, hash: u64) {
         let geo = &self.shared.geo;
         let home = crate::table::tag_of(hash) as usize & (geo.slots - 1);
-        let offset = geo.shard_offset(shard) + SHARD_INDEX + home * SLOT_SIZE;
-        self.shared.segment.prefetch(offset);
+        let state = geo.shard_offset(shard) + SHARD_STATE;
+        self.shared.segment.prefetch(state + crate::table::slot_at(geo, home));
+        self.shared.segment.prefetch(state + crate::table::stamp_at(geo, home));
     }
 
     /// Starts loading, with intent to write, the block the write will most likely take: the

@@ -15,7 +15,6 @@
 //! except the stamp array, which they store to atomically; so the guard never lends a slice
 //! over the stamp array, only atomic loads and stores of it.
 
-use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,7 +36,9 @@ pub(crate) struct ShardGuard<'a> {
     /// The shard's seqlock version word and the odd value this guard set.
     version: &'a AtomicU64,
     writing: u64,
-    _segment: PhantomData<&'a Segment>,
+    /// The mapping, and the offset of the guarded range in it (for prefetches).
+    segment: &'a Segment,
+    start: usize,
 }
 
 impl<'a> ShardGuard<'a> {
@@ -76,7 +77,8 @@ impl<'a> ShardGuard<'a> {
             consistent_owed: acquired.owner_died,
             version,
             writing,
-            _segment: PhantomData,
+            segment,
+            start: start + SHARD_STATE,
         };
         Ok((guard, acquired))
     }
@@ -253,6 +255,12 @@ impl ShardView for ShardGuard<'_> {
     #[inline]
     fn append_to(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
         out.extend_from_slice(self.bytes(offset, len));
+    }
+
+    #[inline]
+    fn prefetch(&self, offset: usize, len: usize) {
+        let offset = offset.min(self.len);
+        self.segment.prefetch_read(self.start + offset, len.min(self.len - offset));
     }
 
     #[inline]

@@ -30,7 +30,6 @@
 //! (discarded) but never make it leave the mapping. The stamp array is accessed only through
 //! atomics, by both sides, and no Rust reference ever covers it.
 
-use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
@@ -49,6 +48,9 @@ pub(crate) trait ShardView {
     fn append_to(&self, offset: usize, len: usize, out: &mut Vec<u8>);
     /// The `AtomicU32` stamp at the 4-aligned `offset` in the stamp array.
     fn stamp_at(&self, offset: usize) -> u32;
+    /// Starts loading the cache lines of `[offset, offset + len)` (clamped to the guarded
+    /// range), for a read of them that follows; reads nothing the program sees.
+    fn prefetch(&self, offset: usize, len: usize);
 }
 
 /// An optimistic reader of one shard: a snapshot of the version and the guarded range.
@@ -57,7 +59,9 @@ pub(crate) struct OptimisticRead<'a> {
     seen: u64,
     base: *const u8,
     len: usize,
-    _segment: PhantomData<&'a Segment>,
+    /// The mapping, and the offset of the guarded range in it (for prefetches).
+    segment: &'a Segment,
+    start: usize,
 }
 
 impl<'a> OptimisticRead<'a> {
@@ -71,8 +75,9 @@ impl<'a> OptimisticRead<'a> {
             return None;
         }
         let len = geo.guarded_len();
-        let base = segment.raw_range(geo.shard_offset(shard) + SHARD_STATE, len);
-        Some(OptimisticRead { version, seen, base, len, _segment: PhantomData })
+        let start = geo.shard_offset(shard) + SHARD_STATE;
+        let base = segment.raw_range(start, len);
+        Some(OptimisticRead { version, seen, base, len, segment, start })
     }
 
     /// Whether no writer ran since [`begin`](Self::begin): everything read is a consistent
@@ -249,5 +254,11 @@ impl ShardView for OptimisticRead<'_> {
     #[inline]
     fn stamp_at(&self, offset: usize) -> u32 {
         self.atomic_u32(offset).load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn prefetch(&self, offset: usize, len: usize) {
+        let offset = offset.min(self.len);
+        self.segment.prefetch_read(self.start + offset, len.min(self.len - offset));
     }
 }

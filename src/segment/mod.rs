@@ -224,32 +224,40 @@ impl Segment {
     /// sees and writes nothing: a hint may be issued for any byte of the mapping.
     #[inline]
     pub fn prefetch(&self, offset: usize) {
-        if offset < self.len() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `offset` is inside the mapping (checked); a prefetch has no
-            // architectural effect, and SSE is part of the x86_64 baseline.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(self.map.as_ptr().add(offset).cast());
-            }
-        }
+        self.prefetch_read(offset, 1);
+    }
+
+    /// Starts loading the cache lines of `len` bytes at `offset` (clamped to the mapping),
+    /// so that a later read of them does not wait for each line in turn.
+    #[inline]
+    pub fn prefetch_read(&self, offset: usize, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        self.prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T0 }>(offset, len);
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (offset, len);
     }
 
     /// Starts loading the cache lines of `len` bytes at `offset` (clamped to the mapping)
     /// with intent to write, so that a later copy into them does not wait for each line.
+    #[inline]
     pub fn prefetch_write(&self, offset: usize, len: usize) {
-        let end = offset.saturating_add(len).min(self.len());
         #[cfg(target_arch = "x86_64")]
+        self.prefetch_lines::<{ std::arch::x86_64::_MM_HINT_ET0 }>(offset, len);
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (offset, len);
+    }
+
+    /// Issues prefetch `HINT` for every 64-byte line that `offset..offset + len` touches,
+    /// clamped to the mapping.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn prefetch_lines<const HINT: i32>(&self, offset: usize, len: usize) {
+        let end = offset.saturating_add(len).min(self.len());
         for line in (offset & !63..end).step_by(64) {
             // SAFETY: `line` is inside the mapping (clamped above); a prefetch has no
             // architectural effect, and SSE is part of the x86_64 baseline.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
-                _mm_prefetch::<_MM_HINT_ET0>(self.map.as_ptr().add(line).cast());
-            }
+            unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(self.map.as_ptr().add(line).cast()) };
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = end;
     }
 
     /// A racy read of the `u32` at `offset` (4-aligned, inside the mapping), for hints only:
