@@ -49,6 +49,7 @@
 
 mod alloc;
 mod audit;
+mod clock;
 mod config;
 mod coordinator;
 mod error;

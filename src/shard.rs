@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 use crate::alloc;
+use crate::clock::ReadClock;
 use crate::config::Eviction;
 use crate::fault::{self, FaultPoint};
 use crate::layout::*;
@@ -155,13 +156,13 @@ fn copy_live(
     geo: &Geometry,
     hash: u64,
     key: &[u8],
-    now: u64,
+    now: ReadClock,
     out: &mut Vec<u8>,
 ) -> Result<Option<Copied>, Corrupt> {
     let Lookup::Found { index, rec, expires_ms } = find(v, geo, hash, key)? else {
         return Ok(None);
     };
-    if expires_ms <= now {
+    if !now.live(expires_ms) {
         return Ok(None);
     }
     rec.prefetch_value(v, geo);
@@ -179,7 +180,7 @@ pub(crate) fn get(
     geo: &Geometry,
     hash: u64,
     key: &[u8],
-    now: u64,
+    now: ReadClock,
     out: &mut Vec<u8>,
 ) -> Result<Option<Hit>, Corrupt> {
     let Some(c) = copy_live(g, geo, hash, key, now, out)? else { return Ok(None) };
@@ -207,7 +208,7 @@ pub(crate) fn peek(
     geo: &Geometry,
     hash: u64,
     key: &[u8],
-    now: u64,
+    now: ReadClock,
     out: &mut Vec<u8>,
 ) -> Result<Option<(Hit, Option<Restamp>)>, Corrupt> {
     if r.u32_at(S_DIRTY) != 0 {

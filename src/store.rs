@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::audit::{self, shard_of};
+pub(crate) use crate::clock::now_ms;
+use crate::clock::ReadClock;
 use crate::error::StoreError;
 use crate::header::{self, Settings};
 use crate::layout::*;
@@ -55,15 +57,6 @@ impl Expiry {
             Expiry::At(at) => at.duration_since(UNIX_EPOCH).map_or(0, ms),
         }
     }
-}
-
-/// Unix time in milliseconds. The precise real-time clock (a vDSO read, about 30 ns here):
-/// the coarse clock costs a third of that but lags up to a tick, and a session must be gone
-/// as soon as the wall clock passes its expiry. Under the test-only `fault-injection`
-/// feature a test may shift it (`fault::shift_clock`); otherwise the offset is a constant 0.
-pub(crate) fn now_ms() -> u64 {
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    wall.saturating_add_signed(crate::fault::clock_offset_ms())
 }
 
 /// A repair made while a lock was held, reported once the lock is released.
@@ -357,7 +350,7 @@ impl ClusterStore {
     fn read(&self, key: &[u8], hash: u64, out: &mut Vec<u8>) -> Result<Option<u64>> {
         let shard = self.shard(hash);
         self.prefetch_slot(shard, hash);
-        let now = now_ms();
+        let now = ReadClock::new();
         let shared = &self.shared;
         let stat = |which| shared.segment.stat(&shared.geo, shard, which);
         let hit = match self.read_optimistic(shard, key, hash, now, out) {
@@ -392,7 +385,7 @@ impl ClusterStore {
         shard: usize,
         key: &[u8],
         hash: u64,
-        now: u64,
+        now: ReadClock,
         out: &mut Vec<u8>,
     ) -> Option<Option<shard::Hit>> {
         let shared = &self.shared;
