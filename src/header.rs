@@ -133,7 +133,7 @@ pub(crate) fn decode(
     let class_sizes: Vec<u32> =
         (0..class_count).map(|i| get_u32(b, H_CLASS_SIZES + 4 * i)).collect();
     let ascending = class_sizes.windows(2).all(|w| w[0] < w[1]);
-    let aligned = class_sizes.iter().all(|&c| c as usize % BLOCK_ALIGN == 0);
+    let aligned = class_sizes.iter().all(|&c| (c as usize).is_multiple_of(BLOCK_ALIGN));
     if !ascending || !aligned || (class_sizes[0] as usize) < MIN_BLOCK {
         return bad("class_sizes");
     }

@@ -330,7 +330,7 @@ pub fn record_len(key_len: usize, value_len: usize) -> usize {
 
 /// Converts a data-area offset into the `u32` reference stored in slots and free lists.
 pub fn block_ref(offset: usize) -> u32 {
-    debug_assert!(offset % BLOCK_ALIGN == 0);
+    debug_assert!(offset.is_multiple_of(BLOCK_ALIGN));
     (offset / BLOCK_ALIGN + 1) as u32
 }
 

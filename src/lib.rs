@@ -61,6 +61,7 @@ mod lock;
 mod record;
 mod segment;
 mod shard;
+mod simd;
 mod stats;
 mod store;
 mod table;

@@ -65,9 +65,16 @@ impl Rec {
     pub fn prefetch_value(&self, g: &impl ShardView, geo: &Geometry) {
         g.prefetch(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len);
     }
-    /// Appends the value to `out`.
-    pub fn append_value(&self, g: &impl ShardView, geo: &Geometry, out: &mut Vec<u8>) {
-        g.append_to(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len, out);
+    /// Appends the value to `out`; returns the record's CRC if the copy computed it (see
+    /// `ShardView::append_to`), given `head`, the [`checksum_head`] of this record.
+    pub fn append_value(
+        &self,
+        g: &impl ShardView,
+        geo: &Geometry,
+        out: &mut Vec<u8>,
+        head: impl FnOnce() -> u32,
+    ) -> Option<u32> {
+        g.append_to(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len, out, head)
     }
     pub fn hash(&self, g: &impl ShardView, geo: &Geometry) -> u64 {
         g.u64_at(at(geo, self.off) + R_HASH)
@@ -102,14 +109,20 @@ impl Rec {
 }
 
 /// CRC-32 of the fields a record never changes: hash, key length, value length (native
-/// byte order), key, value. The short fields and the key are gathered into one buffer first:
-/// the CRC of a concatenation does not depend on how it is fed, and crc32fast's folding
-/// path only pays off on long inputs, so two `update` calls cost less than five.
+/// byte order), key, value.
 pub(crate) fn checksum(hash: u64, key: &[u8], value: &[u8]) -> u32 {
+    crate::simd::crc32(checksum_head(hash, key, value.len()), value)
+}
+
+/// [`checksum`] of everything before the value, which the value's CRC continues. The short
+/// fields and the key are gathered into one buffer first: the CRC of a concatenation does
+/// not depend on how it is fed, and crc32fast's folding path only pays off on long inputs, so
+/// one `update` call costs less than four.
+pub(crate) fn checksum_head(hash: u64, key: &[u8], value_len: usize) -> u32 {
     let mut head = [0u8; 16 + MAX_KEY_LEN];
     head[..8].copy_from_slice(&hash.to_ne_bytes());
     head[8..12].copy_from_slice(&(key.len() as u32).to_ne_bytes());
-    head[12..16].copy_from_slice(&(value.len() as u32).to_ne_bytes());
+    head[12..16].copy_from_slice(&(value_len as u32).to_ne_bytes());
     let mut h = crc32fast::Hasher::new();
     match head.get_mut(16..16 + key.len()) {
         Some(room) => {
@@ -122,7 +135,6 @@ pub(crate) fn checksum(hash: u64, key: &[u8], value: &[u8]) -> u32 {
             h.update(key);
         }
     }
-    h.update(value);
     h.finalize()
 }
 

@@ -36,7 +36,11 @@ pub(crate) struct Freed {
 /// A value copied out by [`get`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hit {
+    /// The CRC stored in the record.
     pub crc: u32,
+    /// The CRC of the record as copied, if the copy computed it (an optimistic read on the
+    /// SIMD path); otherwise the caller computes it from the copy.
+    pub computed: Option<u32>,
     pub seq: u64,
 }
 
@@ -168,8 +172,9 @@ fn copy_live(
     rec.prefetch_value(v, geo);
     let clock = v.u32_at(S_CLOCK);
     let restamp = table::stamp(v, geo, index) != clock;
-    rec.append_value(v, geo, out);
-    let hit = Hit { crc: rec.crc(v, geo), seq: rec.seq(v, geo) };
+    let computed =
+        rec.append_value(v, geo, out, || record::checksum_head(hash, key, rec.value_len));
+    let hit = Hit { crc: rec.crc(v, geo), computed, seq: rec.seq(v, geo) };
     Ok(Some(Copied { hit, index, clock, restamp }))
 }
 

@@ -366,7 +366,11 @@ impl ClusterStore {
         // Optimistic readers add to these without the lock: atomic read-modify-writes.
         stat(if hit.is_some() { STAT_HITS } else { STAT_MISSES }).fetch_add(1, Relaxed);
         match hit {
-            Some(hit) if record::checksum(hash, key, out) == hit.crc => Ok(Some(hit.seq)),
+            Some(hit)
+                if hit.computed.unwrap_or_else(|| record::checksum(hash, key, out)) == hit.crc =>
+            {
+                Ok(Some(hit.seq))
+            }
             Some(_) => {
                 out.clear();
                 shared.repair_damaged(shard, true)?;

@@ -18,8 +18,10 @@ const HEADER_SIZE: u64 = 4096;
 const SIZE: usize = 256 << 10;
 const SESSIONS: usize = 60;
 
+/// 20 to 500 bytes: shorter and longer than 256, so that reads check both the CRC of a
+/// copy (short values) and the CRC computed during the copy (long ones, on CPUs with it).
 fn value_of(i: usize) -> Vec<u8> {
-    format!("value-of-session-{i}-").repeat(1 + i % 7).into_bytes()
+    format!("value-of-session-{i}-").repeat(1 + i % 7 * 4).into_bytes()
 }
 
 /// Every error a stray write may legitimately cause.
@@ -52,7 +54,7 @@ pub fn scribble(writes: &[(u64, Vec<u8>)]) -> bool {
         .name(&name)
         .memory_size(SIZE)
         .shards(2)
-        .max_value_size(512)
+        .max_value_size(1024)
         .lock_timeout(Duration::from_millis(50))
         .sweep_interval(Duration::from_secs(3600))
         .backing(Backing::Named);

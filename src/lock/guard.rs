@@ -183,7 +183,7 @@ impl<'a> ShardGuard<'a> {
     pub fn publish_u32(&mut self, offset: usize, value: u32) {
         self.check(offset, 4);
         let ptr = self.base.wrapping_add(offset);
-        assert!(ptr as usize % 4 == 0, "publish at unaligned offset {offset}");
+        assert!((ptr as usize).is_multiple_of(4), "publish at unaligned offset {offset}");
         // SAFETY: in bounds and aligned (checked); `&mut self` and the lock exclude every
         // other accessor, so this atomic store races with nothing.
         unsafe { (*ptr.cast::<AtomicU32>()).store(value, Ordering::Release) };
@@ -195,7 +195,7 @@ impl<'a> ShardGuard<'a> {
     pub fn publish_u64(&mut self, offset: usize, value: u64) {
         self.check(offset, 8);
         let ptr = self.base.wrapping_add(offset);
-        assert!(ptr as usize % 8 == 0, "publish at unaligned offset {offset}");
+        assert!((ptr as usize).is_multiple_of(8), "publish at unaligned offset {offset}");
         // SAFETY: in bounds and aligned (checked); exclusive access as in `publish_u32`.
         unsafe { (*ptr.cast::<AtomicU64>()).store(value, Ordering::Release) };
     }
@@ -253,8 +253,15 @@ impl ShardView for ShardGuard<'_> {
     }
 
     #[inline]
-    fn append_to(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
+    fn append_to(
+        &self,
+        offset: usize,
+        len: usize,
+        out: &mut Vec<u8>,
+        _crc: impl FnOnce() -> u32,
+    ) -> Option<u32> {
         out.extend_from_slice(self.bytes(offset, len));
+        None
     }
 
     #[inline]

@@ -44,8 +44,16 @@ pub(crate) trait ShardView {
     fn u64_at(&self, offset: usize) -> u64;
     /// Whether the `expected.len()` bytes at `offset` equal `expected`.
     fn bytes_eq(&self, offset: usize, expected: &[u8]) -> bool;
-    /// Appends the `len` bytes at `offset` to `out`.
-    fn append_to(&self, offset: usize, len: usize, out: &mut Vec<u8>);
+    /// Appends the `len` bytes at `offset` to `out`. A view that computes their CRC-32 in
+    /// the same pass (an optimistic reader where `simd::fuses(len)`) returns it, continued
+    /// from `crc()`; a lock holder returns `None`, and the CRC is computed after unlocking.
+    fn append_to(
+        &self,
+        offset: usize,
+        len: usize,
+        out: &mut Vec<u8>,
+        crc: impl FnOnce() -> u32,
+    ) -> Option<u32>;
     /// The `AtomicU32` stamp at the 4-aligned `offset` in the stamp array.
     fn stamp_at(&self, offset: usize) -> u32;
     /// Starts loading the cache lines of `[offset, offset + len)` (clamped to the guarded
@@ -141,7 +149,7 @@ pub(super) unsafe fn stamp_word<'a>(base: *const u8, len: usize, offset: usize) 
         "stamp [{offset}, +4) outside {len}"
     );
     let ptr = base.wrapping_add(offset);
-    assert!(ptr as usize % 4 == 0, "stamp at unaligned offset {offset}");
+    assert!((ptr as usize).is_multiple_of(4), "stamp at unaligned offset {offset}");
     // SAFETY: in bounds and aligned (asserted) inside a mapping live for 'a (caller); the
     // stamp array is accessed only through atomics by every process and never covered by a
     // slice (module docs), so this reference aliases no non-atomic access.
@@ -239,15 +247,31 @@ impl ShardView for OptimisticRead<'_> {
     }
 
     #[inline]
-    fn append_to(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
+    fn append_to(
+        &self,
+        offset: usize,
+        len: usize,
+        out: &mut Vec<u8>,
+        crc: impl FnOnce() -> u32,
+    ) -> Option<u32> {
         self.check(offset, len);
         out.reserve(len);
         let start = out.len();
-        // SAFETY: the source range is in bounds (checked); `reserve` made room for `len`
-        // more bytes after `start`, which `volatile_copy` initialises before `set_len`.
+        // SAFETY: the source range is in bounds (checked) inside the mapping, which outlives
+        // 'a; `reserve` made room for `len` more bytes after `start`, which `copy_crc32` or
+        // `volatile_copy` initialises before `set_len`.
         unsafe {
-            volatile_copy(self.base.add(offset), out.as_mut_ptr().add(start), len);
+            let (src, dst) = (self.base.add(offset), out.as_mut_ptr().add(start));
+            let fused = if crate::simd::fuses(len) {
+                crate::simd::copy_crc32(src, dst, len, crc())
+            } else {
+                None
+            };
+            if fused.is_none() {
+                volatile_copy(src, dst, len);
+            }
             out.set_len(start + len);
+            fused
         }
     }
 

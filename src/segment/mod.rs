@@ -88,7 +88,7 @@ impl FreshSegment {
 
     /// Initialises the robust mutex at byte `offset`.
     pub fn init_mutex(&mut self, offset: usize) -> io::Result<()> {
-        assert!(offset % 128 == 0, "mutex at unaligned offset {offset}");
+        assert!(offset.is_multiple_of(128), "mutex at unaligned offset {offset}");
         let ptr = self.0.raw_range(offset, MUTEX_AREA);
         // SAFETY: the range is inside the mapping (raw_range checks), 128-aligned (asserted,
         // the mapping being page-aligned), and a FreshSegment is used by no other thread or
@@ -196,7 +196,9 @@ impl Segment {
     /// shard's stats line, which lies outside every lock guard's range.
     pub fn stat(&self, geo: &Geometry, shard: usize, which: usize) -> &AtomicU64 {
         assert!(
-            shard < geo.shard_count && which % 8 == 0 && which + 8 <= SHARD_STATE - SHARD_STATS
+            shard < geo.shard_count
+                && which.is_multiple_of(8)
+                && which + 8 <= SHARD_STATE - SHARD_STATS
         );
         let offset = geo.shard_offset(shard) + SHARD_STATS + which;
         assert!(offset + 8 <= self.len(), "stat out of range");
@@ -264,7 +266,7 @@ impl Segment {
     /// another process may be writing it, so the value may be stale or torn between
     /// writers' updates; nothing may depend on it but a prefetch.
     pub fn hint_u32(&self, offset: usize) -> u32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len(), "hint_u32 out of range");
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len(), "hint_u32 out of range");
         // SAFETY: in bounds and aligned (checked). A volatile load, like the optimistic
         // reader's (SAFETY.md section 4, "Optimistic reads"): it may race a locked writer's
         // store, and its value is only ever a hint.

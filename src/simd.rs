@@ -1,0 +1,325 @@
+//! CRC-32 (the IEEE polynomial, as crc32fast computes it) with VPCLMULQDQ over 512-bit
+//! registers, alone ([`crc32`]) or fused with the optimistic reader's volatile copy out of
+//! shared memory ([`copy_crc32`]), on x86_64 CPUs with AVX-512F and VPCLMULQDQ; crc32fast
+//! everywhere else and for inputs under [`MIN_SIMD_LEN`] bytes.
+//!
+//! The method is the folding of Intel's "Fast CRC Computation for Generic Polynomials Using
+//! PCLMULQDQ" (Gopal et al., 2009), in its bit-reflected form: each 128-bit lane of message
+//! bytes `a` is carried `D` bits forward, onto the lane `b` that lies `D` bits later, as
+//! `b ^ clmul(a.lo, k(D + 32)) ^ clmul(a.hi, k(D - 32))`, where `k(e)` is `x^e mod P`,
+//! bit-reflected and shifted left by one. That keeps the CRC of the whole message unchanged
+//! while it shortens; four registers (16 lanes) fold 256 bytes forward per round, then
+//! collapse into one lane, whose 16 bytes crc32fast finishes together with the tail. The
+//! constants are computed from the polynomial by `tests::fold_constants_follow_from_the_polynomial`.
+//!
+//! Every function here is checked against crc32fast for every length up to 1,300 bytes,
+//! at every source alignment, from arbitrary starting CRCs (`tests`).
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Shortest input the SIMD path takes: four registers' worth, one round.
+pub(crate) const MIN_SIMD_LEN: usize = 256;
+
+/// `k(D + 32)` and `k(D - 32)` for a fold distance of `D` bits.
+const K128: (u64, u64) = (0x1_7519_97d0, 0x0_ccaa_009e);
+const K256: (u64, u64) = (0x0_f1da_05aa, 0x1_5a54_6366);
+const K384: (u64, u64) = (0x0_3db1_ecdc, 0x1_7435_9406);
+const K512: (u64, u64) = (0x1_5444_2bd4, 0x1_c6e4_1596);
+const K1024: (u64, u64) = (0x1_e88e_f372, 0x1_4a7f_e880);
+const K1536: (u64, u64) = (0x1_821d_8bc0, 0x1_2e95_8ac4);
+const K2048: (u64, u64) = (0x1_1542_778a, 0x1_322d_1430);
+
+/// The CRC-32 of `data`, continued from the CRC `crc` (0 to start afresh), exactly as
+/// `crc32fast::Hasher::new_with_initial(crc)` would compute it.
+pub(crate) fn crc32(crc: u32, data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if data.len() >= MIN_SIMD_LEN && has_vpclmulqdq() {
+        // SAFETY: the CPU has the features `fold` enables (checked above); `data` is a
+        // live slice of `data.len()` readable bytes, and no bytes are written (no `dst`).
+        return unsafe { fold::<false>(data.as_ptr(), std::ptr::null_mut(), data.len(), crc) };
+    }
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(data);
+    h.finalize()
+}
+
+/// Whether [`copy_crc32`] takes `len` bytes on this CPU.
+#[inline]
+pub(crate) fn fuses(len: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return len >= MIN_SIMD_LEN && has_vpclmulqdq();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// Copies `len` bytes from `src` to `dst` with loads the compiler may neither elide, merge
+/// nor repeat (as `read_volatile`'s), and returns their CRC-32 continued from `crc`; `None`,
+/// and nothing copied, unless [`fuses`]`(len)`.
+///
+/// # Safety
+/// - `src..src + len` is readable memory inside a live mapping; other processes may be
+///   writing it (the caller validates the copy before trusting it).
+/// - `dst..dst + len` is writable and overlaps no other live reference.
+#[inline]
+pub(crate) unsafe fn copy_crc32(src: *const u8, dst: *mut u8, len: usize, crc: u32) -> Option<u32> {
+    if !fuses(len) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has the features `fold` enables (`fuses`); the ranges are as the
+    // caller promises.
+    return Some(unsafe { fold::<true>(src, dst, len, crc) });
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("fuses is false off x86_64");
+}
+
+/// Whether this CPU runs [`fold`] (detected once, then a cached bit test).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn has_vpclmulqdq() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("vpclmulqdq")
+        && std::is_x86_feature_detected!("pclmulqdq")
+}
+
+/// The 64 bytes at `p`, by one `vmovdqu64` in inline assembly: not `pure`, so the compiler
+/// must perform it exactly once where it stands, as for `read_volatile` (which would demand
+/// 64-byte alignment).
+///
+/// # Safety
+/// `p..p + 64` is readable; the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_once(p: *const u8) -> __m512i {
+    let v: __m512i;
+    // SAFETY: the caller guarantees the 64 bytes are readable and AVX-512F; the instruction
+    // reads only them, writes no memory and leaves the flags alone.
+    unsafe {
+        std::arch::asm!(
+            "vmovdqu64 {v}, zmmword ptr [{p}]",
+            v = out(zmm_reg) v,
+            p = in(reg) p,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    v
+}
+
+/// The four 16-byte lanes of `x` each carried forward by the distance of `k` onto `next`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,vpclmulqdq")]
+#[inline]
+fn fold512(x: __m512i, next: __m512i, k: __m512i) -> __m512i {
+    let lo = _mm512_clmulepi64_epi128::<0x00>(x, k);
+    let hi = _mm512_clmulepi64_epi128::<0x11>(x, k);
+    _mm512_ternarylogic_epi64::<0x96>(lo, hi, next)
+}
+
+/// The lane `x` carried 128 bits forward onto `next`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq,sse2")]
+#[inline]
+fn fold128(x: __m128i, next: __m128i) -> __m128i {
+    let k = _mm_set_epi64x(K128.1 as i64, K128.0 as i64);
+    let lo = _mm_clmulepi64_si128::<0x00>(x, k);
+    let hi = _mm_clmulepi64_si128::<0x11>(x, k);
+    _mm_xor_si128(_mm_xor_si128(lo, hi), next)
+}
+
+/// Both keys of a fold distance in every lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn keys(k: (u64, u64)) -> __m512i {
+    _mm512_broadcast_i32x4(_mm_set_epi64x(k.1 as i64, k.0 as i64))
+}
+
+/// The CRC of the `len >= MIN_SIMD_LEN` bytes at `src`, continued from `crc`; with `COPY`,
+/// also stores them to `dst`, reading each source byte once (by [`load_once`]).
+///
+/// # Safety
+/// - The CPU has AVX-512F, VPCLMULQDQ and PCLMULQDQ.
+/// - `src..src + len` is readable; with `COPY`, `dst..dst + len` is writable and overlaps no
+///   other live reference (without it, `dst` is not used).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,vpclmulqdq,pclmulqdq,sse2")]
+unsafe fn fold<const COPY: bool>(src: *const u8, dst: *mut u8, len: usize, crc: u32) -> u32 {
+    debug_assert!(len >= MIN_SIMD_LEN);
+    // One 64-byte block at `at`: loaded (once), and stored to `dst` when copying.
+    let block = |at: usize| {
+        // SAFETY: every caller below passes `at + 64 <= len`: inside both ranges.
+        unsafe {
+            let v =
+                if COPY { load_once(src.add(at)) } else { _mm512_loadu_si512(src.add(at).cast()) };
+            if COPY {
+                _mm512_storeu_si512(dst.add(at).cast(), v);
+            }
+            v
+        }
+    };
+    // The CRC so far enters as the message's first 32 bits, inverted (crc32fast's state).
+    let mut x = [block(0), block(64), block(128), block(192)];
+    x[0] = _mm512_xor_si512(x[0], _mm512_zextsi128_si512(_mm_cvtsi32_si128(!crc as i32)));
+    let mut at = MIN_SIMD_LEN;
+    let k2048 = keys(K2048);
+    while at + 256 <= len {
+        for (i, r) in x.iter_mut().enumerate() {
+            *r = fold512(*r, block(at + 64 * i), k2048);
+        }
+        at += 256;
+    }
+    // Collapse the four registers: each carried onto the last by its own distance (the
+    // multiplications independent of each other), then the remaining whole blocks.
+    let mut acc = fold512(x[2], x[3], keys(K512));
+    acc = fold512(x[1], acc, keys(K1024));
+    acc = fold512(x[0], acc, keys(K1536));
+    let k512 = keys(K512);
+    while at + 64 <= len {
+        acc = fold512(acc, block(at), k512);
+        at += 64;
+    }
+    // Collapse the four lanes the same way: lanes 0 to 2 carried 48, 32 and 16 bytes onto
+    // lane 3 in one multiplication per half (lane 3's keys are zero, so it is put back
+    // whole), then the four lanes XORed together.
+    let lane_keys = _mm512_set_epi64(
+        0,
+        0,
+        K128.1 as i64,
+        K128.0 as i64,
+        K256.1 as i64,
+        K256.0 as i64,
+        K384.1 as i64,
+        K384.0 as i64,
+    );
+    let lo = _mm512_clmulepi64_epi128::<0x00>(acc, lane_keys);
+    let hi = _mm512_clmulepi64_epi128::<0x11>(acc, lane_keys);
+    let moved = _mm512_mask_mov_epi64(_mm512_xor_si512(lo, hi), 0b1100_0000, acc);
+    let halves =
+        _mm256_xor_si256(_mm512_castsi512_si256(moved), _mm512_extracti64x4_epi64::<1>(moved));
+    let mut lane =
+        _mm_xor_si128(_mm256_castsi256_si128(halves), _mm256_extracti128_si256::<1>(halves));
+    let mut tail = [0u8; 16];
+    while at + 16 <= len {
+        // SAFETY: `at + 16 <= len`: inside both ranges; `tail` is a local 16-byte buffer.
+        let next = unsafe {
+            if COPY {
+                copy_small(src.add(at), tail.as_mut_ptr(), 16);
+                std::ptr::copy_nonoverlapping(tail.as_ptr(), dst.add(at), 16);
+                _mm_loadu_si128(tail.as_ptr().cast())
+            } else {
+                _mm_loadu_si128(src.add(at).cast())
+            }
+        };
+        lane = fold128(lane, next);
+        at += 16;
+    }
+    // The lane now stands for the whole message so far, with a zero state: crc32fast
+    // finishes it and the last `len - at < 16` bytes.
+    let mut rest = [0u8; 32];
+    // SAFETY: `rest` is a local 32-byte buffer; the lane takes 16 bytes of it.
+    unsafe { _mm_storeu_si128(rest.as_mut_ptr().cast(), lane) };
+    let n = len - at;
+    // SAFETY: `at + n == len`: inside both ranges; `rest[16..16 + n]` is local, `n < 16`.
+    unsafe {
+        if COPY {
+            copy_small(src.add(at), rest.as_mut_ptr().add(16), n);
+            std::ptr::copy_nonoverlapping(rest.as_ptr().add(16), dst.add(at), n);
+        } else {
+            std::ptr::copy_nonoverlapping(src.add(at), rest.as_mut_ptr().add(16), n);
+        }
+    }
+    let mut h = crc32fast::Hasher::new_with_initial(!0);
+    h.update(&rest[..16 + n]);
+    h.finalize()
+}
+
+/// Copies `n` bytes with single-byte volatile loads.
+///
+/// # Safety
+/// `src..src + n` readable, `dst..dst + n` writable and distinct.
+#[inline]
+unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
+    for i in 0..n {
+        // SAFETY: `i < n`: inside both ranges (caller).
+        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(crc: u32, data: &[u8]) -> u32 {
+        let mut h = crc32fast::Hasher::new_with_initial(crc);
+        h.update(data);
+        h.finalize()
+    }
+
+    /// `x^e mod P` (P = 0x104C11DB7), bit-reflected, shifted left by one.
+    fn k(e: u32) -> u64 {
+        let mut r: u64 = 1;
+        for _ in 0..e {
+            r <<= 1;
+            if r & (1 << 32) != 0 {
+                r ^= 0x1_04C1_1DB7;
+            }
+        }
+        u64::from((r as u32).reverse_bits()) << 1
+    }
+
+    #[test]
+    fn fold_constants_follow_from_the_polynomial() {
+        let all = [(128, K128), (256, K256), (384, K384), (512, K512)];
+        for (d, key) in all.into_iter().chain([(1024, K1024), (1536, K1536), (2048, K2048)]) {
+            assert_eq!((k(d + 32), k(d - 32)), key, "distance {d}");
+        }
+    }
+
+    fn bytes(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crc32_equals_crc32fast_for_every_length_and_alignment() {
+        let data = bytes(1_400, 7);
+        for len in 0..=1_300 {
+            for skew in [0, 1, 7, 16, 33, 63] {
+                let input = &data[skew..skew + len];
+                for crc in [0, 0xFFFF_FFFF, 0x1234_5678] {
+                    assert_eq!(crc32(crc, input), reference(crc, input), "len {len} skew {skew}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn copy_crc32_copies_exactly_and_agrees_with_crc32fast() {
+        let data = bytes(1_400, 11);
+        for len in 0..=1_300 {
+            for skew in [0, 5, 48] {
+                let input = &data[skew..skew + len];
+                let mut out = vec![0xEEu8; len + 8];
+                // SAFETY: `input` is readable and `out` writable for `len` bytes; distinct.
+                let got = unsafe { copy_crc32(input.as_ptr(), out.as_mut_ptr(), len, 42) };
+                match got {
+                    Some(crc) => {
+                        assert_eq!(crc, reference(42, input), "len {len} skew {skew}");
+                        assert_eq!(&out[..len], input, "len {len} skew {skew}");
+                        assert!(out[len..].iter().all(|&b| b == 0xEE), "wrote past the end");
+                    }
+                    None => assert!(!fuses(len), "len {len}"),
+                }
+            }
+        }
+    }
+}
