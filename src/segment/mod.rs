@@ -255,10 +255,12 @@ impl Segment {
     #[inline]
     fn prefetch_lines<const HINT: i32>(&self, offset: usize, len: usize) {
         let end = offset.saturating_add(len).min(self.len());
-        for line in (offset & !63..end).step_by(64) {
-            // SAFETY: `line` is inside the mapping (clamped above); a prefetch has no
+        let mut line = offset & !63;
+        while line < end {
+            // SAFETY: `line < end <= len`: inside the mapping; a prefetch has no
             // architectural effect, and SSE is part of the x86_64 baseline.
             unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(self.map.as_ptr().add(line).cast()) };
+            line += 64;
         }
     }
 
