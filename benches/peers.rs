@@ -242,6 +242,42 @@ const TOWER_MEM_LOAD: &str = "peers/tower-sessions load 1KiB/MemoryStore (one pr
 const TOWER_OURS_SAVE: &str = "peers/tower-sessions save 1KiB/cluster-session-store";
 const TOWER_MEM_SAVE: &str = "peers/tower-sessions save 1KiB/MemoryStore (one process)";
 
+/// Rounds of the interleaved measurement, and operations per batch.
+const ROUNDS: usize = 21;
+const BATCH: usize = 200_000;
+
+/// Runs `ours` and `theirs` in alternating batches of `BATCH` operations, `ROUNDS` times,
+/// starting with a different one each round: (median ns per operation of ours, of theirs,
+/// median of the per-round ratios theirs/ours). On a shared, noisy machine, the two sides
+/// of one round see the same neighbours, which criterion's groups, minutes apart, do not.
+fn interleave(mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (f64, f64, f64) {
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            f();
+        }
+        start.elapsed().as_nanos() as f64 / BATCH as f64
+    };
+    let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (x, y) = if round % 2 == 0 {
+            let x = time(&mut ours);
+            (x, time(&mut theirs))
+        } else {
+            let y = time(&mut theirs);
+            (time(&mut ours), y)
+        };
+        a.push(x);
+        b.push(y);
+        ratios.push(y / x);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(a), median(b), median(ratios))
+}
+
 /// The function part of a `group/function` id.
 fn function(id: &str) -> &str {
     id.rsplit('/').next().unwrap()
@@ -319,6 +355,43 @@ fn main() {
     group.bench_function(function(LMDB_SET), |b| b.iter(|| lmdb.set(&keys[next()], &value)));
     group.finish();
     drop((socket, redis, lmdb));
+
+    // The targets' pair again, in alternation (see `interleave`).
+    let note = format!(
+        "Interleaved: {ROUNDS} rounds, each one batch of {BATCH} operations of this store and \
+         one of the map, in alternating order, over the same shuffled keys; the medians of \
+         the batches' ns per operation and of the per-round ratios."
+    );
+    // Each side walks the keys with its own cursor.
+    let cursor = || {
+        let mut j = 0;
+        move || {
+            j = (j + 1) % KEYS;
+            j
+        }
+    };
+    let (mut a, mut b) = (cursor(), cursor());
+    let get = interleave(
+        || {
+            black_box(store.get_raw_into(&keys[a()], &mut out).unwrap());
+        },
+        || {
+            black_box(map.lock().unwrap().get(&keys[b()]).cloned());
+        },
+    );
+    summary.interleaved(
+        "get 1 KiB (raw bytes)",
+        "Mutex<HashMap> get+clone, one process",
+        get,
+        &note,
+    );
+    let set = interleave(
+        || store.set_raw(&keys[a()], &value, Expiry::Default).unwrap(),
+        || {
+            black_box(map.lock().unwrap().insert(keys[b()].clone(), value.clone()));
+        },
+    );
+    summary.interleaved("set 1 KiB (raw bytes)", "Mutex<HashMap> insert, one process", set, &note);
 
     // tower-sessions: this store and MemoryStore through the same trait.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

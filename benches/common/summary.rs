@@ -15,15 +15,52 @@ struct Row {
     peers: Vec<(String, String)>,
 }
 
+/// One row of the interleaved table: medians measured outside criterion, in alternation.
+struct Interleaved {
+    figure: String,
+    label: String,
+    ours_ns: f64,
+    theirs_ns: f64,
+    ratio: f64,
+}
+
 pub struct Summary {
     name: &'static str,
     started: SystemTime,
     rows: Vec<Row>,
+    interleaved: Vec<Interleaved>,
+    interleaved_note: String,
 }
 
 impl Summary {
     pub fn new(name: &'static str) -> Summary {
-        Summary { name, started: SystemTime::now(), rows: Vec::new() }
+        Summary {
+            name,
+            started: SystemTime::now(),
+            rows: Vec::new(),
+            interleaved: Vec::new(),
+            interleaved_note: String::new(),
+        }
+    }
+
+    /// Adds a row to the interleaved table: this store's and the peer's median ns per
+    /// operation over alternating rounds, and the median of the per-round ratios (the
+    /// peer's time over ours). `note` says how the rounds were run.
+    pub fn interleaved(
+        &mut self,
+        figure: &str,
+        label: &str,
+        (ours_ns, theirs_ns, ratio): (f64, f64, f64),
+        note: &str,
+    ) {
+        self.interleaved.push(Interleaved {
+            figure: figure.into(),
+            label: label.into(),
+            ours_ns,
+            theirs_ns,
+            ratio,
+        });
+        self.interleaved_note = note.into();
     }
 
     /// Compares benchmark `ours` with each `(label, id)` peer.
@@ -43,12 +80,7 @@ impl Summary {
             let Some(ours) = median(&row.ours) else { continue };
             for (label, id) in &row.peers {
                 let Some(theirs) = median(id) else { continue };
-                let ratio = theirs / ours;
-                let verdict = if ratio >= 1.0 {
-                    format!("{ratio:.2}× faster")
-                } else {
-                    format!("{:.2}× slower", 1.0 / ratio)
-                };
+                let verdict = verdict(theirs / ours);
                 let _ = writeln!(
                     out,
                     "| {} | {} | {label} | {} | {verdict} |",
@@ -59,6 +91,25 @@ impl Summary {
             }
         }
         let _ = writeln!(out, "\n{note}");
+        if !self.interleaved.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n| figure, interleaved | this store | peer | peer's time | ratio |"
+            );
+            let _ = writeln!(out, "|---|---|---|---|---|");
+            for r in &self.interleaved {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} |",
+                    r.figure,
+                    pretty(r.ours_ns),
+                    r.label,
+                    pretty(r.theirs_ns),
+                    verdict(r.ratio)
+                );
+            }
+            let _ = writeln!(out, "\n{}", self.interleaved_note);
+        }
         println!("\n== summary ({}; medians of this run)\n{out}", self.name);
         let path = root.parent().unwrap_or(&root).join(format!("bench-summary-{}.md", self.name));
         if let Err(e) = std::fs::write(&path, &out) {
@@ -66,6 +117,15 @@ impl Summary {
         } else {
             println!("written to {}", path.display());
         }
+    }
+}
+
+/// A ratio of the peer's time over ours, as words.
+fn verdict(ratio: f64) -> String {
+    if ratio >= 1.0 {
+        format!("{ratio:.2}× faster")
+    } else {
+        format!("{:.2}× slower", 1.0 / ratio)
     }
 }
 
