@@ -133,9 +133,11 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     let mut used_bytes = 0;
     let mut max_seq = g.u64_at(S_NEXT_SEQ);
     let mut live = 0;
+    let mut earliest = u64::MAX;
     for i in 0..geo.slots {
         if let Some(rec) = record::view(g, geo, table::read(g, geo, i).block) {
             max_seq = max_seq.max(rec.seq(g, geo));
+            earliest = earliest.min(rec.expires(g, geo));
             used_bytes += rec.size(geo);
             live += 1;
         }
@@ -156,7 +158,7 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     g.set_u32(S_LIVE, live as u32);
     g.set_u64(S_USED_BYTES, used_bytes as u64);
     g.set_u64(S_NEXT_SEQ, max_seq);
-    g.set_u64(S_MIN_EXPIRES, 0);
+    g.set_u64(S_MIN_EXPIRES, earliest);
     g.set_u32(S_CURSOR, 0);
     Rebuilt { kept: live, dropped }
 }

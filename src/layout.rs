@@ -55,7 +55,7 @@
 //!   280  clock           u32       write counter, the recency stamp source
 //!   284  cursor          u32       index position where expiry cleanup resumes
 //!   288  used_bytes      u64       bytes of blocks holding records
-//!   296  min_expires     u64       no record expires before this (a lower bound; 0 = unknown)
+//!   296  min_expires     u64       no record expires before this (a lower bound; 0 = unknown: fresh)
 //!   304  merge_start     u32       block ref of a merge of free blocks in progress, 0 = none
 //!   308  merge_len       u32       its length in BLOCK_ALIGN units
 //!   312  reserved        [u8; 8]

@@ -483,8 +483,12 @@ pub(crate) fn expire_all(g: &mut ShardGuard<'_>, geo: &Geometry, now: u64) -> Re
     Ok(removed)
 }
 
+/// Keeps `min_expires` a lower bound of every expiry in the shard as a record expiring at
+/// `expires_ms` is written: lowers it to that, or sets it to that when the shard holds no
+/// record yet, so that a fresh shard's 0 ("unknown") does not keep every write scanning for
+/// expired records until the first sweep.
 fn lower_min_expires(g: &mut ShardGuard<'_>, expires_ms: u64) {
-    if expires_ms < g.u64_at(S_MIN_EXPIRES) {
+    if live(g) == 0 || expires_ms < g.u64_at(S_MIN_EXPIRES) {
         g.set_u64(S_MIN_EXPIRES, expires_ms);
     }
 }
