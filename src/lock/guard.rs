@@ -20,7 +20,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::mutex::{Acquired, LockFailure, RobustMutex};
-use super::optimistic::{stamp_word, ShardView};
+use super::optimistic::{prefetch_guarded, stamp_word, ShardView};
 use crate::layout::{Geometry, MUTEX_AREA, SHARD_MUTEX, SHARD_STATE, STAMP_SIZE, S_DIRTY};
 use crate::segment::Segment;
 
@@ -266,8 +266,7 @@ impl ShardView for ShardGuard<'_> {
 
     #[inline]
     fn prefetch(&self, offset: usize, len: usize) {
-        let offset = offset.min(self.len);
-        self.segment.prefetch_read(self.start + offset, len.min(self.len - offset));
+        prefetch_guarded(self.segment, self.start..self.start + self.len, offset, len);
     }
 
     #[inline]

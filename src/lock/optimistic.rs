@@ -257,16 +257,13 @@ impl ShardView for OptimisticRead<'_> {
         self.check(offset, len);
         out.reserve(len);
         let start = out.len();
+        let head = crate::simd::fuses(len).then(crc);
         // SAFETY: the source range is in bounds (checked) inside the mapping, which outlives
         // 'a; `reserve` made room for `len` more bytes after `start`, which `copy_crc32` or
         // `volatile_copy` initialises before `set_len`.
         unsafe {
             let (src, dst) = (self.base.add(offset), out.as_mut_ptr().add(start));
-            let fused = if crate::simd::fuses(len) {
-                crate::simd::copy_crc32(src, dst, len, crc())
-            } else {
-                None
-            };
+            let fused = head.and_then(|head| crate::simd::copy_crc32(src, dst, len, head));
             if fused.is_none() {
                 volatile_copy(src, dst, len);
             }
@@ -282,7 +279,19 @@ impl ShardView for OptimisticRead<'_> {
 
     #[inline]
     fn prefetch(&self, offset: usize, len: usize) {
-        let offset = offset.min(self.len);
-        self.segment.prefetch_read(self.start + offset, len.min(self.len - offset));
+        prefetch_guarded(self.segment, self.start..self.start + self.len, offset, len);
     }
+}
+
+/// Prefetches `[offset, offset + len)` of the guarded range `range` (offsets in the
+/// segment), clamped to it: `ShardView::prefetch` of both views.
+#[inline]
+pub(super) fn prefetch_guarded(
+    segment: &Segment,
+    range: std::ops::Range<usize>,
+    offset: usize,
+    len: usize,
+) {
+    let offset = offset.min(range.len());
+    segment.prefetch_read(range.start + offset, len.min(range.len() - offset));
 }
