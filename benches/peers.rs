@@ -246,38 +246,6 @@ const TOWER_MEM_SAVE: &str = "peers/tower-sessions save 1KiB/MemoryStore (one pr
 const ROUNDS: usize = 21;
 const BATCH: usize = 200_000;
 
-/// Runs `ours` and `theirs` in alternating batches of `BATCH` operations, `ROUNDS` times,
-/// starting with a different one each round: (median ns per operation of ours, of theirs,
-/// median of the per-round ratios theirs/ours). On a shared, noisy machine, the two sides
-/// of one round see the same neighbours, which criterion's groups, minutes apart, do not.
-fn interleave(mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (f64, f64, f64) {
-    let time = |f: &mut dyn FnMut()| {
-        let start = Instant::now();
-        for _ in 0..BATCH {
-            f();
-        }
-        start.elapsed().as_nanos() as f64 / BATCH as f64
-    };
-    let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        let (x, y) = if round % 2 == 0 {
-            let x = time(&mut ours);
-            (x, time(&mut theirs))
-        } else {
-            let y = time(&mut theirs);
-            (time(&mut ours), y)
-        };
-        a.push(x);
-        b.push(y);
-        ratios.push(y / x);
-    }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (median(a), median(b), median(ratios))
-}
-
 /// The function part of a `group/function` id.
 fn function(id: &str) -> &str {
     id.rsplit('/').next().unwrap()
@@ -371,7 +339,9 @@ fn main() {
         }
     };
     let (mut a, mut b) = (cursor(), cursor());
-    let get = interleave(
+    let get = common::interleave(
+        ROUNDS,
+        BATCH,
         || {
             black_box(store.get_raw_into(&keys[a()], &mut out).unwrap());
         },
@@ -385,7 +355,9 @@ fn main() {
         get,
         &note,
     );
-    let set = interleave(
+    let set = common::interleave(
+        ROUNDS,
+        BATCH,
         || store.set_raw(&keys[a()], &value, Expiry::Default).unwrap(),
         || {
             black_box(map.lock().unwrap().insert(keys[b()].clone(), value.clone()));

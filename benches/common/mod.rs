@@ -21,3 +21,40 @@ pub fn shuffled_indexes(n: usize) -> Vec<usize> {
 pub fn shuffled_keys(n: usize) -> Vec<String> {
     shuffled_indexes(n).into_iter().map(|i| format!("{i:032x}")).collect()
 }
+
+/// Runs `ours` and `theirs` in alternating batches of `batch` operations, `rounds` times,
+/// starting with a different one each round: (median ns per operation of ours, of theirs,
+/// median of the per-round ratios theirs/ours). On a shared, noisy machine, the two sides
+/// of one round see the same neighbours, which criterion's benchmarks, minutes apart, do not.
+pub fn interleave(
+    rounds: usize,
+    batch: usize,
+    mut ours: impl FnMut(),
+    mut theirs: impl FnMut(),
+) -> (f64, f64, f64) {
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..batch {
+            f();
+        }
+        start.elapsed().as_nanos() as f64 / batch as f64
+    };
+    let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (x, y) = if round % 2 == 0 {
+            let x = time(&mut ours);
+            (x, time(&mut theirs))
+        } else {
+            let y = time(&mut theirs);
+            (time(&mut ours), y)
+        };
+        a.push(x);
+        b.push(y);
+        ratios.push(y / x);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(a), median(b), median(ratios))
+}
