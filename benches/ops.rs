@@ -87,33 +87,7 @@ fn bench_size(c: &mut Criterion, summary: &mut Summary, label: &str, size: usize
          the map's, in alternating order (200,000 per batch at 128 B and 1 KiB, 25,000 at \
          8 KiB); the medians of the batches' ns per operation and of the per-round ratios."
     );
-    let cursor = || {
-        let mut j = 0;
-        move || {
-            j = (j + 1) % KEYS;
-            j
-        }
-    };
-    let (mut a, mut b) = (cursor(), cursor());
-    let get = common::interleave(
-        ROUNDS,
-        batch,
-        || assert!(store.get_raw_into(&keys[a()], &mut out).unwrap()),
-        || {
-            black_box(map.lock().unwrap().get(&keys[b()]).cloned().unwrap());
-        },
-    );
-    let map_get = "Mutex<HashMap> get+clone, one process";
-    summary.interleaved(&format!("get {label}"), map_get, get, &note);
-    let set = common::interleave(
-        ROUNDS,
-        batch,
-        || store.set_raw(&keys[a()], &value, Expiry::Default).unwrap(),
-        || {
-            black_box(map.lock().unwrap().insert(keys[b()].clone(), value.clone()));
-        },
-    );
-    summary.interleaved(&format!("set {label}"), "Mutex<HashMap> insert, one process", set, &note);
+    common::versus_map(summary, label, &store, &map, &keys, &value, (ROUNDS, batch), &note);
     group.bench_function("touch", |b| {
         b.iter(|| assert!(store.touch(next(), Expiry::Default).unwrap()))
     });

@@ -324,46 +324,22 @@ fn main() {
     group.finish();
     drop((socket, redis, lmdb));
 
-    // The targets' pair again, in alternation (see `interleave`).
+    // The targets' pair again, in alternation (`common::interleave`).
     let note = format!(
         "Interleaved: {ROUNDS} rounds, each one batch of {BATCH} operations of this store and \
          one of the map, in alternating order, over the same shuffled keys; the medians of \
          the batches' ns per operation and of the per-round ratios."
     );
-    // Each side walks the keys with its own cursor.
-    let cursor = || {
-        let mut j = 0;
-        move || {
-            j = (j + 1) % KEYS;
-            j
-        }
-    };
-    let (mut a, mut b) = (cursor(), cursor());
-    let get = common::interleave(
-        ROUNDS,
-        BATCH,
-        || {
-            black_box(store.get_raw_into(&keys[a()], &mut out).unwrap());
-        },
-        || {
-            black_box(map.lock().unwrap().get(&keys[b()]).cloned());
-        },
-    );
-    summary.interleaved(
-        "get 1 KiB (raw bytes)",
-        "Mutex<HashMap> get+clone, one process",
-        get,
+    common::versus_map(
+        &mut summary,
+        "1 KiB (raw bytes)",
+        &store,
+        &map,
+        &keys,
+        &value,
+        (ROUNDS, BATCH),
         &note,
     );
-    let set = common::interleave(
-        ROUNDS,
-        BATCH,
-        || store.set_raw(&keys[a()], &value, Expiry::Default).unwrap(),
-        || {
-            black_box(map.lock().unwrap().insert(keys[b()].clone(), value.clone()));
-        },
-    );
-    summary.interleaved("set 1 KiB (raw bytes)", "Mutex<HashMap> insert, one process", set, &note);
 
     // tower-sessions: this store and MemoryStore through the same trait.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -58,3 +58,50 @@ pub fn interleave(
     };
     (median(a), median(b), median(ratios))
 }
+
+/// `get_raw_into` and `set_raw` of this store against the map's get+clone and insert, each
+/// pair [`interleave`]d over `keys` (every key present in both, holding `value`), added to
+/// the summary's interleaved table as `get <size>` and `set <size>`.
+#[allow(clippy::too_many_arguments)]
+pub fn versus_map(
+    summary: &mut summary::Summary,
+    size: &str,
+    store: &cluster_session_store::ClusterStore,
+    map: &std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    keys: &[String],
+    value: &[u8],
+    (rounds, batch): (usize, usize),
+    note: &str,
+) {
+    use cluster_session_store::Expiry;
+    use std::hint::black_box;
+    // Each side walks the keys with its own cursor.
+    let cursor = || {
+        let mut j = 0;
+        move || {
+            j = (j + 1) % keys.len();
+            &keys[j]
+        }
+    };
+    let (mut a, mut b) = (cursor(), cursor());
+    let mut out = Vec::with_capacity(value.len());
+    let get = interleave(
+        rounds,
+        batch,
+        || assert!(store.get_raw_into(a(), &mut out).unwrap(), "a get missed"),
+        || {
+            black_box(map.lock().unwrap().get(b()).cloned().expect("a map get missed"));
+        },
+    );
+    let map_get = "Mutex<HashMap> get+clone, one process";
+    summary.interleaved(&format!("get {size}"), map_get, get, note);
+    let set = interleave(
+        rounds,
+        batch,
+        || store.set_raw(a(), value, Expiry::Default).unwrap(),
+        || {
+            black_box(map.lock().unwrap().insert(b().clone(), value.to_vec()));
+        },
+    );
+    summary.interleaved(&format!("set {size}"), "Mutex<HashMap> insert, one process", set, note);
+}
