@@ -38,8 +38,8 @@ const K2048: (u64, u64) = (0x1_1542_778a, 0x1_322d_1430);
 /// `crc32fast::Hasher::new_with_initial(crc)` would compute it.
 pub(crate) fn crc32(crc: u32, data: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
-    if data.len() >= MIN_SIMD_LEN && has_vpclmulqdq() {
-        // SAFETY: the CPU has the features `fold` enables (checked above); `data` is a
+    if fuses(data.len()) {
+        // SAFETY: the CPU has the features `fold` enables (`fuses`); `data` is a
         // live slice of `data.len()` readable bytes, and no bytes are written (no `dst`).
         return unsafe { fold::<false>(data.as_ptr(), std::ptr::null_mut(), data.len(), crc) };
     }
@@ -48,7 +48,7 @@ pub(crate) fn crc32(crc: u32, data: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Whether [`copy_crc32`] takes `len` bytes on this CPU.
+/// Whether [`copy_crc32`] takes `len` bytes on this CPU (and [`crc32`] its SIMD path).
 #[inline]
 pub(crate) fn fuses(len: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -145,7 +145,7 @@ fn keys(k: (u64, u64)) -> __m512i {
 /// also stores them to `dst`, reading each source byte once (by [`load_once`]).
 ///
 /// # Safety
-/// - The CPU has AVX-512F, VPCLMULQDQ and PCLMULQDQ.
+/// - The CPU has AVX-512F, AVX2, VPCLMULQDQ and PCLMULQDQ.
 /// - `src..src + len` is readable; with `COPY`, `dst..dst + len` is writable and overlaps no
 ///   other live reference (without it, `dst` is not used).
 #[cfg(target_arch = "x86_64")]
