@@ -16,13 +16,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::config::{valid_name, Backing, Config, DEFAULT_NAME};
 use crate::error::{AttachError, SetupError};
 use crate::header::{self, HeaderError, Settings};
 use crate::layout::{FORMAT_VERSION, SHARD_MUTEX};
 use crate::lock::fork_gate;
 use crate::segment::{signals, CreateError, FreshSegment, OpenError, Segment};
-use crate::store::{now_ms, ClusterStore, Shared};
+use crate::store::{ClusterStore, Shared};
 
 static REGISTRY: Mutex<Vec<(String, Arc<Shared>)>> = Mutex::new(Vec::new());
 

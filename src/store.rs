@@ -16,8 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::audit::{self, shard_of};
-pub(crate) use crate::clock::now_ms;
-use crate::clock::ReadClock;
+use crate::clock::{now_ms, ReadClock};
 use crate::error::StoreError;
 use crate::header::{self, Settings};
 use crate::layout::*;
