@@ -20,25 +20,21 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::mutex::{Acquired, LockFailure, RobustMutex};
-use super::optimistic::{prefetch_guarded, stamp_word, ShardView};
-use crate::layout::{Geometry, MUTEX_AREA, SHARD_MUTEX, SHARD_STATE, STAMP_SIZE, S_DIRTY};
+use super::optimistic::{Guarded, ShardView};
+use crate::layout::{Geometry, MUTEX_AREA, SHARD_MUTEX, STAMP_SIZE, S_DIRTY};
 use crate::segment::Segment;
 
 /// Exclusive access to one shard's guarded bytes while its lock is held.
 pub(crate) struct ShardGuard<'a> {
     shard: usize,
     mutex: RobustMutex,
-    base: *mut u8,
-    len: usize,
+    range: Guarded<'a>,
     /// The stamp array, which no slice may cover.
     stamps: Range<usize>,
     consistent_owed: bool,
     /// The shard's seqlock version word and the odd value this guard set.
     version: &'a AtomicU64,
     writing: u64,
-    /// The mapping, and the offset of the guarded range in it (for prefetches).
-    segment: &'a Segment,
-    start: usize,
 }
 
 impl<'a> ShardGuard<'a> {
@@ -51,10 +47,8 @@ impl<'a> ShardGuard<'a> {
         timeout: Duration,
     ) -> Result<(Self, Acquired), LockFailure> {
         assert!(shard < geo.shard_count, "shard {shard} out of range");
-        let start = geo.shard_offset(shard);
-        let mutex_ptr = segment.raw_range(start + SHARD_MUTEX, MUTEX_AREA);
-        let guarded_len = geo.guarded_len();
-        let base = segment.raw_range(start + SHARD_STATE, guarded_len);
+        let mutex_ptr = segment.raw_range(geo.shard_offset(shard) + SHARD_MUTEX, MUTEX_AREA);
+        let range = Guarded::new(segment, geo, shard);
         // SAFETY: `geo` is the geometry the segment was set up with (setup() computed it, or
         // attach decoded and checked it against the mapping's length), under which a mutex
         // initialised by setup() lies at every shard's SHARD_MUTEX; the mapping outlives 'a.
@@ -71,14 +65,11 @@ impl<'a> ShardGuard<'a> {
         let guard = ShardGuard {
             shard,
             mutex,
-            base,
-            len: guarded_len,
+            range,
             stamps,
             consistent_owed: acquired.owner_died,
             version,
             writing,
-            segment,
-            start: start + SHARD_STATE,
         };
         Ok((guard, acquired))
     }
@@ -98,11 +89,7 @@ impl<'a> ShardGuard<'a> {
 
     #[inline]
     fn check(&self, offset: usize, len: usize) {
-        assert!(
-            offset.checked_add(len).is_some_and(|end| end <= self.len),
-            "guarded access [{offset}, +{len}) outside {}",
-            self.len
-        );
+        self.range.check(offset, len);
     }
 
     /// `check`, for a slice: it must also stay clear of the stamp array.
@@ -115,18 +102,11 @@ impl<'a> ShardGuard<'a> {
         );
     }
 
-    #[inline]
-    fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
-        // SAFETY: `base..base + len` is the shard's guarded range inside the mapping, which
-        // the guard's `'a` borrow of the segment keeps alive for as long as `self`.
-        unsafe { stamp_word(self.base, self.len, offset) }
-    }
-
     /// Stores the stamp at the 4-aligned `offset` in the stamp array (relaxed atomic, since
     /// optimistic readers store to it too).
     #[inline]
     pub fn set_stamp(&mut self, offset: usize, stamp: u32) {
-        self.atomic_u32(offset).store(stamp, Ordering::Relaxed);
+        self.range.stamp(offset).store(stamp, Ordering::Relaxed);
     }
 
     /// The guarded bytes `[offset, offset + len)`.
@@ -135,7 +115,7 @@ impl<'a> ShardGuard<'a> {
         self.check_slice(offset, len);
         // SAFETY: in bounds (checked); the lock excludes writers in other processes and the
         // shared borrow of `self` excludes writers through this guard.
-        unsafe { std::slice::from_raw_parts(self.base.add(offset), len) }
+        unsafe { std::slice::from_raw_parts(self.range.base.add(offset), len) }
     }
 
     /// The guarded bytes `[offset, offset + len)`, writable.
@@ -144,7 +124,7 @@ impl<'a> ShardGuard<'a> {
         self.check_slice(offset, len);
         // SAFETY: in bounds (checked); the lock excludes every other accessor in other
         // processes and the exclusive borrow of `self` every other one in this process.
-        unsafe { std::slice::from_raw_parts_mut(self.base.add(offset), len) }
+        unsafe { std::slice::from_raw_parts_mut(self.range.base.add(offset), len) }
     }
 
     #[inline]
@@ -182,7 +162,7 @@ impl<'a> ShardGuard<'a> {
     #[inline]
     pub fn publish_u32(&mut self, offset: usize, value: u32) {
         self.check(offset, 4);
-        let ptr = self.base.wrapping_add(offset);
+        let ptr = self.range.base.wrapping_add(offset);
         assert!((ptr as usize).is_multiple_of(4), "publish at unaligned offset {offset}");
         // SAFETY: in bounds and aligned (checked); `&mut self` and the lock exclude every
         // other accessor, so this atomic store races with nothing.
@@ -194,7 +174,7 @@ impl<'a> ShardGuard<'a> {
     #[inline]
     pub fn publish_u64(&mut self, offset: usize, value: u64) {
         self.check(offset, 8);
-        let ptr = self.base.wrapping_add(offset);
+        let ptr = self.range.base.wrapping_add(offset);
         assert!((ptr as usize).is_multiple_of(8), "publish at unaligned offset {offset}");
         // SAFETY: in bounds and aligned (checked); exclusive access as in `publish_u32`.
         unsafe { (*ptr.cast::<AtomicU64>()).store(value, Ordering::Release) };
@@ -207,7 +187,7 @@ impl<'a> ShardGuard<'a> {
         self.check_slice(dst, len);
         // SAFETY: both ranges in bounds (checked); `ptr::copy` allows overlap; exclusive
         // access as in `bytes_mut`.
-        unsafe { std::ptr::copy(self.base.add(src), self.base.add(dst), len) };
+        unsafe { std::ptr::copy(self.range.base.add(src), self.range.base.add(dst), len) };
     }
 }
 
@@ -266,11 +246,11 @@ impl ShardView for ShardGuard<'_> {
 
     #[inline]
     fn prefetch(&self, offset: usize, len: usize) {
-        prefetch_guarded(self.segment, self.start..self.start + self.len, offset, len);
+        self.range.prefetch(offset, len);
     }
 
     #[inline]
     fn stamp_at(&self, offset: usize) -> u32 {
-        self.atomic_u32(offset).load(Ordering::Relaxed)
+        self.range.stamp(offset).load(Ordering::Relaxed)
     }
 }

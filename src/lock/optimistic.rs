@@ -65,11 +65,7 @@ pub(crate) trait ShardView {
 pub(crate) struct OptimisticRead<'a> {
     version: &'a AtomicU64,
     seen: u64,
-    base: *const u8,
-    len: usize,
-    /// The mapping, and the offset of the guarded range in it (for prefetches).
-    segment: &'a Segment,
-    start: usize,
+    range: Guarded<'a>,
 }
 
 impl<'a> OptimisticRead<'a> {
@@ -82,10 +78,7 @@ impl<'a> OptimisticRead<'a> {
         if seen % 2 == 1 {
             return None;
         }
-        let len = geo.guarded_len();
-        let start = geo.shard_offset(shard) + SHARD_STATE;
-        let base = segment.raw_range(start, len);
-        Some(OptimisticRead { version, seen, base, len, segment, start })
+        Some(OptimisticRead { version, seen, range: Guarded::new(segment, geo, shard) })
     }
 
     /// Whether no writer ran since [`begin`](Self::begin): everything read is a consistent
@@ -99,61 +92,85 @@ impl<'a> OptimisticRead<'a> {
     /// Stores `stamp` into the stamp at the 4-aligned `offset` (a relaxed atomic store).
     #[inline]
     pub fn set_stamp(&self, offset: usize, stamp: u32) {
-        self.atomic_u32(offset).store(stamp, Ordering::Relaxed);
+        self.range.stamp(offset).store(stamp, Ordering::Relaxed);
     }
 
+    /// The start of `[offset, offset + len)` in memory, once checked inside the range.
     #[inline]
-    fn check(&self, offset: usize, len: usize) {
-        assert!(
-            offset.checked_add(len).is_some_and(|end| end <= self.len),
-            "optimistic read [{offset}, +{len}) outside {}",
-            self.len
-        );
-    }
-
-    #[inline]
-    fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
-        // SAFETY: `base..base + len` is the shard's guarded range inside the mapping, which
-        // the `'a` borrow of the segment keeps alive for as long as `self`.
-        unsafe { stamp_word(self.base, self.len, offset) }
+    fn at(&self, offset: usize, len: usize) -> *const u8 {
+        self.range.check(offset, len);
+        self.range.base.wrapping_add(offset)
     }
 
     /// Copies `dst.len()` bytes at `offset` with volatile loads, 64 bytes at a time.
     #[inline]
     fn copy_out(&self, offset: usize, dst: &mut [u8]) {
-        self.check(offset, dst.len());
+        let src = self.at(offset, dst.len());
         // SAFETY: the source range is in bounds (checked) inside the mapping, which outlives
         // 'a, and `dst` is a distinct, writable local buffer.
-        unsafe { volatile_copy(self.base.add(offset), dst.as_mut_ptr(), dst.len()) }
+        unsafe { volatile_copy(src, dst.as_mut_ptr(), dst.len()) }
     }
 
     #[inline]
     fn load<const N: usize>(&self, offset: usize) -> [u8; N] {
-        self.check(offset, N);
+        let src = self.at(offset, N);
         // SAFETY: in bounds (checked) inside the mapping; `[u8; N]` has alignment 1. The
         // bytes may be concurrently written; the value is validated before it is trusted.
-        unsafe { self.base.add(offset).cast::<[u8; N]>().read_volatile() }
+        unsafe { src.cast::<[u8; N]>().read_volatile() }
     }
 }
 
-/// The stamp at the 4-aligned `offset` of a guarded range `base..base + len`, as an atomic:
-/// the one way lock holders and optimistic readers reach the stamp array. Panics if the word
-/// is out of range or misaligned.
-///
-/// # Safety
-/// - `base..base + len` lies inside a mapping that stays mapped for `'a`.
-#[inline]
-pub(super) unsafe fn stamp_word<'a>(base: *const u8, len: usize, offset: usize) -> &'a AtomicU32 {
-    assert!(
-        offset.checked_add(4).is_some_and(|end| end <= len),
-        "stamp [{offset}, +4) outside {len}"
-    );
-    let ptr = base.wrapping_add(offset);
-    assert!((ptr as usize).is_multiple_of(4), "stamp at unaligned offset {offset}");
-    // SAFETY: in bounds and aligned (asserted) inside a mapping live for 'a (caller); the
-    // stamp array is accessed only through atomics by every process and never covered by a
-    // slice (module docs), so this reference aliases no non-atomic access.
-    unsafe { &*ptr.cast::<AtomicU32>() }
+/// A shard's guarded range (state, index and data area) in the mapping: what a lock holder
+/// and an optimistic reader both address, with the bounds check, the stamp access and the
+/// prefetch they share. Invariant: `base..base + len` is the range at mapping offset `start`,
+/// obtained from `segment`, whose `'a` borrow keeps it mapped.
+#[derive(Clone, Copy)]
+pub(super) struct Guarded<'a> {
+    segment: &'a Segment,
+    start: usize,
+    pub base: *mut u8,
+    pub len: usize,
+}
+
+impl<'a> Guarded<'a> {
+    pub fn new(segment: &'a Segment, geo: &Geometry, shard: usize) -> Self {
+        let start = geo.shard_offset(shard) + SHARD_STATE;
+        let len = geo.guarded_len();
+        Guarded { segment, start, base: segment.raw_range(start, len), len }
+    }
+
+    /// Panics unless `[offset, offset + len)` lies inside the range: offsets come from this
+    /// crate's own validated arithmetic, so a failure is a bug, never corrupt input.
+    #[inline]
+    pub fn check(&self, offset: usize, len: usize) {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "guarded access [{offset}, +{len}) outside {}",
+            self.len
+        );
+    }
+
+    /// The stamp at the 4-aligned `offset`, as an atomic: the one way lock holders and
+    /// optimistic readers reach the stamp array. Panics if the word is out of range or
+    /// misaligned.
+    #[inline]
+    pub fn stamp(&self, offset: usize) -> &'a AtomicU32 {
+        self.check(offset, 4);
+        let ptr = self.base.wrapping_add(offset);
+        assert!((ptr as usize).is_multiple_of(4), "stamp at unaligned offset {offset}");
+        // SAFETY: in bounds and aligned (asserted) inside the mapping, which the `'a` borrow
+        // of the segment keeps mapped (type invariant); the stamp array is accessed only
+        // through atomics by every process and never covered by a slice (module docs), so
+        // this reference aliases no non-atomic access.
+        unsafe { &*ptr.cast::<AtomicU32>() }
+    }
+
+    /// Starts loading the cache lines of `[offset, offset + len)`, clamped to the range.
+    #[inline]
+    pub fn prefetch(&self, offset: usize, len: usize) {
+        let offset = offset.min(self.len);
+        self.segment.prefetch_read(self.start + offset, len.min(self.len - offset));
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -236,11 +253,11 @@ impl ShardView for OptimisticRead<'_> {
             self.copy_out(offset, &mut copy);
             return copy == expected;
         };
-        self.check(offset, room.len());
+        let src = self.at(offset, room.len());
         // SAFETY: the source range is in bounds (checked); `room` is a local buffer of
         // exactly that length, all of which `volatile_copy` initialises.
         let copy = unsafe {
-            volatile_copy(self.base.add(offset), room.as_mut_ptr().cast(), room.len());
+            volatile_copy(src, room.as_mut_ptr().cast(), room.len());
             &*(room as *const [MaybeUninit<u8>] as *const [u8])
         };
         copy == expected
@@ -254,7 +271,7 @@ impl ShardView for OptimisticRead<'_> {
         out: &mut Vec<u8>,
         crc: impl FnOnce() -> u32,
     ) -> Option<u32> {
-        self.check(offset, len);
+        let src = self.at(offset, len);
         out.reserve(len);
         let start = out.len();
         let head = crate::simd::fuses(len).then(crc);
@@ -262,7 +279,7 @@ impl ShardView for OptimisticRead<'_> {
         // 'a; `reserve` made room for `len` more bytes after `start`, which `copy_crc32` or
         // `volatile_copy` initialises before `set_len`.
         unsafe {
-            let (src, dst) = (self.base.add(offset), out.as_mut_ptr().add(start));
+            let dst = out.as_mut_ptr().add(start);
             let fused = head.and_then(|head| crate::simd::copy_crc32(src, dst, len, head));
             if fused.is_none() {
                 volatile_copy(src, dst, len);
@@ -274,24 +291,11 @@ impl ShardView for OptimisticRead<'_> {
 
     #[inline]
     fn stamp_at(&self, offset: usize) -> u32 {
-        self.atomic_u32(offset).load(Ordering::Relaxed)
+        self.range.stamp(offset).load(Ordering::Relaxed)
     }
 
     #[inline]
     fn prefetch(&self, offset: usize, len: usize) {
-        prefetch_guarded(self.segment, self.start..self.start + self.len, offset, len);
+        self.range.prefetch(offset, len);
     }
-}
-
-/// Prefetches `[offset, offset + len)` of the guarded range `range` (offsets in the
-/// segment), clamped to it: `ShardView::prefetch` of both views.
-#[inline]
-pub(super) fn prefetch_guarded(
-    segment: &Segment,
-    range: std::ops::Range<usize>,
-    offset: usize,
-    len: usize,
-) {
-    let offset = offset.min(range.len());
-    segment.prefetch_read(range.start + offset, len.min(range.len() - offset));
 }
