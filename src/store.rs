@@ -317,7 +317,7 @@ impl ClusterStore {
     #[inline]
     fn prefetch_slot(&self, shard: usize, hash: u64) {
         let geo = &self.shared.geo;
-        let home = crate::table::tag_of(hash) as usize & (geo.slots - 1);
+        let home = crate::table::home(geo, crate::table::tag_of(hash));
         let state = geo.shard_offset(shard) + SHARD_STATE;
         self.shared.segment.prefetch(state + crate::table::slot_at(geo, home));
         self.shared.segment.prefetch(state + crate::table::stamp_at(geo, home));

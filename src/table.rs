@@ -75,7 +75,7 @@ pub(crate) fn tag_of(hash: u64) -> u32 {
 }
 
 #[inline]
-fn home(geo: &Geometry, tag: u32) -> usize {
+pub(crate) fn home(geo: &Geometry, tag: u32) -> usize {
     tag as usize & (geo.slots - 1)
 }
 
