@@ -33,17 +33,51 @@ const K512: (u64, u64) = (0x1_5444_2bd4, 0x1_c6e4_1596);
 const K1024: (u64, u64) = (0x1_e88e_f372, 0x1_4a7f_e880);
 const K1536: (u64, u64) = (0x1_821d_8bc0, 0x1_2e95_8ac4);
 const K2048: (u64, u64) = (0x1_1542_778a, 0x1_322d_1430);
+/// `k(64)`, for the last 32-bit step of [`reduce`].
+const K64: u64 = 0x1_63cd_6124;
+/// Barrett's constants for [`reduce`], 33 bits each and bit-reflected: `⌊x^64 / P⌋` and `P`.
+const MU: u64 = 0x1_f701_1641;
+const POLY: u64 = 0x1_db71_0641;
+
+/// Shortest input [`crc32`] gives the one-lane path (one 16-byte lane and no table).
+const MIN_LANE_LEN: usize = 16;
+/// Shortest input crc32fast folds with PCLMULQDQ itself (four lanes at a time); below it,
+/// it runs a table, which the one-lane path beats.
+const CRC32FAST_FOLDS: usize = 128;
 
 /// The CRC-32 of `data`, continued from the CRC `crc` (0 to start afresh), exactly as
 /// `crc32fast::Hasher::new_with_initial(crc)` would compute it.
 pub(crate) fn crc32(crc: u32, data: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
-    if fuses(data.len()) {
-        // SAFETY: the CPU has the features `fold` enables (`fuses`); `data` is a
-        // live slice of `data.len()` readable bytes, and no bytes are written (no `dst`).
-        return unsafe { fold::<false>(data.as_ptr(), std::ptr::null_mut(), data.len(), crc) };
+    {
+        if fuses(data.len()) {
+            // SAFETY: the CPU has the features `fold` enables (`fuses`); `data` is a
+            // live slice of `data.len()` readable bytes, and no bytes are written (no `dst`).
+            return unsafe { fold::<false>(data.as_ptr(), std::ptr::null_mut(), data.len(), crc) };
+        }
+        if (MIN_LANE_LEN..CRC32FAST_FOLDS).contains(&data.len()) && has_pclmulqdq() {
+            // SAFETY: the CPU has PCLMULQDQ (detected); SSE2 is in the x86_64 baseline.
+            return unsafe { lanes_of(crc, data) };
+        }
     }
     let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(data);
+    h.finalize()
+}
+
+/// The CRC-32 of the 16 bytes of `first` (each word in native byte order) followed by
+/// `data`, continued from `crc`: [`crc32`] of their concatenation, without the caller
+/// writing the words to memory first (a wide load of narrower stores just made would wait
+/// for them to retire).
+pub(crate) fn crc32_after(crc: u32, first: [u64; 2], data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_pclmulqdq() {
+        // SAFETY: the CPU has PCLMULQDQ (detected); SSE2 is in the x86_64 baseline.
+        return unsafe { lanes_after(crc, first[0], first[1], data) };
+    }
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(&first[0].to_ne_bytes());
+    h.update(&first[1].to_ne_bytes());
     h.update(data);
     h.finalize()
 }
@@ -86,6 +120,13 @@ fn has_vpclmulqdq() -> bool {
         && std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("vpclmulqdq")
         && std::is_x86_feature_detected!("pclmulqdq")
+}
+
+/// Whether this CPU runs [`lanes`] (detected once, then a cached bit test).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn has_pclmulqdq() -> bool {
+    std::is_x86_feature_detected!("pclmulqdq")
 }
 
 /// The 64 bytes at `p`, by one `vmovdqu64` in inline assembly: not `pure`, so the compiler
@@ -131,6 +172,86 @@ fn fold128(x: __m128i, next: __m128i) -> __m128i {
     let lo = _mm_clmulepi64_si128::<0x00>(x, k);
     let hi = _mm_clmulepi64_si128::<0x11>(x, k);
     _mm_xor_si128(_mm_xor_si128(lo, hi), next)
+}
+
+/// `lane` followed by the `tail.len() < 16` bytes `tail`, as one lane standing for the same
+/// message (under a zero state): the last 16 of those bytes, onto which the first
+/// `tail.len()` are carried 128 bits forward, zero-extended in front to a lane (leading zero
+/// bits leave a zero state zero).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq,sse2")]
+#[inline]
+fn with_tail(lane: __m128i, tail: &[u8]) -> __m128i {
+    let n = tail.len();
+    debug_assert!(n < 16);
+    if n == 0 {
+        return lane;
+    }
+    // Zeros, the lane, the tail: the two lanes are this buffer's bytes at `n` and `16 + n`.
+    let mut buf = [0u8; 48];
+    buf[32..32 + n].copy_from_slice(tail);
+    // SAFETY: the store covers `buf[16..32]` and the loads `buf[n..n + 16]` and
+    // `buf[16 + n..32 + n]`, all inside the local 48-byte buffer since `n < 16`.
+    let (front, back) = unsafe {
+        _mm_storeu_si128(buf.as_mut_ptr().add(16).cast(), lane);
+        (
+            _mm_loadu_si128(buf.as_ptr().add(n).cast()),
+            _mm_loadu_si128(buf.as_ptr().add(16 + n).cast()),
+        )
+    };
+    fold128(front, back)
+}
+
+/// The CRC state (crc32fast's, inverted) of the message `x` stands for under a zero state:
+/// its low 64 bits carried onto the high 64, the low 32 of those onto the rest, and the
+/// remaining 64 bits reduced modulo `P` by Barrett's method (as Linux's crc32-pclmul does).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq,sse2")]
+#[inline]
+fn reduce(x: __m128i) -> u32 {
+    let low32 = _mm_set_epi32(0, 0, 0, -1);
+    let k = _mm_set_epi64x(K128.1 as i64, K128.0 as i64);
+    let x = _mm_xor_si128(_mm_clmulepi64_si128::<0x10>(x, k), _mm_srli_si128::<8>(x));
+    let k64 = _mm_set_epi64x(0, K64 as i64);
+    let x = _mm_xor_si128(
+        _mm_clmulepi64_si128::<0x00>(_mm_and_si128(x, low32), k64),
+        _mm_srli_si128::<4>(x),
+    );
+    let barrett = _mm_set_epi64x(MU as i64, POLY as i64);
+    let q = _mm_clmulepi64_si128::<0x10>(_mm_and_si128(x, low32), barrett);
+    let x = _mm_xor_si128(x, _mm_clmulepi64_si128::<0x00>(_mm_and_si128(q, low32), barrett));
+    _mm_cvtsi128_si32(_mm_srli_si128::<4>(x)) as u32
+}
+
+/// [`crc32`]'s one-lane path: `data.len() >= 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq,sse2")]
+fn lanes_of(crc: u32, data: &[u8]) -> u32 {
+    let (first, rest) = data.split_at(MIN_LANE_LEN);
+    // SAFETY: `first` has 16 readable bytes.
+    lanes(crc, unsafe { _mm_loadu_si128(first.as_ptr().cast()) }, rest)
+}
+
+/// [`crc32_after`] on the one-lane path, the words passed in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq,sse2")]
+fn lanes_after(crc: u32, lo: u64, hi: u64, data: &[u8]) -> u32 {
+    lanes(crc, _mm_set_epi64x(hi as i64, lo as i64), data)
+}
+
+/// The CRC of the 16 bytes of `first` followed by `rest`, continued from `crc`: one lane
+/// carried forward 16 bytes at a time, then the tail and the reduction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq,sse2")]
+#[inline]
+fn lanes(crc: u32, first: __m128i, rest: &[u8]) -> u32 {
+    let mut lane = _mm_xor_si128(first, _mm_cvtsi32_si128(!crc as i32));
+    let mut chunks = rest.chunks_exact(16);
+    for chunk in &mut chunks {
+        // SAFETY: each chunk has 16 readable bytes.
+        lane = fold128(lane, unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) });
+    }
+    !reduce(with_tail(lane, chunks.remainder()))
 }
 
 /// Both keys of a fold distance in every lane.
@@ -220,24 +341,20 @@ unsafe fn fold<const COPY: bool>(src: *const u8, dst: *mut u8, len: usize, crc: 
         lane = fold128(lane, next);
         at += 16;
     }
-    // The lane now stands for the whole message so far, with a zero state: crc32fast
-    // finishes it and the last `len - at < 16` bytes.
-    let mut rest = [0u8; 32];
-    // SAFETY: `rest` is a local 32-byte buffer; the lane takes 16 bytes of it.
-    unsafe { _mm_storeu_si128(rest.as_mut_ptr().cast(), lane) };
+    // The lane now stands for the whole message so far, with a zero state; the last
+    // `len - at < 16` bytes join it, and it is reduced.
     let n = len - at;
-    // SAFETY: `at + n == len`: inside both ranges; `rest[16..16 + n]` is local, `n < 16`.
+    let mut rest = [0u8; 16];
+    // SAFETY: `at + n == len`: inside both ranges; `rest[..n]` is local, `n < 16`.
     unsafe {
         if COPY {
-            copy_small(src.add(at), rest.as_mut_ptr().add(16), n);
-            std::ptr::copy_nonoverlapping(rest.as_ptr().add(16), dst.add(at), n);
+            copy_small(src.add(at), rest.as_mut_ptr(), n);
+            std::ptr::copy_nonoverlapping(rest.as_ptr(), dst.add(at), n);
         } else {
-            std::ptr::copy_nonoverlapping(src.add(at), rest.as_mut_ptr().add(16), n);
+            std::ptr::copy_nonoverlapping(src.add(at), rest.as_mut_ptr(), n);
         }
     }
-    let mut h = crc32fast::Hasher::new_with_initial(!0);
-    h.update(&rest[..16 + n]);
-    h.finalize()
+    !reduce(with_tail(lane, &rest[..n]))
 }
 
 /// Copies `n` bytes with single-byte volatile loads.
@@ -274,12 +391,29 @@ mod tests {
         u64::from((r as u32).reverse_bits()) << 1
     }
 
+    /// The 33 low bits of `x`, bit-reflected.
+    fn reflect33(x: u64) -> u64 {
+        x.reverse_bits() >> 31
+    }
+
     #[test]
     fn fold_constants_follow_from_the_polynomial() {
         let all = [(128, K128), (256, K256), (384, K384), (512, K512)];
         for (d, key) in all.into_iter().chain([(1024, K1024), (1536, K1536), (2048, K2048)]) {
             assert_eq!((k(d + 32), k(d - 32)), key, "distance {d}");
         }
+        assert_eq!(k(64), K64);
+        const P: u64 = 0x1_04C1_1DB7;
+        assert_eq!(reflect33(P), POLY);
+        // ⌊x^64 / P⌋ by long division over GF(2).
+        let (mut rem, mut quot) = (1u128 << 64, 0u64);
+        for shift in (0..=32).rev() {
+            if rem & (1u128 << (32 + shift)) != 0 {
+                rem ^= u128::from(P) << shift;
+                quot |= 1 << shift;
+            }
+        }
+        assert_eq!(reflect33(quot), MU);
     }
 
     fn bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -303,6 +437,21 @@ mod tests {
                 for crc in [0, 0xFFFF_FFFF, 0x1234_5678] {
                     assert_eq!(crc32(crc, input), reference(crc, input), "len {len} skew {skew}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn crc32_after_equals_crc32fast_of_the_words_then_the_bytes() {
+        let data = bytes(300, 3);
+        let first = [0x0123_4567_89AB_CDEF_u64, 0x0000_0400_0000_0020];
+        for len in 0..=data.len() {
+            let mut whole = first[0].to_ne_bytes().to_vec();
+            whole.extend_from_slice(&first[1].to_ne_bytes());
+            whole.extend_from_slice(&data[..len]);
+            for crc in [0, 0xFFFF_FFFF, 0x1234_5678] {
+                let got = crc32_after(crc, first, &data[..len]);
+                assert_eq!(got, reference(crc, &whole), "len {len}");
             }
         }
     }

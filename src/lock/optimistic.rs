@@ -30,10 +30,9 @@
 //! (discarded) but never make it leave the mapping. The stamp array is accessed only through
 //! atomics, by both sides, and no Rust reference ever covers it.
 
-use std::mem::MaybeUninit;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-use crate::layout::{Geometry, MAX_KEY_LEN, SHARD_STATE};
+use crate::layout::{Geometry, SHARD_STATE};
 use crate::segment::Segment;
 
 /// Read access to a shard's guarded bytes, by a lock holder or an optimistic reader.
@@ -102,21 +101,32 @@ impl<'a> OptimisticRead<'a> {
         self.range.base.wrapping_add(offset)
     }
 
-    /// Copies `dst.len()` bytes at `offset` with volatile loads, 64 bytes at a time.
+    /// The integer at `offset`, by [`volatile_load`].
     #[inline]
-    fn copy_out(&self, offset: usize, dst: &mut [u8]) {
-        let src = self.at(offset, dst.len());
-        // SAFETY: the source range is in bounds (checked) inside the mapping, which outlives
-        // 'a, and `dst` is a distinct, writable local buffer.
-        unsafe { volatile_copy(src, dst.as_mut_ptr(), dst.len()) }
-    }
-
-    #[inline]
-    fn load<const N: usize>(&self, offset: usize) -> [u8; N] {
+    fn load<T: Copy, const N: usize>(&self, offset: usize, from: fn([u8; N]) -> T) -> T {
         let src = self.at(offset, N);
-        // SAFETY: in bounds (checked) inside the mapping; `[u8; N]` has alignment 1. The
-        // bytes may be concurrently written; the value is validated before it is trusted.
-        unsafe { src.cast::<[u8; N]>().read_volatile() }
+        // SAFETY: in bounds (checked) inside the mapping, which outlives 'a.
+        unsafe { volatile_load(src, from) }
+    }
+}
+
+/// The `N`-byte integer `T` at `src`, by one volatile load of `T` where `src` is aligned for
+/// it (every field of the format is), else by one of `[u8; N]` (byte loads) turned into `T`
+/// by `from`. The bytes may be concurrently written: the caller validates the value before
+/// trusting it.
+///
+/// # Safety
+/// `src..src + N` is readable memory inside a live mapping, and `T` is an `N`-byte plain
+/// integer (valid for any bytes).
+#[inline]
+unsafe fn volatile_load<T: Copy, const N: usize>(src: *const u8, from: fn([u8; N]) -> T) -> T {
+    debug_assert_eq!(std::mem::size_of::<T>(), N);
+    if src.cast::<T>().is_aligned() {
+        // SAFETY: readable (caller) and aligned for `T` (tested); any bytes are a valid `T`.
+        unsafe { src.cast::<T>().read_volatile() }
+    } else {
+        // SAFETY: readable (caller); `[u8; N]` has alignment 1.
+        from(unsafe { src.cast::<[u8; N]>().read_volatile() })
     }
 }
 
@@ -229,38 +239,71 @@ unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// Whether the `expected.len()` bytes at `src` equal `expected`, compared in place: volatile
+/// loads of single bytes up to a `Word` boundary of `src`, then aligned `Word`s against
+/// unaligned loads of `expected`, then single bytes. Stops at the first difference.
+///
+/// # Safety
+/// `src..src + expected.len()` is readable memory inside a live mapping.
+#[inline]
+unsafe fn volatile_eq(src: *const u8, expected: &[u8]) -> bool {
+    let len = expected.len();
+    let head = src.align_offset(W).min(len);
+    let mut at = 0;
+    while at < head {
+        // SAFETY: `at < len`: inside the range.
+        if unsafe { src.add(at).read_volatile() } != expected[at] {
+            return false;
+        }
+        at += 1;
+    }
+    while at + W <= len {
+        // SAFETY: `at + W <= len`: inside the range, and `src + at` is `W`-aligned (`head`
+        // aligned it; every step is `W`), as `read_volatile` requires. `expected[at..at + W]`
+        // is in bounds, read unaligned. A `Word` is plain bytes, valid for any contents.
+        let (stored, wanted): ([u8; W], [u8; W]) = unsafe {
+            (
+                std::mem::transmute::<Word, [u8; W]>(src.add(at).cast::<Word>().read_volatile()),
+                expected.as_ptr().add(at).cast::<[u8; W]>().read_unaligned(),
+            )
+        };
+        if stored != wanted {
+            return false;
+        }
+        at += W;
+    }
+    while at < len {
+        // SAFETY: `at < len`: inside the range.
+        if unsafe { src.add(at).read_volatile() } != expected[at] {
+            return false;
+        }
+        at += 1;
+    }
+    true
+}
+
 impl ShardView for OptimisticRead<'_> {
     #[inline]
     fn u8_at(&self, offset: usize) -> u8 {
-        self.load::<1>(offset)[0]
+        self.load(offset, |[b]: [u8; 1]| b)
     }
 
     #[inline]
     fn u32_at(&self, offset: usize) -> u32 {
-        u32::from_ne_bytes(self.load(offset))
+        self.load(offset, u32::from_ne_bytes)
     }
 
     #[inline]
     fn u64_at(&self, offset: usize) -> u64 {
-        u64::from_ne_bytes(self.load(offset))
+        self.load(offset, u64::from_ne_bytes)
     }
 
     #[inline]
     fn bytes_eq(&self, offset: usize, expected: &[u8]) -> bool {
-        let mut buf = [MaybeUninit::<u8>::uninit(); MAX_KEY_LEN];
-        let Some(room) = buf.get_mut(..expected.len()) else {
-            let mut copy = vec![0u8; expected.len()];
-            self.copy_out(offset, &mut copy);
-            return copy == expected;
-        };
-        let src = self.at(offset, room.len());
-        // SAFETY: the source range is in bounds (checked); `room` is a local buffer of
-        // exactly that length, all of which `volatile_copy` initialises.
-        let copy = unsafe {
-            volatile_copy(src, room.as_mut_ptr().cast(), room.len());
-            &*(room as *const [MaybeUninit<u8>] as *const [u8])
-        };
-        copy == expected
+        let src = self.at(offset, expected.len());
+        // SAFETY: the source range is in bounds (checked) inside the mapping, which outlives
+        // 'a; `expected` is an ordinary slice of the same length.
+        unsafe { volatile_eq(src, expected) }
     }
 
     #[inline]
@@ -297,5 +340,44 @@ impl ShardView for OptimisticRead<'_> {
     #[inline]
     fn prefetch(&self, offset: usize, len: usize) {
         self.range.prefetch(offset, len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volatile_load_reads_aligned_and_unaligned_integers() {
+        let bytes: Vec<u8> = (1..=40).collect();
+        for at in 0..=bytes.len() - 8 {
+            let want = u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap());
+            // SAFETY: `at + 8 <= bytes.len()`: readable.
+            let got = unsafe { volatile_load(bytes.as_ptr().add(at), u64::from_ne_bytes) };
+            assert_eq!(got, want, "u64 at {at}");
+            let want = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+            // SAFETY: as above, 4 bytes.
+            let got = unsafe { volatile_load(bytes.as_ptr().add(at), u32::from_ne_bytes) };
+            assert_eq!(got, want, "u32 at {at}");
+        }
+    }
+
+    #[test]
+    fn volatile_eq_finds_every_single_difference_at_every_alignment() {
+        let stored: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for skew in [0, 1, 5, 15, 16, 17] {
+            for len in [0, 1, 15, 16, 17, 31, 32, 33, 47, 64, 255, 256] {
+                let src = &stored[skew..skew + len];
+                // SAFETY: `src` is `len` readable bytes.
+                assert!(unsafe { volatile_eq(src.as_ptr(), src) }, "skew {skew} len {len}");
+                for flip in 0..len {
+                    let mut expected = src.to_vec();
+                    expected[flip] ^= 0x40;
+                    // SAFETY: as above.
+                    let eq = unsafe { volatile_eq(src.as_ptr(), &expected) };
+                    assert!(!eq, "skew {skew} len {len} flip {flip}");
+                }
+            }
+        }
     }
 }
