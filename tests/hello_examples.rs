@@ -243,6 +243,22 @@ fn prefork_no_framework() {
     one_session_across_workers_survives_a_killed_worker("prefork");
 }
 
+/// Waits until process `pid` is in the stopped state ('T' in `/proc/<pid>/stat`), for at
+/// most `WAIT`.
+fn wait_until_stopped(pid: Pid) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the worker's stat");
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        if state == Some('T') {
+            return;
+        }
+        assert!(Instant::now() < deadline, "worker {pid} not stopped within {WAIT:?}: {stat}");
+        std::thread::yield_now();
+    }
+}
+
 /// The master's restart backoff and shutdown deadline, with the `prefork` example: worker 1
 /// is SIGKILLed twice within seconds of starting (the first death is restarted at once, the
 /// second after a delay); worker 2 is stopped with SIGSTOP, so it cannot act on the master's
@@ -267,6 +283,9 @@ fn master_backs_off_restarts_and_kills_a_worker_that_will_not_stop() {
     assert!(first.starts_with("Hello from worker "), "after the restarts: {first:?}");
 
     kill(stuck, Signal::SIGSTOP).expect("SIGSTOP worker 2");
+    // SIGSTOP takes effect when the worker next runs; a SIGTERM that reached it before then
+    // would still be fatal. Only a worker already stopped keeps its SIGTERM pending.
+    wait_until_stopped(stuck);
     let code = server.stop();
     let log = server.log.join("\n");
     eprintln!("prefork (backoff, grace):\n{log}");
