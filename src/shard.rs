@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use crate::alloc;
-use crate::clock::ReadClock;
+use crate::clock::Clock;
 use crate::config::Eviction;
 use crate::fault::{self, FaultPoint};
 use crate::layout::*;
@@ -107,9 +107,9 @@ pub(crate) enum Lookup {
 
 impl Lookup {
     /// The record, if the key is present and has not expired.
-    pub(crate) fn live(self, now: u64) -> Option<Rec> {
+    pub(crate) fn live(self, now: Clock) -> Option<Rec> {
         match self {
-            Lookup::Found { rec, expires_ms, .. } if expires_ms > now => Some(rec),
+            Lookup::Found { rec, expires_ms, .. } if now.live(expires_ms) => Some(rec),
             _ => None,
         }
     }
@@ -160,7 +160,7 @@ fn copy_live(
     geo: &Geometry,
     hash: u64,
     key: &[u8],
-    now: ReadClock,
+    now: Clock,
     out: &mut Vec<u8>,
 ) -> Result<Option<Copied>, Corrupt> {
     let Lookup::Found { index, rec, expires_ms } = find(v, geo, hash, key)? else {
@@ -185,7 +185,7 @@ pub(crate) fn get(
     geo: &Geometry,
     hash: u64,
     key: &[u8],
-    now: ReadClock,
+    now: Clock,
     out: &mut Vec<u8>,
 ) -> Result<Option<Hit>, Corrupt> {
     let Some(c) = copy_live(g, geo, hash, key, now, out)? else { return Ok(None) };
@@ -213,7 +213,7 @@ pub(crate) fn peek(
     geo: &Geometry,
     hash: u64,
     key: &[u8],
-    now: ReadClock,
+    now: Clock,
     out: &mut Vec<u8>,
 ) -> Result<Option<(Hit, Option<Restamp>)>, Corrupt> {
     if r.u32_at(S_DIRTY) != 0 {
@@ -234,7 +234,7 @@ pub(crate) fn put(
     new: &NewRecord<'_>,
     expect: Expect,
     policy: Eviction,
-    now: u64,
+    now: Clock,
     freed: &mut Freed,
 ) -> Result<Written, Corrupt> {
     fault::hit(FaultPoint::LockHeld);
@@ -283,7 +283,7 @@ pub(crate) fn put(
     add_used(g, record::block_size(g, geo, off) as i64);
     // The write is published: corruption found by the cleanup must not make the caller
     // retry it. The shard is marked for repair by its next locker instead.
-    match expire_scan(g, geo, now, CLEANUP_PER_WRITE) {
+    match expire_scan(g, geo, now.floor(), CLEANUP_PER_WRITE) {
         Ok(scanned) => freed.expired += scanned.removed,
         Err(_) => g.set_u32(S_DIRTY, 1),
     }
@@ -307,7 +307,7 @@ fn make_room(
     class: usize,
     protect: Option<u32>,
     policy: Eviction,
-    now: u64,
+    now: Clock,
     freed: &mut Freed,
 ) -> Result<Option<(usize, bool)>, Corrupt> {
     let mut moved = false;
@@ -321,7 +321,7 @@ fn make_room(
         }
         if !expired_done {
             expired_done = true;
-            let expired = expire_all(g, geo, now)?;
+            let expired = expire_all(g, geo, now.precise())?;
             freed.expired += expired;
             if expired > 0 {
                 moved = true;
@@ -511,7 +511,7 @@ pub(crate) fn remove(
     hash: u64,
     key: &[u8],
     expect: Expect,
-    now: u64,
+    now: Clock,
     freed: &mut Freed,
 ) -> Result<Removed, Corrupt> {
     let Lookup::Found { index: i, rec, expires_ms } = find(g, geo, hash, key)? else {
@@ -521,7 +521,7 @@ pub(crate) fn remove(
             Removed::NotLive
         });
     };
-    let was_live = expires_ms > now;
+    let was_live = now.live(expires_ms);
     let holds = match expect {
         Expect::Any => true,
         Expect::Absent => !was_live,
@@ -546,13 +546,13 @@ pub(crate) fn touch(
     geo: &Geometry,
     hash: u64,
     key: &[u8],
-    now: u64,
+    now: Clock,
     expires_ms: u64,
 ) -> Result<bool, Corrupt> {
     let Lookup::Found { index: i, rec, expires_ms: old } = find(g, geo, hash, key)? else {
         return Ok(false);
     };
-    if old <= now {
+    if !now.live(old) {
         return Ok(false);
     }
     lower_min_expires(g, expires_ms);

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::audit::{self, shard_of};
-use crate::clock::{now_ms, ReadClock};
+use crate::clock::{now_ms, Clock};
 use crate::error::StoreError;
 use crate::header::{self, Settings};
 use crate::layout::*;
@@ -349,7 +349,7 @@ impl ClusterStore {
     fn read(&self, key: &[u8], hash: u64, out: &mut Vec<u8>) -> Result<Option<u64>> {
         let shard = self.shard(hash);
         self.prefetch_slot(shard, hash);
-        let now = ReadClock::new();
+        let now = Clock::new();
         let shared = &self.shared;
         let stat = |which| shared.segment.stat(&shared.geo, shard, which);
         let hit = match self.read_optimistic(shard, key, hash, now, out) {
@@ -388,7 +388,7 @@ impl ClusterStore {
         shard: usize,
         key: &[u8],
         hash: u64,
-        now: ReadClock,
+        now: Clock,
         out: &mut Vec<u8>,
     ) -> Option<Option<shard::Hit>> {
         let shared = &self.shared;
@@ -424,7 +424,7 @@ impl ClusterStore {
         value: &[u8],
         expires_ms: u64,
         expect: Expect,
-        now: u64,
+        now: Clock,
     ) -> Result<Written> {
         let shard = self.shard(hash);
         self.prefetch_slot(shard, hash);
@@ -456,7 +456,7 @@ impl ClusterStore {
     /// Removes a record under `expect`.
     fn remove(&self, key: &[u8], hash: u64, expect: Expect) -> Result<Removed> {
         let shard = self.shard(hash);
-        let now = now_ms();
+        let now = Clock::new();
         let shared = &self.shared;
         shared.with_shard_mut(shard, |g, geo| {
             let mut freed = Freed::default();
@@ -490,10 +490,10 @@ impl ClusterStore {
     pub fn set_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<()> {
         let key = key_bytes(sid)?;
         self.check_value(value)?;
-        let now = now_ms();
-        let expires = expiry.deadline(now, self.shared.settings.default_ttl_ms);
+        let now = Clock::new();
+        let expires = expiry.deadline(now.floor(), self.shared.settings.default_ttl_ms);
         let hash = self.hash(key);
-        if expires <= now {
+        if !now.live(expires) {
             self.remove(key, hash, Expect::Any)?;
         } else {
             self.write(key, hash, value, expires, Expect::Any, now)?;
@@ -543,10 +543,10 @@ impl ClusterStore {
     ) -> Result<bool> {
         let key = key_bytes(sid)?;
         self.check_value(value)?;
-        let now = now_ms();
-        let expires = expiry.deadline(now, self.shared.settings.default_ttl_ms);
+        let now = Clock::new();
+        let expires = expiry.deadline(now.floor(), self.shared.settings.default_ttl_ms);
         let hash = self.hash(key);
-        if expires > now {
+        if now.live(expires) {
             return Ok(self.write(key, hash, value, expires, expect, now)? == Written::Done);
         }
         Ok(match expect {
@@ -557,7 +557,7 @@ impl ClusterStore {
 
     /// Whether a live record has `key`: a probe only (no copy, no recency stamp, no hit or
     /// miss counted).
-    fn is_live(&self, key: &[u8], hash: u64, now: u64) -> Result<bool> {
+    fn is_live(&self, key: &[u8], hash: u64, now: Clock) -> Result<bool> {
         self.shared.with_shard(self.shard(hash), |g, geo| {
             Ok(shard::find(g, geo, hash, key)?.live(now).is_some())
         })
@@ -582,9 +582,9 @@ impl ClusterStore {
     pub fn touch(&self, sid: &str, expiry: Expiry) -> Result<bool> {
         let key = key_bytes(sid)?;
         let hash = self.hash(key);
-        let now = now_ms();
-        let expires = expiry.deadline(now, self.shared.settings.default_ttl_ms);
-        if expires <= now {
+        let now = Clock::new();
+        let expires = expiry.deadline(now.floor(), self.shared.settings.default_ttl_ms);
+        if !now.live(expires) {
             return Ok(self.remove(key, hash, Expect::Any)? == Removed::Live);
         }
         self.shared
@@ -620,10 +620,10 @@ impl ClusterStore {
             let seq = self.read(key, hash, &mut current)?;
             let expect = seq.map_or(Expect::Absent, Expect::Seq);
             let next = f(seq.map(|_| current.as_slice()))?;
-            let now = now_ms();
-            let expires = expiry.deadline(now, self.shared.settings.default_ttl_ms);
+            let now = Clock::new();
+            let expires = expiry.deadline(now.floor(), self.shared.settings.default_ttl_ms);
             match next {
-                Some(value) if expires > now => {
+                Some(value) if now.live(expires) => {
                     self.check_value(&value)?;
                     if self.write(key, hash, &value, expires, expect, now)? == Written::Done {
                         return Ok(Some(value));
