@@ -1,7 +1,9 @@
-//! CRC-32 (the IEEE polynomial, as crc32fast computes it) with VPCLMULQDQ over 512-bit
-//! registers, alone ([`crc32`]) or fused with the optimistic reader's volatile copy out of
-//! shared memory ([`copy_crc32`]), on x86_64 CPUs with AVX-512F and VPCLMULQDQ; crc32fast
-//! everywhere else and for inputs under [`MIN_SIMD_LEN`] bytes.
+//! CRC-32 (the IEEE polynomial, as crc32fast computes it) with carry-less multiplication:
+//! over 512-bit registers with VPCLMULQDQ, alone ([`crc32`]) or fused with the optimistic
+//! reader's volatile copy out of shared memory ([`copy_crc32`]), on x86_64 CPUs with AVX-512F
+//! and VPCLMULQDQ, for inputs of [`MIN_SIMD_LEN`] bytes or more; over one 128-bit lane with
+//! PCLMULQDQ for 16 to 127 bytes ([`crc32`]) and for a record's head, whose first 16 bytes
+//! arrive as two words ([`crc32_after`]); crc32fast everywhere else.
 //!
 //! The method is the folding of Intel's "Fast CRC Computation for Generic Polynomials Using
 //! PCLMULQDQ" (Gopal et al., 2009), in its bit-reflected form: each 128-bit lane of message
@@ -9,13 +11,14 @@
 //! `b ^ clmul(a.lo, k(D + 32)) ^ clmul(a.hi, k(D - 32))`, where `k(e)` is `x^e mod P`,
 //! bit-reflected and shifted left by one. That keeps the CRC of the whole message unchanged
 //! while it shortens; four registers (16 lanes) fold 256 bytes forward per round, then
-//! collapse into one lane, whose 16 bytes crc32fast finishes together with the tail. The
-//! constants are checked against the polynomial by
+//! collapse into one lane. The last `n < 16` bytes join that lane as the paper's partial
+//! block does ([`with_tail`]), and the lane is reduced to 32 bits by Barrett's method
+//! ([`reduce`]). The constants are checked against the polynomial by
 //! `tests::fold_constants_follow_from_the_polynomial`.
 //!
-//! Both functions are checked against crc32fast for every length up to 1,300 bytes, at six
-//! source alignments and from three starting CRCs (`tests`); on a CPU without the features
-//! those tests check the fallback.
+//! Every function is checked against crc32fast for every length up to 1,300 bytes (300 for
+//! `crc32_after`), at six source alignments and from three starting CRCs (`tests`); on a CPU
+//! without the features those tests check the fallback.
 // Off x86_64 only the crc32fast fallback is compiled; the constants are unused there.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
