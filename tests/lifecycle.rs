@@ -22,6 +22,11 @@ fn master_dies_of(signal: Signal) {
     let name = unique_name("sig");
     let ready = Signal1::new();
     let mut master = spawn(|| {
+        // A master with the signal at its default action, as a server starts: a test run
+        // launched in the background by a non-interactive shell inherits SIGINT ignored, and
+        // setup() rightly leaves an ignored signal alone.
+        // SAFETY: restoring the default action installs no handler.
+        unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) }.unwrap();
         let master = ClusterStore::setup(named(&name)).unwrap();
         master.set_raw("sid", b"session", Expiry::Default).unwrap();
         ready.notify();
