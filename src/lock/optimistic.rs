@@ -248,15 +248,13 @@ unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
 #[inline]
 unsafe fn volatile_eq(src: *const u8, expected: &[u8]) -> bool {
     let len = expected.len();
+    // SAFETY: every caller below passes `at < len`: inside the range.
+    let byte_eq = |at: usize| unsafe { src.add(at).read_volatile() } == expected[at];
     let head = src.align_offset(W).min(len);
-    let mut at = 0;
-    while at < head {
-        // SAFETY: `at < len`: inside the range.
-        if unsafe { src.add(at).read_volatile() } != expected[at] {
-            return false;
-        }
-        at += 1;
+    if !(0..head).all(byte_eq) {
+        return false;
     }
+    let mut at = head;
     while at + W <= len {
         // SAFETY: `at + W <= len`: inside the range, and `src + at` is `W`-aligned (`head`
         // aligned it; every step is `W`), as `read_volatile` requires. `expected[at..at + W]`
@@ -272,14 +270,7 @@ unsafe fn volatile_eq(src: *const u8, expected: &[u8]) -> bool {
         }
         at += W;
     }
-    while at < len {
-        // SAFETY: `at < len`: inside the range.
-        if unsafe { src.add(at).read_volatile() } != expected[at] {
-            return false;
-        }
-        at += 1;
-    }
-    true
+    (at..len).all(byte_eq)
 }
 
 impl ShardView for OptimisticRead<'_> {
