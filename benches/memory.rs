@@ -2,7 +2,8 @@
 //!
 //! A 64 MiB segment (64 shards, `Eviction::Refuse`) is filled with sessions of one size under
 //! distinct 32-character ids until every shard refuses (`StoreError::Full` for 1,024 writes in
-//! a row). Reported: the sessions it holds, segment bytes per session (everything: header,
+//! a row): once with the default index (one slot per 128 bytes of data area), once with the
+//! index sized for the session (`Config::typical_value_size`). Reported: the sessions it holds, segment bytes per session (everything: header,
 //! locks, index, block headers, size-class rounding, unused space), record bytes per session
 //! (the blocks the records occupy), and each as a multiple of the session's own size. No
 //! timing: this bench measures space, and is deterministic. The table is printed and written
@@ -15,16 +16,17 @@ use cluster_session_store::{ClusterStore, Config, Eviction, Expiry, StoreError};
 const SEGMENT: usize = 64 << 20;
 const FULL_STREAK: usize = 1024;
 
-fn fill(size: usize) -> (usize, u64) {
-    let master = ClusterStore::setup(
-        Config::new()
-            .name(&format!("bench-memory-{size}"))
-            .memory_size(SEGMENT)
-            .shards(64)
-            .max_value_size(16 << 10)
-            .eviction(Eviction::Refuse),
-    )
-    .expect("setup");
+fn fill(size: usize, typical: bool) -> (usize, u64) {
+    let mut config = Config::new()
+        .name(&format!("bench-memory-{size}"))
+        .memory_size(SEGMENT)
+        .shards(64)
+        .max_value_size(16 << 10)
+        .eviction(Eviction::Refuse);
+    if typical {
+        config = config.typical_value_size(size);
+    }
+    let master = ClusterStore::setup(config).expect("setup");
     let value = vec![0x5A_u8; size];
     let (mut i, mut streak) = (0u64, 0);
     while streak < FULL_STREAK {
@@ -42,15 +44,19 @@ fn fill(size: usize) -> (usize, u64) {
 
 fn main() {
     let mut table = String::from(
-        "| session | sessions in 64 MiB | segment bytes per session | ×size | record bytes per session | ×size |\n|---|---|---|---|---|---|\n",
+        "| session | index | sessions in 64 MiB | segment bytes per session | ×size | record bytes per session | ×size |\n|---|---|---|---|---|---|---|\n",
     );
-    for (label, size) in [("128 B", 128), ("1 KiB", 1024), ("8 KiB", 8192)] {
-        let (live, used) = fill(size);
+    let runs = [("128 B", 128), ("1 KiB", 1024), ("8 KiB", 8192)]
+        .into_iter()
+        .flat_map(|(label, size)| [(label, size, false), (label, size, true)]);
+    for (label, size, typical) in runs {
+        let (live, used) = fill(size, typical);
+        let index = if typical { "`typical_value_size`" } else { "default" };
         let per = SEGMENT as f64 / live as f64;
         let record = used as f64 / live as f64;
         let _ = writeln!(
             table,
-            "| {label} | {live} | {per:.0} | {:.2} | {record:.0} | {:.2} |",
+            "| {label} | {index} | {live} | {per:.0} | {:.2} | {record:.0} | {:.2} |",
             per / size as f64,
             record / size as f64
         );

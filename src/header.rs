@@ -180,7 +180,7 @@ mod tests {
     use super::*;
 
     fn sample() -> (Geometry, Settings) {
-        let geo = Geometry::compute(1 << 20, 4, 4096).unwrap();
+        let geo = Geometry::compute(1 << 20, 4, 4096, crate::layout::BYTES_PER_SLOT).unwrap();
         let s = Settings {
             name: "sample".into(),
             default_ttl_ms: 1000,

@@ -217,8 +217,20 @@ pub fn max_value_limit() -> usize {
 pub const MAX_LOAD_NUM: usize = 7;
 pub const MAX_LOAD_DEN: usize = 8;
 
-/// Expected bytes of data per record, used to size the index: one slot per this many bytes.
-const BYTES_PER_SLOT: usize = 128;
+/// Bytes of data area per index slot unless the configuration gives a typical session size
+/// (`Config::typical_value_size`): at least this many, so that records of 128 bytes or more
+/// fill the data area before the index.
+pub const BYTES_PER_SLOT: usize = 128;
+
+/// Key length assumed when a typical session size sizes the index: the 32 characters of
+/// express-session's and many frameworks' ids (tower-sessions' are 22).
+pub const TYPICAL_KEY_LEN: usize = 32;
+
+/// Bytes of data area per index slot for sessions of typically `typical_value` bytes (none
+/// given: [`BYTES_PER_SLOT`]): one slot per such record, never fewer than the default gives.
+pub fn bytes_per_slot(typical_value: Option<usize>) -> usize {
+    typical_value.map_or(BYTES_PER_SLOT, |v| record_len(TYPICAL_KEY_LEN, v).max(BYTES_PER_SLOT))
+}
 
 /// Every derived size of a segment, computed once from the configuration at setup and read
 /// back from the header at attach.
@@ -235,14 +247,21 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// Splits `memory_size` among `shard_count` shards. Returns `None` when a shard would
-    /// be too small to hold its fixed parts and two of the largest records.
-    pub fn compute(memory_size: usize, shard_count: usize, max_value_len: usize) -> Option<Self> {
+    /// Splits `memory_size` among `shard_count` shards, with one index slot per
+    /// `bytes_per_slot` bytes of data area (rounded up to a power of two, at most a quarter
+    /// of the shard). Returns `None` when a shard would be too small to hold its fixed parts
+    /// and two of the largest records.
+    pub fn compute(
+        memory_size: usize,
+        shard_count: usize,
+        max_value_len: usize,
+        bytes_per_slot: usize,
+    ) -> Option<Self> {
         debug_assert!(shard_count.is_power_of_two());
         let per_shard = memory_size.checked_sub(HEADER_SIZE)? / shard_count / 128 * 128;
         let after_fixed = per_shard.checked_sub(SHARD_INDEX)?;
         let per_slot = SLOT_SIZE + STAMP_SIZE;
-        let mut slots = (after_fixed / (BYTES_PER_SLOT + per_slot)).max(16).next_power_of_two();
+        let mut slots = (after_fixed / (bytes_per_slot + per_slot)).max(16).next_power_of_two();
         while slots > 16 && slots * per_slot > after_fixed / 4 {
             slots /= 2;
         }
@@ -360,7 +379,7 @@ mod tests {
         for &(mem, shards, max) in
             &[(1 << 20, 4, 4096), (64 << 20, 64, 65536), (256 << 10, 1, 1024)]
         {
-            let g = Geometry::compute(mem, shards, max).unwrap();
+            let g = Geometry::compute(mem, shards, max, BYTES_PER_SLOT).unwrap();
             assert!(g.total_size <= mem);
             assert_eq!(g.shard_stride % 128, 0);
             assert!(g.slots.is_power_of_two());
@@ -371,8 +390,23 @@ mod tests {
 
     #[test]
     fn too_little_memory_is_refused() {
-        assert!(Geometry::compute(64 << 10, 64, 65536).is_none());
-        assert!(Geometry::compute(100, 1, 16).is_none());
+        assert!(Geometry::compute(64 << 10, 64, 65536, BYTES_PER_SLOT).is_none());
+        assert!(Geometry::compute(100, 1, 16, BYTES_PER_SLOT).is_none());
+    }
+
+    #[test]
+    fn a_typical_session_size_sizes_the_index_for_its_records() {
+        assert_eq!(bytes_per_slot(None), BYTES_PER_SLOT);
+        assert_eq!(bytes_per_slot(Some(1)), BYTES_PER_SLOT, "never more slots than the default");
+        let per = bytes_per_slot(Some(1024));
+        assert_eq!(per, record_len(TYPICAL_KEY_LEN, 1024));
+        let default = Geometry::compute(64 << 20, 64, 4096, BYTES_PER_SLOT).unwrap();
+        let sized = Geometry::compute(64 << 20, 64, 4096, per).unwrap();
+        assert!(sized.slots < default.slots);
+        assert!(sized.data_bytes > default.data_bytes);
+        // Enough slots, under the load limit, for the data area full of such records.
+        let records = sized.data_bytes / per;
+        assert!(sized.slots / MAX_LOAD_DEN * MAX_LOAD_NUM >= records * 7 / 8, "{sized:?}");
     }
 
     #[test]

@@ -270,6 +270,8 @@ fn each_invalid_config_field_is_named() {
         ("memory_size", base().memory_size(0)),
         ("memory_size", base().memory_size(1 << 20).shards(64).max_value_size(65536)),
         ("max_value_size", base().max_value_size(0)),
+        ("typical_value_size", base().typical_value_size(0)),
+        ("typical_value_size", base().typical_value_size(MAX_VALUE + 1)),
         ("default_ttl", base().default_ttl(Duration::ZERO)),
         ("lock_timeout", base().lock_timeout(Duration::ZERO)),
         ("name", base().name("a/b")),

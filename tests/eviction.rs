@@ -323,3 +323,49 @@ fn refuse_store_frees_expired_records_before_refusing() {
     assert!(stats.expirations > 0 && stats.evictions == 0, "{stats}");
     assert!(store.check_integrity().is_ok(), "{}", store.check_integrity());
 }
+
+/// A `Refuse` store of 1 MiB and one shard, its index sized by `typical` (none: the default).
+fn sized(prefix: &str, typical: Option<usize>) -> Master {
+    let config = Config::new()
+        .name(&common::unique_name(prefix))
+        .memory_size(1 << 20)
+        .shards(1)
+        .max_value_size(1024)
+        .eviction(Eviction::Refuse);
+    ClusterStore::setup(match typical {
+        Some(bytes) => config.typical_value_size(bytes),
+        None => config,
+    })
+    .expect("setup")
+}
+
+/// `typical_value_size` trades index slots for data area: 1 KiB sessions fill more of the
+/// same memory; sessions far smaller than the hint meet the index's load limit first, and
+/// the store refuses them cleanly, every stored one intact, while the default index would
+/// have taken more.
+#[test]
+fn an_index_sized_for_typical_sessions_holds_more_of_them_and_refuses_small_ones_cleanly() {
+    let _serial = common::serial();
+    let default = sized("typical-default", None);
+    let hinted = sized("typical-1k", Some(1024));
+    let n_default = fill_until_full(&default, "k", 1024);
+    let n_hinted = fill_until_full(&hinted, "k", 1024);
+    assert!(n_hinted > n_default, "hinted {n_hinted} <= default {n_default}");
+
+    let small_default = sized("typical-small-default", None);
+    let small_hinted = sized("typical-small-1k", Some(1024));
+    let m_default = fill_until_full(&small_default, "s", 16);
+    let m_hinted = fill_until_full(&small_hinted, "s", 16);
+    assert!(m_hinted < m_default, "hinted {m_hinted} >= default {m_default}");
+    // Refused with data area left: the index, not the memory, was full.
+    let stats = small_hinted.stats().unwrap();
+    assert!(stats.used_bytes * 2 < stats.data_bytes, "{stats}");
+    for store in [&default, &hinted, &small_default, &small_hinted] {
+        assert!(store.check_integrity().is_ok(), "{}", store.check_integrity());
+    }
+    let all = snapshot(&small_hinted);
+    assert_eq!(all.len(), m_hinted);
+    for (i, (k, v)) in all.iter().enumerate() {
+        assert_eq!((k, v), (&key("s", i), &value(i, 16)), "session {k} damaged");
+    }
+}
