@@ -48,7 +48,9 @@ fn bench_size(c: &mut Criterion, summary: &mut Summary, label: &str, size: usize
             .name(&format!("bench-ops-{size}"))
             .memory_size(256 << 20)
             .shards(64)
-            .max_value_size(16 << 10),
+            .max_value_size(16 << 10)
+            // The index sized for this session size, as a deployment of them would set it.
+            .typical_value_size(size),
     )
     .expect("setup");
     let store = master.store();

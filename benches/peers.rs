@@ -257,7 +257,13 @@ fn main() {
     let keys = common::shuffled_keys(KEYS);
     let value = vec![0xAB_u8; VALUE];
     let master = ClusterStore::setup(
-        Config::new().name("bench-peers").memory_size(64 << 20).shards(64).max_value_size(4096),
+        // Sized as a deployment of 1 KiB sessions would be: the index for 1 KiB records.
+        Config::new()
+            .name("bench-peers")
+            .memory_size(64 << 20)
+            .shards(64)
+            .max_value_size(4096)
+            .typical_value_size(VALUE),
     )
     .expect("setup");
     let store = master.store();

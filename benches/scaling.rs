@@ -107,7 +107,13 @@ fn run(
 
 fn scaling(c: &mut Criterion, summary: &mut Summary) {
     let master = ClusterStore::setup(
-        Config::new().name("bench-scaling").memory_size(64 << 20).shards(64).max_value_size(4096),
+        // The index sized for 1 KiB sessions, as a deployment of them would set it.
+        Config::new()
+            .name("bench-scaling")
+            .memory_size(64 << 20)
+            .shards(64)
+            .max_value_size(4096)
+            .typical_value_size(VALUE),
     )
     .expect("setup");
     let keys: Vec<String> = (0..KEYS).map(|i| format!("{i:032x}")).collect();
