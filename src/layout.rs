@@ -227,7 +227,8 @@ pub const BYTES_PER_SLOT: usize = 128;
 pub const TYPICAL_KEY_LEN: usize = 32;
 
 /// Bytes of data area per index slot for sessions of typically `typical_value` bytes (none
-/// given: [`BYTES_PER_SLOT`]): one slot per such record, never fewer than the default gives.
+/// given: [`BYTES_PER_SLOT`]): one slot per such record, and never more slots than the
+/// default gives.
 pub fn bytes_per_slot(typical_value: Option<usize>) -> usize {
     typical_value.map_or(BYTES_PER_SLOT, |v| record_len(TYPICAL_KEY_LEN, v).max(BYTES_PER_SLOT))
 }
