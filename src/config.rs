@@ -117,7 +117,7 @@ impl Config {
     /// ```
     /// # use cluster_session_store::{ClusterStore, Config};
     /// let master = ClusterStore::setup(
-    ///     Config::new().name("doc-typical").memory_size(8 << 20).typical_value_size(1024),
+    ///     Config::new().name("doc-typical").memory_size(16 << 20).typical_value_size(1024),
     /// )
     /// .unwrap();
     /// ```
