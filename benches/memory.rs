@@ -3,10 +3,11 @@
 //! A 64 MiB segment (64 shards, `Eviction::Refuse`) is filled with sessions of one size under
 //! distinct 32-character ids until every shard refuses (`StoreError::Full` for 1,024 writes in
 //! a row): once with the default index (one slot per 128 bytes of data area), once with the
-//! index sized for the session (`Config::typical_value_size`). Reported: the sessions it holds, segment bytes per session (everything: header,
-//! locks, index, block headers, size-class rounding, unused space), record bytes per session
-//! (the blocks the records occupy), and each as a multiple of the session's own size. No
-//! timing: this bench measures space, and is deterministic. The table is printed and written
+//! index sized for the session (`Config::typical_value_size`). Reported: the sessions it
+//! holds, segment bytes per session (everything: header, locks, index, block headers,
+//! size-class rounding, unused space), record bytes per session (the blocks the records
+//! occupy), and each as a multiple of the session's own size. No timing: this bench measures
+//! space, and is deterministic. The table is printed and written
 //! to `target/bench-summary-memory.md`.
 
 use std::fmt::Write as _;
