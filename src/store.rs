@@ -336,6 +336,14 @@ impl ClusterStore {
         }
     }
 
+    /// The clock of a write and the deadline `expiry` gives it, counted from the clock's
+    /// floor; `None` for a deadline already past, which removes instead of writing.
+    fn deadline(&self, expiry: Expiry) -> (Clock, Option<u64>) {
+        let now = Clock::new();
+        let expires = expiry.deadline(now.floor(), self.shared.settings.default_ttl_ms);
+        (now, now.live(expires).then_some(expires))
+    }
+
     fn check_value(&self, value: &[u8]) -> Result<()> {
         let max = self.shared.geo.max_value_len;
         if value.len() > max {
@@ -490,15 +498,12 @@ impl ClusterStore {
     pub fn set_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<()> {
         let key = key_bytes(sid)?;
         self.check_value(value)?;
-        let now = Clock::new();
-        let expires = expiry.deadline(now.floor(), self.shared.settings.default_ttl_ms);
+        let (now, expires) = self.deadline(expiry);
         let hash = self.hash(key);
-        if !now.live(expires) {
-            self.remove(key, hash, Expect::Any)?;
-        } else {
-            self.write(key, hash, value, expires, Expect::Any, now)?;
+        match expires {
+            Some(expires) => self.write(key, hash, value, expires, Expect::Any, now).map(drop),
+            None => self.remove(key, hash, Expect::Any).map(drop),
         }
-        Ok(())
     }
 
     /// Stores the session encoded as MessagePack (upsert); see [`set_raw`](Self::set_raw).
@@ -543,10 +548,9 @@ impl ClusterStore {
     ) -> Result<bool> {
         let key = key_bytes(sid)?;
         self.check_value(value)?;
-        let now = Clock::new();
-        let expires = expiry.deadline(now.floor(), self.shared.settings.default_ttl_ms);
+        let (now, expires) = self.deadline(expiry);
         let hash = self.hash(key);
-        if now.live(expires) {
+        if let Some(expires) = expires {
             return Ok(self.write(key, hash, value, expires, expect, now)? == Written::Done);
         }
         Ok(match expect {
@@ -582,11 +586,9 @@ impl ClusterStore {
     pub fn touch(&self, sid: &str, expiry: Expiry) -> Result<bool> {
         let key = key_bytes(sid)?;
         let hash = self.hash(key);
-        let now = Clock::new();
-        let expires = expiry.deadline(now.floor(), self.shared.settings.default_ttl_ms);
-        if !now.live(expires) {
+        let (now, Some(expires)) = self.deadline(expiry) else {
             return Ok(self.remove(key, hash, Expect::Any)? == Removed::Live);
-        }
+        };
         self.shared
             .with_shard(self.shard(hash), |g, geo| shard::touch(g, geo, hash, key, now, expires))
     }
@@ -620,10 +622,9 @@ impl ClusterStore {
             let seq = self.read(key, hash, &mut current)?;
             let expect = seq.map_or(Expect::Absent, Expect::Seq);
             let next = f(seq.map(|_| current.as_slice()))?;
-            let now = Clock::new();
-            let expires = expiry.deadline(now.floor(), self.shared.settings.default_ttl_ms);
-            match next {
-                Some(value) if now.live(expires) => {
+            let (now, expires) = self.deadline(expiry);
+            match (next, expires) {
+                (Some(value), Some(expires)) => {
                     self.check_value(&value)?;
                     if self.write(key, hash, &value, expires, expect, now)? == Written::Done {
                         return Ok(Some(value));
