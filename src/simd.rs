@@ -156,6 +156,29 @@ unsafe fn load_once(p: *const u8) -> __m512i {
     v
 }
 
+/// The 16 bytes at `p`, by one `vmovdqu` in inline assembly, executed exactly once as
+/// [`load_once`]'s 64 (`read_volatile` of a vector would demand 16-byte alignment).
+///
+/// # Safety
+/// `p..p + 16` is readable; the CPU has AVX (every CPU that runs [`fold`] has).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn load16_once(p: *const u8) -> __m128i {
+    let v: __m128i;
+    // SAFETY: the caller guarantees the 16 bytes are readable and AVX; the instruction reads
+    // only them, writes no memory and leaves the flags alone.
+    unsafe {
+        std::arch::asm!(
+            "vmovdqu {v}, xmmword ptr [{p}]",
+            v = out(xmm_reg) v,
+            p = in(reg) p,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    v
+}
+
 /// The four 16-byte lanes of `x` each carried forward by the distance of `k` onto `next`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,vpclmulqdq")]
@@ -329,14 +352,13 @@ unsafe fn fold<const COPY: bool>(src: *const u8, dst: *mut u8, len: usize, crc: 
         _mm256_xor_si256(_mm512_castsi512_si256(moved), _mm512_extracti64x4_epi64::<1>(moved));
     let mut lane =
         _mm_xor_si128(_mm256_castsi256_si128(halves), _mm256_extracti128_si256::<1>(halves));
-    let mut tail = [0u8; 16];
     while at + 16 <= len {
-        // SAFETY: `at + 16 <= len`: inside both ranges; `tail` is a local 16-byte buffer.
+        // SAFETY: `at + 16 <= len`: inside both ranges.
         let next = unsafe {
             if COPY {
-                copy_small(src.add(at), tail.as_mut_ptr(), 16);
-                std::ptr::copy_nonoverlapping(tail.as_ptr(), dst.add(at), 16);
-                _mm_loadu_si128(tail.as_ptr().cast())
+                let v = load16_once(src.add(at));
+                _mm_storeu_si128(dst.add(at).cast(), v);
+                v
             } else {
                 _mm_loadu_si128(src.add(at).cast())
             }
