@@ -40,6 +40,7 @@ pub(crate) struct ShardGuard<'a> {
 impl<'a> ShardGuard<'a> {
     /// Locks shard `shard` of a segment with geometry `geo` and guards its state, index and
     /// data area.
+    #[inline]
     pub fn lock(
         segment: &'a Segment,
         geo: &Geometry,
