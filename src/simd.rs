@@ -1,9 +1,9 @@
 //! CRC-32 (the IEEE polynomial, as crc32fast computes it) with carry-less multiplication:
 //! over 512-bit registers with VPCLMULQDQ, alone ([`crc32`]) or fused with the optimistic
-//! reader's volatile copy out of shared memory ([`copy_crc32`]), on x86_64 CPUs with AVX-512F
-//! and VPCLMULQDQ, for inputs of [`MIN_SIMD_LEN`] bytes or more; over one 128-bit lane with
-//! PCLMULQDQ for 16 to 127 bytes ([`crc32`]) and for a record's head, whose first 16 bytes
-//! arrive as two words ([`crc32_after`]); crc32fast everywhere else.
+//! reader's volatile copy out of shared memory ([`copy_crc32`]), on x86_64 CPUs with AVX-512
+//! (F, BW, VL) and VPCLMULQDQ, for inputs of [`MIN_SIMD_LEN`] bytes or more; over one 128-bit
+//! lane with PCLMULQDQ (and SSSE3) for 16 to 127 bytes ([`crc32`]) and for a record's head,
+//! whose first 16 bytes arrive as two words ([`crc32_after`]); crc32fast everywhere else.
 //!
 //! The method is the folding of Intel's "Fast CRC Computation for Generic Polynomials Using
 //! PCLMULQDQ" (Gopal et al., 2009), in its bit-reflected form: each 128-bit lane of message
@@ -12,7 +12,9 @@
 //! bit-reflected and shifted left by one. That keeps the CRC of the whole message unchanged
 //! while it shortens; four registers (16 lanes) fold 256 bytes forward per round, then
 //! collapse into one lane. The last `n < 16` bytes join that lane as the paper's partial
-//! block does ([`with_tail`]), and the lane is reduced to 32 bits by Barrett's method
+//! block does, by byte shuffles of registers ([`with_tail_lane`]; through a stack buffer,
+//! [`with_tail`], only for a head whose id is shorter than 16 bytes), and the lane is
+//! reduced to 32 bits by Barrett's method
 //! ([`reduce`]). The constants are checked against the polynomial by
 //! `tests::fold_constants_follow_from_the_polynomial`.
 //!
@@ -120,16 +122,20 @@ pub(crate) unsafe fn copy_crc32(src: *const u8, dst: *mut u8, len: usize, crc: u
 #[inline]
 fn has_vpclmulqdq() -> bool {
     std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("ssse3")
         && std::is_x86_feature_detected!("vpclmulqdq")
         && std::is_x86_feature_detected!("pclmulqdq")
 }
 
-/// Whether this CPU runs [`lanes`] (detected once, then a cached bit test).
+/// Whether this CPU runs [`lanes`]: PCLMULQDQ, and SSSE3 for [`with_tail_lane`] (every CPU
+/// with the first has the second; detected once, then a cached bit test).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn has_pclmulqdq() -> bool {
-    std::is_x86_feature_detected!("pclmulqdq")
+    std::is_x86_feature_detected!("pclmulqdq") && std::is_x86_feature_detected!("ssse3")
 }
 
 /// The 64 bytes at `p`, by one `vmovdqu64` in inline assembly: not `pure`, so the compiler
@@ -177,6 +183,78 @@ unsafe fn load16_once(p: *const u8) -> __m128i {
         );
     }
     v
+}
+
+/// The `n < 16` bytes at `p` in the low bytes of a lane, zeros above them, by one
+/// zero-masking `vmovdqu8` in inline assembly, executed exactly once as [`load_once`]'s 64.
+/// The mask keeps the load to those `n` bytes: nothing past them is read.
+///
+/// # Safety
+/// `p..p + n` is readable; the CPU has AVX-512BW and AVX-512VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn load_tail_once(p: *const u8, n: usize) -> __m128i {
+    debug_assert!(n < 16);
+    let mask = tail_mask(n);
+    let v: __m128i;
+    // SAFETY: the caller guarantees the `n` bytes the mask selects are readable, and the
+    // features; the instruction reads only them (masked-off bytes are neither read nor
+    // fault), writes no memory and leaves the flags alone.
+    unsafe {
+        std::arch::asm!(
+            "vmovdqu8 {v}{{{k}}}{{z}}, xmmword ptr [{p}]",
+            v = out(xmm_reg) v,
+            k = in(kreg) mask,
+            p = in(reg) p,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    v
+}
+
+/// The byte mask of a lane's first `n < 16` bytes.
+#[inline]
+fn tail_mask(n: usize) -> u16 {
+    debug_assert!(n < 16);
+    (1u16 << n) - 1
+}
+
+/// `pshufb` masks for the last `n < 16` bytes of a message (a mask byte with its top bit set
+/// writes a zero): the 16 bytes at `n` move a lane's first `n` bytes to its top and zero the
+/// rest; the 16 at `16 + n` move its last `16 - n` bytes to its bottom and zero the rest; the
+/// 16 at `32 - n` move its last `n` bytes to its bottom and zero the rest.
+#[cfg(target_arch = "x86_64")]
+const TAIL_SHUFFLE: [u8; 48] = {
+    let mut t = [0x80u8; 48];
+    let mut i = 16;
+    while i < 32 {
+        t[i] = (i - 16) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// [`with_tail`] with the tail in a register (its `n < 16` bytes low, zeros above): the same
+/// two lanes built by byte shuffles instead of a store and two overlapping loads, whose wait
+/// for the store cost about 10 ns a read.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq,ssse3,sse2")]
+#[inline]
+fn with_tail_lane(lane: __m128i, tail: __m128i, n: usize) -> __m128i {
+    debug_assert!(n < 16);
+    if n == 0 {
+        return lane;
+    }
+    let up = &TAIL_SHUFFLE[n..n + 16];
+    let down = &TAIL_SHUFFLE[16 + n..32 + n];
+    // SAFETY: each slice is 16 bytes of a live constant (the slicing checked the bounds).
+    let (up, down) =
+        unsafe { (_mm_loadu_si128(up.as_ptr().cast()), _mm_loadu_si128(down.as_ptr().cast())) };
+    // Zeros, then the lane's first n bytes; the lane's last 16 - n bytes, then the tail.
+    let front = _mm_shuffle_epi8(lane, up);
+    let back = _mm_or_si128(_mm_shuffle_epi8(lane, down), _mm_shuffle_epi8(tail, up));
+    fold128(front, back)
 }
 
 /// The four 16-byte lanes of `x` each carried forward by the distance of `k` onto `next`.
@@ -251,33 +329,51 @@ fn reduce(x: __m128i) -> u32 {
 
 /// [`crc32`]'s one-lane path: `data.len() >= 16`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "pclmulqdq,sse2")]
+#[target_feature(enable = "pclmulqdq,ssse3,sse2")]
 fn lanes_of(crc: u32, data: &[u8]) -> u32 {
     let (first, rest) = data.split_at(MIN_LANE_LEN);
     // SAFETY: `first` has 16 readable bytes.
-    lanes(crc, unsafe { _mm_loadu_si128(first.as_ptr().cast()) }, rest)
+    lanes(crc, unsafe { _mm_loadu_si128(first.as_ptr().cast()) }, rest, data)
 }
 
 /// [`crc32_after`] on the one-lane path, the words passed in registers.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "pclmulqdq,sse2")]
+#[target_feature(enable = "pclmulqdq,ssse3,sse2")]
 fn lanes_after(crc: u32, lo: u64, hi: u64, data: &[u8]) -> u32 {
-    lanes(crc, _mm_set_epi64x(hi as i64, lo as i64), data)
+    lanes(crc, _mm_set_epi64x(hi as i64, lo as i64), data, data)
 }
 
 /// The CRC of the 16 bytes of `first` followed by `rest`, continued from `crc`: one lane
-/// carried forward 16 bytes at a time, then the tail and the reduction.
+/// carried forward 16 bytes at a time, then the tail and the reduction. `ending` is a slice
+/// of the message in memory that ends where `rest` does: when it holds 16 bytes or more, the
+/// tail is taken from its last 16 in a register ([`with_tail_lane`]).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "pclmulqdq,sse2")]
+#[target_feature(enable = "pclmulqdq,ssse3,sse2")]
 #[inline]
-fn lanes(crc: u32, first: __m128i, rest: &[u8]) -> u32 {
+fn lanes(crc: u32, first: __m128i, rest: &[u8], ending: &[u8]) -> u32 {
     let mut lane = _mm_xor_si128(first, _mm_cvtsi32_si128(!crc as i32));
     let mut chunks = rest.chunks_exact(16);
     for chunk in &mut chunks {
         // SAFETY: each chunk has 16 readable bytes.
         lane = fold128(lane, unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) });
     }
-    !reduce(with_tail(lane, chunks.remainder()))
+    let tail = chunks.remainder();
+    let n = tail.len();
+    match ending.len().checked_sub(16) {
+        Some(from) if n > 0 => {
+            // The tail is the top `n` of the last 16 bytes; moved down to the lane's bottom.
+            let down = &TAIL_SHUFFLE[32 - n..48 - n];
+            // SAFETY: 16 bytes of `ending` (`from + 16` is its length) and of the constant.
+            let (last, down) = unsafe {
+                (
+                    _mm_loadu_si128(ending[from..].as_ptr().cast()),
+                    _mm_loadu_si128(down.as_ptr().cast()),
+                )
+            };
+            !reduce(with_tail_lane(lane, _mm_shuffle_epi8(last, down), n))
+        }
+        _ => !reduce(with_tail(lane, tail)),
+    }
 }
 
 /// Both keys of a fold distance in every lane.
@@ -289,14 +385,15 @@ fn keys(k: (u64, u64)) -> __m512i {
 }
 
 /// The CRC of the `len >= MIN_SIMD_LEN` bytes at `src`, continued from `crc`; with `COPY`,
-/// also stores them to `dst`, reading each source byte once (by [`load_once`]).
+/// also stores them to `dst`, reading each source byte once (by [`load_once`],
+/// [`load16_once`] and [`load_tail_once`]).
 ///
 /// # Safety
-/// - The CPU has AVX-512F, AVX2, VPCLMULQDQ and PCLMULQDQ.
+/// - The CPU has AVX-512F, AVX-512BW, AVX-512VL, AVX2, SSSE3, VPCLMULQDQ and PCLMULQDQ.
 /// - `src..src + len` is readable; with `COPY`, `dst..dst + len` is writable and overlaps no
 ///   other live reference (without it, `dst` is not used).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,vpclmulqdq,pclmulqdq,sse2")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,vpclmulqdq,pclmulqdq,ssse3,sse2")]
 unsafe fn fold<const COPY: bool>(src: *const u8, dst: *mut u8, len: usize, crc: u32) -> u32 {
     debug_assert!(len >= MIN_SIMD_LEN);
     // One 64-byte block at `at`: loaded (once), and stored to `dst` when copying.
@@ -369,29 +466,17 @@ unsafe fn fold<const COPY: bool>(src: *const u8, dst: *mut u8, len: usize, crc: 
     // The lane now stands for the whole message so far, with a zero state; the last
     // `len - at < 16` bytes join it, and it is reduced.
     let n = len - at;
-    let mut rest = [0u8; 16];
-    // SAFETY: `at + n == len`: inside both ranges; `rest[..n]` is local, `n < 16`.
-    unsafe {
+    // SAFETY: `at + n == len`: the `n` bytes loaded and stored are inside both ranges.
+    let tail = unsafe {
         if COPY {
-            copy_small(src.add(at), rest.as_mut_ptr(), n);
-            std::ptr::copy_nonoverlapping(rest.as_ptr(), dst.add(at), n);
+            let tail = load_tail_once(src.add(at), n);
+            _mm_mask_storeu_epi8(dst.add(at).cast(), tail_mask(n), tail);
+            tail
         } else {
-            std::ptr::copy_nonoverlapping(src.add(at), rest.as_mut_ptr(), n);
+            _mm_maskz_loadu_epi8(tail_mask(n), src.add(at).cast())
         }
-    }
-    !reduce(with_tail(lane, &rest[..n]))
-}
-
-/// Copies `n` bytes with single-byte volatile loads.
-///
-/// # Safety
-/// `src..src + n` readable, `dst..dst + n` writable and distinct.
-#[inline]
-unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
-    for i in 0..n {
-        // SAFETY: `i < n`: inside both ranges (caller).
-        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
-    }
+    };
+    !reduce(with_tail_lane(lane, tail, n))
 }
 
 #[cfg(test)]
