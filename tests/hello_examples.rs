@@ -23,6 +23,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, killpg, Signal};
@@ -34,18 +35,31 @@ const WAIT: Duration = Duration::from_secs(30);
 /// and the kernel hashing each new connection's port, each answers about half.
 const ATTEMPTS: usize = 200;
 
-/// The example binary `cargo test` built beside this test (target/<profile>/examples/).
+/// The example binary beside this test (target/<profile>/examples/), built or confirmed up
+/// to date once per test binary: run alone (`cargo test --test hello_examples`), cargo builds
+/// no examples, and a binary left by an earlier build would be stale. Under `cargo test`
+/// the examples were built with the same features (the dev-dependency on this crate enables
+/// them all), so the build finds nothing to do.
 fn example(name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let exe = std::env::current_exe().expect("current_exe");
-    let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
-    let path = path.join("examples").join(name);
-    if !path.exists() {
-        // Run alone (`cargo test --test hello_examples`), the examples may not be built.
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("profile dir");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let path = profile_dir.join("examples").join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.contains(name) {
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--all-features", "--example", name])
+            .args(["build", "--quiet", "--all-features", "--example", name, "--profile", profile])
+            .arg("--target-dir")
+            .arg(target_dir)
             .status()
             .expect("cargo build");
         assert!(status.success(), "could not build the example {name}");
+        built.insert(name.to_owned());
     }
     path
 }
