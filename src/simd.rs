@@ -2,7 +2,8 @@
 //! over 512-bit registers with VPCLMULQDQ, alone ([`crc32`]) or fused with the optimistic
 //! reader's volatile copy out of shared memory ([`copy_crc32`]), on x86_64 CPUs with AVX-512
 //! (F, BW, VL) and VPCLMULQDQ, for inputs of [`MIN_SIMD_LEN`] bytes or more; over one 128-bit
-//! lane with PCLMULQDQ (and SSSE3) for 16 to 127 bytes ([`crc32`]) and for a record's head,
+//! lane with PCLMULQDQ (and SSSE3) for shorter inputs from 16 bytes (up to 127 on a CPU
+//! without the 512-bit path, [`crc32`]) and for a record's head,
 //! whose first 16 bytes arrive as two words ([`crc32_after`]); crc32fast everywhere else.
 //!
 //! The method is the folding of Intel's "Fast CRC Computation for Generic Polynomials Using
@@ -11,7 +12,8 @@
 //! `b ^ clmul(a.lo, k(D + 32)) ^ clmul(a.hi, k(D - 32))`, where `k(e)` is `x^e mod P`,
 //! bit-reflected and shifted left by one. That keeps the CRC of the whole message unchanged
 //! while it shortens; four registers (16 lanes) fold 256 bytes forward per round, then
-//! collapse into one lane. The last `n < 16` bytes join that lane as the paper's partial
+//! collapse into one register (an input under 256 bytes starts in one), whose remaining
+//! whole blocks fold onto it, and the register collapses into one lane. The last `n < 16` bytes join that lane as the paper's partial
 //! block does, by byte shuffles of registers ([`with_tail_lane`]; through a stack buffer,
 //! [`with_tail`], only for a head whose id is shorter than 16 bytes), and the lane is
 //! reduced to 32 bits by Barrett's method
@@ -27,8 +29,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Shortest input the SIMD path takes: four registers' worth, one round.
-pub(crate) const MIN_SIMD_LEN: usize = 256;
+/// Shortest input the SIMD path takes: one register's worth.
+pub(crate) const MIN_SIMD_LEN: usize = 64;
 
 /// `k(D + 32)` and `k(D - 32)` for a fold distance of `D` bits.
 const K128: (u64, u64) = (0x1_7519_97d0, 0x0_ccaa_009e);
@@ -444,21 +446,29 @@ unsafe fn fold<const COPY: bool>(src: *const u8, dst: *mut u8, len: usize, crc: 
         }
     };
     // The CRC so far enters as the message's first 32 bits, inverted (crc32fast's state).
-    let mut x = [block(0), block(64), block(128), block(192)];
-    x[0] = _mm512_xor_si512(x[0], _mm512_zextsi128_si512(_mm_cvtsi32_si128(!crc as i32)));
-    let mut at = MIN_SIMD_LEN;
-    let k2048 = keys(K2048);
-    while at + 256 <= len {
-        for (i, r) in x.iter_mut().enumerate() {
-            *r = fold512(*r, block(at + 64 * i), k2048);
+    let state = _mm512_zextsi128_si512(_mm_cvtsi32_si128(!crc as i32));
+    let (mut acc, mut at);
+    if len >= 256 {
+        let mut x = [block(0), block(64), block(128), block(192)];
+        x[0] = _mm512_xor_si512(x[0], state);
+        at = 256;
+        let k2048 = keys(K2048);
+        while at + 256 <= len {
+            for (i, r) in x.iter_mut().enumerate() {
+                *r = fold512(*r, block(at + 64 * i), k2048);
+            }
+            at += 256;
         }
-        at += 256;
+        // Collapse the four registers: each carried onto the last by its own distance (the
+        // multiplications independent of each other), then the remaining whole blocks.
+        acc = fold512(x[2], x[3], keys(K512));
+        acc = fold512(x[1], acc, keys(K1024));
+        acc = fold512(x[0], acc, keys(K1536));
+    } else {
+        // Under four registers' worth: one register, then the remaining whole blocks.
+        acc = _mm512_xor_si512(block(0), state);
+        at = 64;
     }
-    // Collapse the four registers: each carried onto the last by its own distance (the
-    // multiplications independent of each other), then the remaining whole blocks.
-    let mut acc = fold512(x[2], x[3], keys(K512));
-    acc = fold512(x[1], acc, keys(K1024));
-    acc = fold512(x[0], acc, keys(K1536));
     let k512 = keys(K512);
     while at + 64 <= len {
         acc = fold512(acc, block(at), k512);
