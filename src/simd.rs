@@ -13,16 +13,19 @@
 //! bit-reflected and shifted left by one. That keeps the CRC of the whole message unchanged
 //! while it shortens; four registers (16 lanes) fold 256 bytes forward per round, then
 //! collapse into one register (an input under 256 bytes starts in one), whose remaining
-//! whole blocks fold onto it, and the register collapses into one lane. The last `n < 16` bytes join that lane as the paper's partial
-//! block does, by byte shuffles of registers ([`with_tail_lane`]; through a stack buffer,
-//! [`with_tail`], only for a head whose id is shorter than 16 bytes), and the lane is
-//! reduced to 32 bits by Barrett's method
+//! whole blocks fold onto it, and the register collapses into one lane. The last `n < 16`
+//! bytes join that lane as the paper's partial block does, by byte shuffles of registers
+//! ([`with_tail_lane`]; through a stack buffer, [`with_tail`], only for a head whose id is
+//! shorter than 16 bytes), and the lane is reduced to 32 bits by Barrett's method
 //! ([`reduce`]). The constants are checked against the polynomial by
 //! `tests::fold_constants_follow_from_the_polynomial`.
 //!
-//! Every function is checked against crc32fast for every length up to 1,300 bytes (300 for
-//! `crc32_after`), at six source alignments and from three starting CRCs (`tests`); on a CPU
-//! without the features those tests check the fallback.
+//! The tests check every function against crc32fast from three starting CRCs: [`crc32`]
+//! and [`copy_crc32`] for every length up to 1,300 bytes at six source alignments (the copy
+//! also for writing exactly its bytes), the one-lane path up to 300 bytes at six alignments,
+//! [`crc32_after`] up to 300; and both 512-bit entry points with the input's and the
+//! output's last byte against an inaccessible page. On a CPU without the features they
+//! check the fallback.
 // Off x86_64 only the crc32fast fallback is compiled; the constants are unused there.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
@@ -63,7 +66,8 @@ pub(crate) fn crc32(crc: u32, data: &[u8]) -> u32 {
             return unsafe { fold::<false>(data.as_ptr(), std::ptr::null_mut(), data.len(), crc) };
         }
         if (MIN_LANE_LEN..CRC32FAST_FOLDS).contains(&data.len()) && has_pclmulqdq() {
-            // SAFETY: the CPU has PCLMULQDQ (detected); SSE2 is in the x86_64 baseline.
+            // SAFETY: the CPU has PCLMULQDQ and SSSE3 (detected, `has_pclmulqdq`); SSE2 is
+            // in the x86_64 baseline.
             return unsafe { lanes_of(crc, data) };
         }
     }
@@ -79,7 +83,8 @@ pub(crate) fn crc32(crc: u32, data: &[u8]) -> u32 {
 pub(crate) fn crc32_after(crc: u32, first: [u64; 2], data: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
     if has_pclmulqdq() {
-        // SAFETY: the CPU has PCLMULQDQ (detected); SSE2 is in the x86_64 baseline.
+        // SAFETY: the CPU has PCLMULQDQ and SSSE3 (detected, `has_pclmulqdq`); SSE2 is in
+        // the x86_64 baseline.
         return unsafe { lanes_after(crc, first[0], first[1], data) };
     }
     let mut h = crc32fast::Hasher::new_with_initial(crc);
@@ -611,22 +616,116 @@ mod tests {
         }
     }
 
+    /// The one-lane path, which `crc32` gives only 16 to 63 bytes on a CPU with the 512-bit
+    /// path, called directly over the lengths it serves anywhere.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_one_lane_path_equals_crc32fast() {
+        if !has_pclmulqdq() {
+            return;
+        }
+        let data = bytes(400, 5);
+        for len in MIN_LANE_LEN..=300 {
+            for skew in [0, 1, 7, 16, 33, 63] {
+                let input = &data[skew..skew + len];
+                for crc in [0, 0xFFFF_FFFF, 0x1234_5678] {
+                    // SAFETY: the CPU has PCLMULQDQ and SSSE3 (checked); `input` has 16 bytes
+                    // or more.
+                    let got = unsafe { lanes_of(crc, input) };
+                    assert_eq!(got, reference(crc, input), "len {len} skew {skew}");
+                }
+            }
+        }
+    }
+
+    /// Two pages mapped readable and writable, the second then made inaccessible: a byte
+    /// read or written past the first page faults.
+    struct Guarded {
+        base: *mut u8,
+        page: usize,
+    }
+
+    impl Guarded {
+        fn new() -> Guarded {
+            // SAFETY: sysconf has no preconditions.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
+            // SAFETY: a fresh private anonymous mapping; the result is checked.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    2 * page,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(base, libc::MAP_FAILED, "mmap");
+            let base = base.cast::<u8>();
+            // SAFETY: the second page of the mapping just made.
+            let rc = unsafe { libc::mprotect(base.add(page).cast(), page, libc::PROT_NONE) };
+            assert_eq!(rc, 0, "mprotect");
+            Guarded { base, page }
+        }
+
+        /// The last `len <= page` bytes of the accessible page.
+        fn end(&self, len: usize) -> *mut u8 {
+            assert!(len <= self.page);
+            // SAFETY: inside the first page.
+            unsafe { self.base.add(self.page - len) }
+        }
+    }
+
+    impl Drop for Guarded {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`, no longer used.
+            unsafe { libc::munmap(self.base.cast(), 2 * self.page) };
+        }
+    }
+
+    /// The 512-bit paths read only their input and the fused copy writes only its output,
+    /// at every length with the input's and the output's last byte against an inaccessible
+    /// page: the masked tail load and store touch nothing past them (a fault would kill the
+    /// test).
+    #[test]
+    fn the_512_bit_paths_touch_nothing_past_their_ranges() {
+        let (src, dst) = (Guarded::new(), Guarded::new());
+        let data = bytes(1_300, 9);
+        for len in 0..=data.len().min(src.page) {
+            let input = src.end(len);
+            // SAFETY: `len` bytes at the end of the accessible page, and `data` has `len`.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), input, len) };
+            // SAFETY: the `len` bytes just written, not written while this slice lives.
+            let input = unsafe { std::slice::from_raw_parts(input, len) };
+            assert_eq!(crc32(7, input), reference(7, input), "len {len}");
+            let out = dst.end(len);
+            // SAFETY: `input` readable and `out` writable for `len` bytes; distinct mappings.
+            if let Some(crc) = unsafe { copy_crc32(input.as_ptr(), out, len, 7) } {
+                assert_eq!(crc, reference(7, input), "len {len}");
+                // SAFETY: the `len` bytes just written.
+                assert_eq!(unsafe { std::slice::from_raw_parts(out, len) }, input, "len {len}");
+            }
+        }
+    }
+
     #[test]
     fn copy_crc32_copies_exactly_and_agrees_with_crc32fast() {
         let data = bytes(1_400, 11);
         for len in 0..=1_300 {
-            for skew in [0, 5, 48] {
+            for skew in [0, 1, 7, 16, 33, 63] {
                 let input = &data[skew..skew + len];
-                let mut out = vec![0xEEu8; len + 8];
-                // SAFETY: `input` is readable and `out` writable for `len` bytes; distinct.
-                let got = unsafe { copy_crc32(input.as_ptr(), out.as_mut_ptr(), len, 42) };
-                match got {
-                    Some(crc) => {
-                        assert_eq!(crc, reference(42, input), "len {len} skew {skew}");
-                        assert_eq!(&out[..len], input, "len {len} skew {skew}");
-                        assert!(out[len..].iter().all(|&b| b == 0xEE), "wrote past the end");
+                for start in [0, 0xFFFF_FFFF, 0x1234_5678] {
+                    let mut out = vec![0xEEu8; len + 8];
+                    // SAFETY: `input` is readable and `out` writable for `len` bytes; distinct.
+                    let got = unsafe { copy_crc32(input.as_ptr(), out.as_mut_ptr(), len, start) };
+                    match got {
+                        Some(crc) => {
+                            assert_eq!(crc, reference(start, input), "len {len} skew {skew}");
+                            assert_eq!(&out[..len], input, "len {len} skew {skew}");
+                            assert!(out[len..].iter().all(|&b| b == 0xEE), "wrote past the end");
+                        }
+                        None => assert!(!fuses(len), "len {len}"),
                     }
-                    None => assert!(!fuses(len), "len {len}"),
                 }
             }
         }

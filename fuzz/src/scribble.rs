@@ -18,8 +18,9 @@ const HEADER_SIZE: u64 = 4096;
 const SIZE: usize = 256 << 10;
 const SESSIONS: usize = 60;
 
-/// 20 to 500 bytes: shorter and longer than 256, so that reads check both the CRC of a
-/// copy (short values) and the CRC computed during the copy (long ones, on CPUs with it).
+/// 20 to 500 bytes: shorter and longer than 64 (`MIN_SIMD_LEN`), so that reads check both
+/// the CRC of a copy (short values) and the CRC computed during the copy (longer ones, on
+/// CPUs with it).
 fn value_of(i: usize) -> Vec<u8> {
     format!("value-of-session-{i}-").repeat(1 + i % 7 * 4).into_bytes()
 }
