@@ -35,32 +35,49 @@ const WAIT: Duration = Duration::from_secs(30);
 /// and the kernel hashing each new connection's port, each answers about half.
 const ATTEMPTS: usize = 200;
 
-/// The example binary beside this test (target/<profile>/examples/), built or confirmed up
-/// to date once per test binary: run alone (`cargo test --test hello_examples`), cargo builds
-/// no examples, and a binary left by an earlier build would be stale. Under `cargo test`
-/// the examples were built with the same features (the dev-dependency on this crate enables
-/// them all), so the build finds nothing to do.
+/// Longest wait for building an example (run alone, the test builds it from scratch).
+const BUILD_WAIT: Duration = Duration::from_secs(20 * 60);
+
+/// The example binary, built or confirmed up to date once per test binary: run alone
+/// (`cargo test --test hello_examples`), cargo builds no examples, and a binary left by an
+/// earlier build would be stale. Under `cargo test` the examples were built with the same
+/// features (the dev-dependency on this crate enables them all), so the build finds nothing
+/// to do. The path is the one cargo reports, whatever the target directory or target.
+// The build is reaped through `common::Child` (pidfd wait, or SIGKILL and reap on drop).
+#[allow(clippy::zombie_processes)]
 fn example(name: &str) -> PathBuf {
-    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("profile dir");
-    let target_dir = profile_dir.parent().expect("target dir");
-    let path = profile_dir.join("examples").join(name);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.contains(name) {
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--all-features", "--example", name, "--profile", profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "could not build the example {name}");
-        built.insert(name.to_owned());
-    }
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    // Cargo's messages go to a file, not a pipe, so that a full pipe cannot stall the build
+    // while this waits for it; its progress and "waiting for file lock" go to stderr.
+    let messages =
+        std::env::temp_dir().join(format!("hello-build-{}-{name}.json", std::process::id()));
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--all-features", "--message-format=json-render-diagnostics"])
+        .args(["--example", name, "--profile", profile])
+        .stdout(std::fs::File::create(&messages).expect("create the build's message file"))
+        .spawn()
+        .expect("cargo build");
+    let code = common::Child::adopt(build.id()).wait(BUILD_WAIT);
+    let json = std::fs::read_to_string(&messages).expect("read the build's messages");
+    let _ = std::fs::remove_file(&messages);
+    assert_eq!(code, 0, "could not build the example {name}");
+    let path = json
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reported no executable for the example {name}"));
+    built.insert(name.to_owned(), path.clone());
     path
 }
 
