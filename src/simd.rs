@@ -3,8 +3,8 @@
 //! reader's volatile copy out of shared memory ([`copy_crc32`]), on x86_64 CPUs with AVX-512
 //! (F, BW, VL) and VPCLMULQDQ, for inputs of [`MIN_SIMD_LEN`] bytes or more; over one 128-bit
 //! lane with PCLMULQDQ (and SSSE3) for shorter inputs from 16 bytes (up to 127 on a CPU
-//! without the 512-bit path, [`crc32`]) and for a record's head,
-//! whose first 16 bytes arrive as two words ([`crc32_after`]); crc32fast everywhere else.
+//! without the 512-bit path, [`crc32`]) and for a record's head, whose first 16 bytes arrive
+//! as two words ([`crc32_after`]); crc32fast everywhere else.
 //!
 //! The method is the folding of Intel's "Fast CRC Computation for Generic Polynomials Using
 //! PCLMULQDQ" (Gopal et al., 2009), in its bit-reflected form: each 128-bit lane of message
