@@ -1,38 +1,40 @@
 //! CRC-32 (the IEEE polynomial, as crc32fast computes it) with carry-less multiplication:
-//! over 512-bit registers with VPCLMULQDQ, alone ([`crc32`]) or fused with the optimistic
-//! reader's volatile copy out of shared memory ([`copy_crc32`]), on x86_64 CPUs with AVX-512
-//! (F, BW, VL) and VPCLMULQDQ, for inputs of [`MIN_SIMD_LEN`] bytes or more; over one 128-bit
-//! lane with PCLMULQDQ (and SSSE3) for shorter inputs from 16 bytes (up to 127 on a CPU
-//! without the 512-bit path, [`crc32`]) and for a record's head, whose first 16 bytes arrive
-//! as two words ([`crc32_after`]); crc32fast everywhere else.
+//! over wide registers with VPCLMULQDQ, alone ([`crc32`]) or fused with the optimistic
+//! reader's volatile copy out of shared memory ([`copy_crc32`]), for inputs of
+//! [`MIN_SIMD_LEN`] bytes or more: 512-bit registers on x86_64 CPUs with AVX-512 (F, BW, VL)
+//! ([`fold`]), 256-bit ones on CPUs with AVX2 but not AVX-512, such as AMD's Zen 3 and Intel's
+//! client cores from Alder Lake ([`fold_ymm`]); over one 128-bit lane with PCLMULQDQ (and
+//! SSSE3) for shorter inputs from 16 bytes (up to 127 on a CPU without VPCLMULQDQ,
+//! [`crc32`]) and for a record's head, whose first 16 bytes arrive as two words
+//! ([`crc32_after`]); crc32fast everywhere else.
 //!
 //! The method is the folding of Intel's "Fast CRC Computation for Generic Polynomials Using
 //! PCLMULQDQ" (Gopal et al., 2009), in its bit-reflected form: each 128-bit lane of message
 //! bytes `a` is carried `D` bits forward, onto the lane `b` that lies `D` bits later, as
 //! `b ^ clmul(a.lo, k(D + 32)) ^ clmul(a.hi, k(D - 32))`, where `k(e)` is `x^e mod P`,
 //! bit-reflected and shifted left by one. That keeps the CRC of the whole message unchanged
-//! while it shortens; four registers (16 lanes) fold 256 bytes forward per round, then
-//! collapse into one register (an input under 256 bytes starts in one), whose remaining
-//! whole blocks fold onto it, and the register collapses into one lane. The last `n < 16`
-//! bytes join that lane as the paper's partial block does, by byte shuffles of registers
-//! ([`with_tail_lane`]; through a stack buffer, [`with_tail`], only for a head whose id is
-//! shorter than 16 bytes), and the lane is reduced to 32 bits by Barrett's method
+//! while it shortens; four registers (16 lanes of 512-bit ones, 8 of 256-bit ones) fold 256
+//! (128) bytes forward per round, then collapse into one register (a shorter input starts in
+//! one), whose remaining whole blocks fold onto it, and the register collapses into one lane.
+//! The last `n < 16` bytes join that lane as the paper's partial block does, by byte shuffles
+//! of registers ([`with_tail_lane`]; through a stack buffer, [`with_tail`], only for a head
+//! whose id is shorter than 16 bytes), and the lane is reduced to 32 bits by Barrett's method
 //! ([`reduce`]). The constants are checked against the polynomial by
 //! `tests::fold_constants_follow_from_the_polynomial`.
 //!
 //! The tests check every function against crc32fast from three starting CRCs: [`crc32`]
 //! and [`copy_crc32`] for every length up to 1,300 bytes at six source alignments (the copy
 //! also for writing exactly its bytes), the one-lane path up to 300 bytes at six alignments,
-//! [`crc32_after`] up to 300; and both 512-bit entry points with the input's and the
-//! output's last byte against an inaccessible page. On a CPU without the features they
-//! check the fallback.
+//! [`crc32_after`] up to 300; both wide kernels, each called directly where the CPU runs it,
+//! the same way; and the wide entry points with the input's and the output's last byte against
+//! an inaccessible page. On a CPU without the features they check the fallback.
 // Off x86_64 only the crc32fast fallback is compiled; the constants are unused there.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Shortest input the SIMD path takes: one register's worth.
+/// Shortest input the wide kernels take: one 512-bit register's worth.
 pub(crate) const MIN_SIMD_LEN: usize = 64;
 
 /// `k(D + 32)` and `k(D - 32)` for a fold distance of `D` bits.
@@ -40,6 +42,7 @@ const K128: (u64, u64) = (0x1_7519_97d0, 0x0_ccaa_009e);
 const K256: (u64, u64) = (0x0_f1da_05aa, 0x1_5a54_6366);
 const K384: (u64, u64) = (0x0_3db1_ecdc, 0x1_7435_9406);
 const K512: (u64, u64) = (0x1_5444_2bd4, 0x1_c6e4_1596);
+const K768: (u64, u64) = (0x0_df06_8dc2, 0x1_8cb4_4e58);
 const K1024: (u64, u64) = (0x1_e88e_f372, 0x1_4a7f_e880);
 const K1536: (u64, u64) = (0x1_821d_8bc0, 0x1_2e95_8ac4);
 const K2048: (u64, u64) = (0x1_1542_778a, 0x1_322d_1430);
@@ -60,10 +63,12 @@ const CRC32FAST_FOLDS: usize = 128;
 pub(crate) fn crc32(crc: u32, data: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if fuses(data.len()) {
-            // SAFETY: the CPU has the features `fold` enables (`fuses`); `data` is a
-            // live slice of `data.len()` readable bytes, and no bytes are written (no `dst`).
-            return unsafe { fold::<false>(data.as_ptr(), std::ptr::null_mut(), data.len(), crc) };
+        if let Some(width) = wide(data.len()) {
+            // SAFETY: the CPU runs `width`'s kernel (`wide`); `data` is a live slice of
+            // `data.len()` readable bytes, and no bytes are written (no `dst`).
+            return unsafe {
+                folded::<false>(width, data.as_ptr(), std::ptr::null_mut(), data.len(), crc)
+            };
         }
         if (MIN_LANE_LEN..CRC32FAST_FOLDS).contains(&data.len()) && has_pclmulqdq() {
             // SAFETY: the CPU has PCLMULQDQ and SSSE3 (detected, `has_pclmulqdq`); SSE2 is
@@ -94,13 +99,62 @@ pub(crate) fn crc32_after(crc: u32, first: [u64; 2], data: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Whether [`copy_crc32`] takes `len` bytes on this CPU (and [`crc32`] its SIMD path).
+/// Whether [`copy_crc32`] takes `len` bytes on this CPU (and [`crc32`] a wide kernel).
 #[inline]
 pub(crate) fn fuses(len: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return len >= MIN_SIMD_LEN && has_vpclmulqdq();
+    return wide(len).is_some();
     #[cfg(not(target_arch = "x86_64"))]
     return false;
+}
+
+/// A wide kernel's register width.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Width {
+    /// 512 bits: [`fold`].
+    Zmm,
+    /// 256 bits: [`fold_ymm`].
+    Ymm,
+}
+
+/// The widest kernel this CPU runs for `len` bytes: none under [`MIN_SIMD_LEN`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn wide(len: usize) -> Option<Width> {
+    if len < MIN_SIMD_LEN {
+        return None;
+    }
+    let found = features();
+    if found & FOLDS != 0 {
+        Some(Width::Zmm)
+    } else if found & FOLDS_YMM != 0 {
+        Some(Width::Ymm)
+    } else {
+        None
+    }
+}
+
+/// [`fold`] or [`fold_ymm`], as `width` says.
+///
+/// # Safety
+/// The CPU runs `width`'s kernel; `src`, `dst` and `len` are as that kernel requires.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn folded<const COPY: bool>(
+    width: Width,
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+    crc: u32,
+) -> u32 {
+    // SAFETY: as the caller promises.
+    unsafe {
+        match width {
+            Width::Zmm => fold::<COPY>(src, dst, len, crc),
+            Width::Ymm => fold_ymm::<COPY>(src, dst, len, crc),
+        }
+    }
 }
 
 /// Copies `len` bytes from `src` to `dst` with loads the compiler may neither elide, merge
@@ -113,23 +167,14 @@ pub(crate) fn fuses(len: usize) -> bool {
 /// - `dst..dst + len` is writable and overlaps no other live reference.
 #[inline]
 pub(crate) unsafe fn copy_crc32(src: *const u8, dst: *mut u8, len: usize, crc: u32) -> Option<u32> {
-    if !fuses(len) {
-        return None;
-    }
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has the features `fold` enables (`fuses`); the ranges are as the
-    // caller promises.
-    return Some(unsafe { fold::<true>(src, dst, len, crc) });
+    // SAFETY: the CPU runs `width`'s kernel (`wide`); the ranges are as the caller promises.
+    return wide(len).map(|width| unsafe { folded::<true>(width, src, dst, len, crc) });
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("fuses is false off x86_64");
-}
-
-/// Whether this CPU runs [`fold`]: AVX-512 (F, BW, VL), AVX2, SSSE3, VPCLMULQDQ and
-/// PCLMULQDQ.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn has_vpclmulqdq() -> bool {
-    features() & FOLDS != 0
+    return {
+        let _ = (src, dst, len, crc);
+        None
+    };
 }
 
 /// Whether this CPU runs [`lanes`]: PCLMULQDQ, and SSSE3 for [`with_tail_lane`] (every CPU
@@ -140,13 +185,17 @@ fn has_pclmulqdq() -> bool {
     features() & LANES != 0
 }
 
-/// The bits of [`FEATURES`]: detection has run; [`fold`] runs; [`lanes`] runs.
+/// The bits of [`FEATURES`]: detection has run; [`fold`] runs (AVX-512 F, BW and VL, AVX2,
+/// SSSE3, VPCLMULQDQ, PCLMULQDQ); [`lanes`] runs; [`fold_ymm`] runs (AVX2, AVX, SSSE3,
+/// VPCLMULQDQ, PCLMULQDQ).
 #[cfg(target_arch = "x86_64")]
 const DETECTED: u8 = 1;
 #[cfg(target_arch = "x86_64")]
 const FOLDS: u8 = 2;
 #[cfg(target_arch = "x86_64")]
 const LANES: u8 = 4;
+#[cfg(target_arch = "x86_64")]
+const FOLDS_YMM: u8 = 8;
 
 /// The features this CPU has, detected once: one relaxed load per CRC afterwards, where
 /// asking `is_x86_feature_detected!` for each of seven features took 2 % of a `get`.
@@ -175,7 +224,14 @@ fn detect() -> u8 {
         && std::is_x86_feature_detected!("pclmulqdq");
     let lanes =
         std::is_x86_feature_detected!("pclmulqdq") && std::is_x86_feature_detected!("ssse3");
-    let found = DETECTED | if folds { FOLDS } else { 0 } | if lanes { LANES } else { 0 };
+    let folds_ymm = lanes
+        && std::is_x86_feature_detected!("avx")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("vpclmulqdq");
+    let found = DETECTED
+        | if folds { FOLDS } else { 0 }
+        | if lanes { LANES } else { 0 }
+        | if folds_ymm { FOLDS_YMM } else { 0 };
     FEATURES.store(found, std::sync::atomic::Ordering::Relaxed);
     found
 }
@@ -220,6 +276,29 @@ unsafe fn load16_once(p: *const u8) -> __m128i {
         std::arch::asm!(
             "vmovdqu {v}, xmmword ptr [{p}]",
             v = out(xmm_reg) v,
+            p = in(reg) p,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    v
+}
+
+/// The 32 bytes at `p`, by one `vmovdqu` in inline assembly, executed exactly once as
+/// [`load_once`]'s 64.
+///
+/// # Safety
+/// `p..p + 32` is readable; the CPU has AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn load32_once(p: *const u8) -> __m256i {
+    let v: __m256i;
+    // SAFETY: the caller guarantees the 32 bytes are readable and AVX; the instruction reads
+    // only them, writes no memory and leaves the flags alone.
+    unsafe {
+        std::arch::asm!(
+            "vmovdqu {v}, ymmword ptr [{p}]",
+            v = out(ymm_reg) v,
             p = in(reg) p,
             options(nostack, readonly, preserves_flags),
         );
@@ -307,6 +386,16 @@ fn fold512(x: __m512i, next: __m512i, k: __m512i) -> __m512i {
     let lo = _mm512_clmulepi64_epi128::<0x00>(x, k);
     let hi = _mm512_clmulepi64_epi128::<0x11>(x, k);
     _mm512_ternarylogic_epi64::<0x96>(lo, hi, next)
+}
+
+/// The two 16-byte lanes of `x` each carried forward by the distance of `k` onto `next`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,vpclmulqdq")]
+#[inline]
+fn fold256(x: __m256i, next: __m256i, k: __m256i) -> __m256i {
+    let lo = _mm256_clmulepi64_epi128::<0x00>(x, k);
+    let hi = _mm256_clmulepi64_epi128::<0x11>(x, k);
+    _mm256_xor_si256(_mm256_xor_si256(lo, hi), next)
 }
 
 /// The lane `x` carried 128 bits forward onto `next`.
@@ -529,6 +618,107 @@ unsafe fn fold<const COPY: bool>(src: *const u8, dst: *mut u8, len: usize, crc: 
     !reduce(with_tail_lane(lane, tail, n))
 }
 
+/// Both keys of a fold distance in both lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn keys_ymm(k: (u64, u64)) -> __m256i {
+    _mm256_broadcastsi128_si256(_mm_set_epi64x(k.1 as i64, k.0 as i64))
+}
+
+/// [`fold`] over 256-bit registers, for CPUs with VPCLMULQDQ and AVX2 but not AVX-512.
+/// Without AVX-512BW's masked loads and stores, the last `n = len % 16` bytes come from the
+/// message's last 16, loaded (and, with `COPY`, stored) first: the bytes of those 16 before
+/// the last `n` are then loaded again by the blocks, whose values the CRC takes and whose
+/// stores overwrite them in `dst`, so that the copy and the CRC agree on every byte even while
+/// another process writes the source.
+///
+/// # Safety
+/// - The CPU has AVX2, AVX, SSSE3, VPCLMULQDQ and PCLMULQDQ.
+/// - `src..src + len` is readable; with `COPY`, `dst..dst + len` is writable and overlaps no
+///   other live reference (without it, `dst` is not used).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx,vpclmulqdq,pclmulqdq,ssse3,sse2")]
+unsafe fn fold_ymm<const COPY: bool>(src: *const u8, dst: *mut u8, len: usize, crc: u32) -> u32 {
+    debug_assert!(len >= MIN_SIMD_LEN);
+    let n = len % 16;
+    // SAFETY: `len >= 16`: the last 16 bytes are inside both ranges.
+    let last = unsafe {
+        if n == 0 {
+            _mm_setzero_si128()
+        } else if COPY {
+            let v = load16_once(src.add(len - 16));
+            _mm_storeu_si128(dst.add(len - 16).cast(), v);
+            v
+        } else {
+            _mm_loadu_si128(src.add(len - 16).cast())
+        }
+    };
+    // One 32-byte block at `at`: loaded (once), and stored to `dst` when copying.
+    let block = |at: usize| {
+        // SAFETY: every caller below passes `at + 32 <= len`: inside both ranges.
+        unsafe {
+            let v = if COPY {
+                load32_once(src.add(at))
+            } else {
+                _mm256_loadu_si256(src.add(at).cast())
+            };
+            if COPY {
+                _mm256_storeu_si256(dst.add(at).cast(), v);
+            }
+            v
+        }
+    };
+    // The CRC so far enters as the message's first 32 bits, inverted (crc32fast's state).
+    let state = _mm256_zextsi128_si256(_mm_cvtsi32_si128(!crc as i32));
+    let (mut acc, mut at);
+    if len >= 128 {
+        let mut x = [block(0), block(32), block(64), block(96)];
+        x[0] = _mm256_xor_si256(x[0], state);
+        at = 128;
+        let k1024 = keys_ymm(K1024);
+        while at + 128 <= len {
+            for (i, r) in x.iter_mut().enumerate() {
+                *r = fold256(*r, block(at + 32 * i), k1024);
+            }
+            at += 128;
+        }
+        // Collapse the four registers, each carried onto the last by its own distance.
+        acc = fold256(x[2], x[3], keys_ymm(K256));
+        acc = fold256(x[1], acc, keys_ymm(K512));
+        acc = fold256(x[0], acc, keys_ymm(K768));
+    } else {
+        acc = _mm256_xor_si256(block(0), state);
+        at = 32;
+    }
+    let k256 = keys_ymm(K256);
+    while at + 32 <= len {
+        acc = fold256(acc, block(at), k256);
+        at += 32;
+    }
+    let mut lane = fold128(_mm256_castsi256_si128(acc), _mm256_extracti128_si256::<1>(acc));
+    if at + 16 <= len {
+        // SAFETY: `at + 16 <= len`: inside both ranges.
+        let next = unsafe {
+            if COPY {
+                let v = load16_once(src.add(at));
+                _mm_storeu_si128(dst.add(at).cast(), v);
+                v
+            } else {
+                _mm_loadu_si128(src.add(at).cast())
+            }
+        };
+        lane = fold128(lane, next);
+        at += 16;
+    }
+    debug_assert_eq!(len - at, n);
+    // The tail is the top `n` of the last 16 bytes; moved down to the lane's bottom.
+    let down = &TAIL_SHUFFLE[32 - n..48 - n];
+    // SAFETY: 16 bytes of the constant (the slicing checked the bounds).
+    let tail = _mm_shuffle_epi8(last, unsafe { _mm_loadu_si128(down.as_ptr().cast()) });
+    !reduce(with_tail_lane(lane, tail, n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,7 +748,7 @@ mod tests {
 
     #[test]
     fn fold_constants_follow_from_the_polynomial() {
-        let all = [(128, K128), (256, K256), (384, K384), (512, K512)];
+        let all = [(128, K128), (256, K256), (384, K384), (512, K512), (768, K768)];
         for (d, key) in all.into_iter().chain([(1024, K1024), (1536, K1536), (2048, K2048)]) {
             assert_eq!((k(d + 32), k(d - 32)), key, "distance {d}");
         }
@@ -683,12 +873,23 @@ mod tests {
         }
     }
 
-    /// The 512-bit paths read only their input and the fused copy writes only its output,
-    /// at every length with the input's and the output's last byte against an inaccessible
-    /// page: the masked tail load and store touch nothing past them (a fault would kill the
-    /// test).
+    /// The wide kernels this CPU runs, each of them, whichever [`wide`] prefers.
+    #[cfg(target_arch = "x86_64")]
+    fn kernels() -> Vec<Width> {
+        let found = features();
+        [(FOLDS, Width::Zmm), (FOLDS_YMM, Width::Ymm)]
+            .into_iter()
+            .filter(|&(bit, _)| found & bit != 0)
+            .map(|(_, width)| width)
+            .collect()
+    }
+
+    /// The wide entry points, and each wide kernel called directly, read only their input
+    /// and the fused copy writes only its output, at every length with the input's and the
+    /// output's last byte against an inaccessible page: the tail loads and stores touch
+    /// nothing past them (a fault would kill the test).
     #[test]
-    fn the_512_bit_paths_touch_nothing_past_their_ranges() {
+    fn the_wide_paths_touch_nothing_past_their_ranges() {
         let (src, dst) = (Guarded::new(), Guarded::new());
         let data = bytes(1_300, 9);
         for len in 0..=data.len().min(src.page) {
@@ -704,6 +905,49 @@ mod tests {
                 assert_eq!(crc, reference(7, input), "len {len}");
                 // SAFETY: the `len` bytes just written.
                 assert_eq!(unsafe { std::slice::from_raw_parts(out, len) }, input, "len {len}");
+            }
+            #[cfg(target_arch = "x86_64")]
+            for width in kernels().into_iter().filter(|_| len >= MIN_SIMD_LEN) {
+                // SAFETY: the CPU runs `width` (`kernels`); `input` has `len` readable bytes.
+                let crc = unsafe { folded::<false>(width, input.as_ptr(), out, len, 7) };
+                assert_eq!(crc, reference(7, input), "{width:?} len {len}");
+                // SAFETY: as above, and `out` has `len` writable bytes in another mapping.
+                let crc = unsafe { folded::<true>(width, input.as_ptr(), out, len, 7) };
+                assert_eq!(crc, reference(7, input), "{width:?} len {len}");
+                // SAFETY: the `len` bytes just written.
+                assert_eq!(unsafe { std::slice::from_raw_parts(out, len) }, input, "len {len}");
+            }
+        }
+    }
+
+    /// Each wide kernel this CPU runs, called directly (the entry points use only the widest),
+    /// against crc32fast at every length it takes up to 1,300 bytes, six source alignments and
+    /// three starting CRCs: alone, and fused with a copy that writes exactly its bytes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn each_wide_kernel_equals_crc32fast_and_copies_exactly() {
+        let data = bytes(1_400, 13);
+        for width in kernels() {
+            for len in MIN_SIMD_LEN..=1_300 {
+                for skew in [0, 1, 7, 16, 33, 63] {
+                    let input = &data[skew..skew + len];
+                    for start in [0, 0xFFFF_FFFF, 0x1234_5678] {
+                        let want = reference(start, input);
+                        let src = input.as_ptr();
+                        let null = std::ptr::null_mut();
+                        // SAFETY: the CPU runs `width` (`kernels`); `input` is readable for
+                        // `len` bytes, and nothing is written without COPY.
+                        let got = unsafe { folded::<false>(width, src, null, len, start) };
+                        assert_eq!(got, want, "{width:?} len {len} skew {skew}");
+                        let mut out = vec![0xEEu8; len + 8];
+                        // SAFETY: as above, and `out` is writable for `len` bytes, distinct.
+                        let got =
+                            unsafe { folded::<true>(width, src, out.as_mut_ptr(), len, start) };
+                        assert_eq!(got, want, "{width:?} copy len {len} skew {skew}");
+                        assert_eq!(&out[..len], input, "{width:?} len {len} skew {skew}");
+                        assert!(out[len..].iter().all(|&b| b == 0xEE), "wrote past the end");
+                    }
+                }
             }
         }
     }
