@@ -2,9 +2,17 @@
 # HTTP: the hello example (axum + tower-sessions, examples/hello_cluster.rs) under wrk, with a
 # session cookie, once over this store (shared by the workers) and once over tower-sessions'
 # MemoryStore (one per worker, STORE=memory): requests/s and latency p50/p99 for both, and
-# their ratio, so the store's share of a request's cost shows.
+# their ratio, so the store's share of a request's cost shows. ROUNDS rounds, each running both
+# servers one after the other, in alternating order (the first server of a run measured faster
+# or slower by its position alone would otherwise bias the ratio); the table gives each
+# store's median over the rounds and the median of the rounds' ratios.
 #
-#   bash benches/http.sh            # WORKERS=2 CONNECTIONS=16 DURATION=10s by default
+# The load spreads over SESSIONS sessions (default 100), taken before the load through one
+# connection, so on one worker: each request carries the next session's cookie in turn, as
+# requests from many clients would. SESSIONS=1 sends every request with one cookie: a single
+# session that both workers write on every request, its memory moving between their CPUs.
+#
+#   bash benches/http.sh    # WORKERS=2 CONNECTIONS=16 DURATION=10s ROUNDS=3 SESSIONS=100
 #
 # Installs wrk (Debian's package) if it is missing and this is root. Targets 127.0.0.1 only;
 # every server it starts is stopped on exit. With the per-process store, a request reaching a
@@ -16,6 +24,8 @@ WORKERS=${WORKERS:-2}
 CONNECTIONS=${CONNECTIONS:-16}
 DURATION=${DURATION:-10s}
 THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
+SESSIONS=${SESSIONS:-100}
 
 if ! command -v wrk >/dev/null; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
@@ -37,7 +47,19 @@ stop() {
 }
 trap 'stop; rm -rf "$tmp"' EXIT
 
-# run STORE: starts the server, takes a session, loads it with wrk; prints "rps p50 p99".
+# wrk's per-request hook: the cookies of $COOKIES (one per line), in turn.
+cat >"$tmp/sessions.lua" <<'LUA'
+local cookies = {}
+for line in io.lines(os.getenv("COOKIES")) do cookies[#cookies + 1] = line end
+local i = 0
+request = function()
+  i = i % #cookies + 1
+  return wrk.format(nil, nil, { ["Cookie"] = cookies[i] })
+end
+LUA
+
+# run STORE: starts the server, takes SESSIONS sessions, loads them with wrk; prints
+# "rps p50 p99".
 run() {
   STORE=$1 WORKERS=$WORKERS PORT=0 "$bin" >"$tmp/log" 2>&1 &
   server=$!
@@ -49,12 +71,19 @@ run() {
   done
   [[ -n $port ]] || { cat "$tmp/log"; echo "server did not start"; exit 1; }
   local url="http://127.0.0.1:$port/hello"
-  curl -s --max-time 5 -c "$tmp/jar" "$url" >/dev/null
-  local cookie
-  cookie=$(awk '$6 == "id" { print "id=" $7 }' "$tmp/jar")
-  [[ -n $cookie ]] || { echo "no session cookie"; exit 1; }
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency \
-    -H "Cookie: $cookie" "$url" >"$tmp/wrk"
+  # One keep-alive connection: every session begins on the worker that accepted it.
+  python3 - "$port" "$SESSIONS" >"$tmp/cookies" <<'PY'
+import http.client, sys
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
+for _ in range(int(sys.argv[2])):
+    conn.request("GET", "/hello")
+    response = conn.getresponse()
+    response.read()
+    print(response.getheader("set-cookie").split(";")[0])
+PY
+  [[ $(grep -c '^id=' "$tmp/cookies") == "$SESSIONS" ]] || { echo "no session cookie"; exit 1; }
+  COOKIES="$tmp/cookies" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s \
+    --latency -s "$tmp/sessions.lua" "$url" >"$tmp/wrk"
   stop
   local rps p50 p99
   rps=$(awk '/^Requests\/sec/ { print $2 }' "$tmp/wrk")
@@ -64,16 +93,40 @@ run() {
 }
 
 # `run` in this shell (not a subshell), so that the EXIT trap knows the server to stop.
-run shared >"$tmp/shared"
-run memory >"$tmp/memory"
-read -r shared_rps shared_p50 shared_p99 <"$tmp/shared"
-read -r memory_rps memory_p50 memory_p99 <"$tmp/memory"
-ratio=$(python3 -c "print(f'{$shared_rps / $memory_rps:.3f}')")
+# Each round appends "rps p50 p99" to $tmp/shared and $tmp/memory.
+for round in $(seq 1 "$ROUNDS"); do
+  if ((round % 2)); then order="shared memory"; else order="memory shared"; fi
+  for store in $order; do
+    run "$store" >>"$tmp/$store"
+  done
+  echo "round $round: shared $(tail -1 "$tmp/shared"); memory $(tail -1 "$tmp/memory")"
+done
+# Medians: of each store's requests/s, p50 and p99 (wrk's units kept), and of the ratios.
+medians=$(python3 - "$tmp/shared" "$tmp/memory" <<'PY'
+import re, statistics, sys
+def seconds(t):
+    v, unit = re.fullmatch(r"([0-9.]+)(us|ms|s)", t).groups()
+    return float(v) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
+def show(s):
+    return f"{s * 1e6:.0f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"
+runs = [[line.split() for line in open(path) if line.strip()] for path in sys.argv[1:]]
+out = []
+for rows in runs:
+    rps = statistics.median(float(r[0]) for r in rows)
+    p50 = statistics.median(seconds(r[1]) for r in rows)
+    p99 = statistics.median(seconds(r[2]) for r in rows)
+    out += [f"{rps:,.0f}", show(p50), show(p99)]
+ratios = [float(a[0]) / float(b[0]) for a, b in zip(*runs)]
+out += [f"{statistics.median(ratios):.3f}", " ".join(f"{r:.3f}" for r in ratios)]
+print("|".join(out))
+PY
+)
+IFS='|' read -r shared_rps shared_p50 shared_p99 memory_rps memory_p50 memory_p99 ratio ratios <<<"$medians"
 summary="| store | requests/s | p50 | p99 |
 |---|---|---|---|
 | cluster-session-store (shared by $WORKERS workers) | $shared_rps | $shared_p50 | $shared_p99 |
 | tower-sessions MemoryStore (one per worker, not shared) | $memory_rps | $memory_p50 | $memory_p99 |
 
-shared / per-process requests/s: ${ratio}× (wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $WORKERS workers, $(nproc) cores)"
+shared / per-process requests/s: ${ratio}× (median of the rounds' ratios: $ratios; wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $WORKERS workers, $(nproc) cores, $SESSIONS sessions, $ROUNDS rounds in alternating order)"
 echo "$summary"
 mkdir -p target && echo "$summary" >target/bench-summary-http.md
