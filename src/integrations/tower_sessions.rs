@@ -52,6 +52,10 @@ struct Stored<D> {
     expires_ns: u32,
 }
 
+/// Bytes reserved for an encoded record before encoding it: a small session's MessagePack
+/// fits, where a `Vec` grown from empty would move five times on its way there.
+const ENCODE_CAPACITY: usize = 256;
+
 fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
     let expiry = record.expiry_date;
     let stored = Stored {
@@ -59,7 +63,37 @@ fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
         expires_s: expiry.unix_timestamp(),
         expires_ns: expiry.nanosecond(),
     };
-    rmp_serde::to_vec_named(&stored).map_err(|e| session_store::Error::Encode(e.to_string()))
+    let mut bytes = Vec::with_capacity(ENCODE_CAPACITY);
+    rmp_serde::encode::write_named(&mut bytes, &stored)
+        .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// The key a record is stored under: `id`'s text form exactly as its `Display` writes it
+/// (URL-safe base64 of its 16 little-endian bytes, unpadded: 22 characters), built on the
+/// stack instead of in a `String` through the formatting machinery, once per call.
+struct Key([u8; 22]);
+
+impl Key {
+    fn of(id: &Id) -> Key {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bytes = id.0.to_le_bytes();
+        let mut text = [0u8; 22];
+        // Five groups of three bytes give four characters each; the last byte gives two.
+        for (group, out) in bytes.chunks(3).zip(text.chunks_mut(4)) {
+            let at = |i: usize| u32::from(group.get(i).copied().unwrap_or(0));
+            let bits = at(0) << 16 | at(1) << 8 | at(2);
+            for (j, c) in out.iter_mut().enumerate() {
+                *c = ALPHABET[(bits >> (18 - 6 * j)) as usize & 63];
+            }
+        }
+        Key(text)
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("base64 is ASCII")
+    }
 }
 
 fn decode(id: Id, bytes: &[u8]) -> session_store::Result<Record> {
@@ -92,7 +126,10 @@ impl SessionStore for ClusterStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let bytes = encode(record)?;
         for _ in 0..MINT_ATTEMPTS {
-            if self.add_raw(&record.id.to_string(), &bytes, expiry(record)).map_err(store_error)? {
+            if self
+                .add_raw(Key::of(&record.id).as_str(), &bytes, expiry(record))
+                .map_err(store_error)?
+            {
                 return Ok(());
             }
             record.id = Id::default();
@@ -103,19 +140,20 @@ impl SessionStore for ClusterStore {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.set_raw(&record.id.to_string(), &encode(record)?, expiry(record)).map_err(store_error)
+        self.set_raw(Key::of(&record.id).as_str(), &encode(record)?, expiry(record))
+            .map_err(store_error)
     }
 
     /// The record, or `None` if it is absent or expired.
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        match self.get_raw(&id.to_string()).map_err(store_error)? {
+        match self.get_raw(Key::of(id).as_str()).map_err(store_error)? {
             Some(bytes) => decode(*id, &bytes).map(Some),
             None => Ok(None),
         }
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.destroy(&id.to_string()).map(drop).map_err(store_error)
+        self.destroy(Key::of(id).as_str()).map(drop).map_err(store_error)
     }
 }
 
@@ -126,5 +164,28 @@ impl ExpiredDeletion for ClusterStore {
     /// `Config::sweep_interval`); here for code written against the trait.
     async fn delete_expired(&self) -> session_store::Result<()> {
         self.purge_expired().map(drop).map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The key is `Id`'s `Display` form, for the ids at the edges and 10,000 others.
+    #[test]
+    fn the_key_is_the_ids_text_form() {
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let edges = [0, 1, -1, i128::MIN, i128::MAX, 0xFF, 0xFF << 120];
+        let random = (0..10_000).map(|_| (i128::from(next()) << 64) | i128::from(next()));
+        for raw in edges.into_iter().chain(random) {
+            let id = Id(raw);
+            assert_eq!(Key::of(&id).as_str(), id.to_string(), "id {raw:#x}");
+        }
     }
 }
