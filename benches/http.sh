@@ -2,17 +2,18 @@
 # HTTP: the hello example (axum + tower-sessions, examples/hello_cluster.rs) under wrk, with a
 # session cookie, once over this store (shared by the workers) and once over tower-sessions'
 # MemoryStore (one per worker, STORE=memory): requests/s and latency p50/p99 for both, and
-# their ratio, so the store's share of a request's cost shows. ROUNDS rounds, each running both
-# servers one after the other, in alternating order (the first server of a run measured faster
-# or slower by its position alone would otherwise bias the ratio); the table gives each
-# store's median over the rounds and the median of the rounds' ratios.
+# their ratio, so the store's share of a request's cost shows. ROUNDS rounds (an even number),
+# each running both servers one after the other, in alternating order, so that each store goes
+# first in half of them (a server measured faster or slower by its position alone would
+# otherwise bias the ratio); the table gives each store's median over the rounds and the
+# median of the rounds' ratios.
 #
 # The load spreads over SESSIONS sessions (default 100), taken before the load through one
-# connection, so on one worker: each request carries the next session's cookie in turn, as
-# requests from many clients would. SESSIONS=1 sends every request with one cookie: a single
+# connection, so on one worker: each request carries the next session's cookie in turn, each
+# wrk thread starting at its own share of them, as requests from many clients would. SESSIONS=1 sends every request with one cookie: a single
 # session that both workers write on every request, its memory moving between their CPUs.
 #
-#   bash benches/http.sh    # WORKERS=2 CONNECTIONS=16 DURATION=10s ROUNDS=3 SESSIONS=100
+#   bash benches/http.sh    # WORKERS=2 CONNECTIONS=16 DURATION=10s ROUNDS=4 SESSIONS=100
 #
 # Installs wrk (Debian's package) if it is missing and this is root. Targets 127.0.0.1 only;
 # every server it starts is stopped on exit. With the per-process store, a request reaching a
@@ -24,7 +25,11 @@ WORKERS=${WORKERS:-2}
 CONNECTIONS=${CONNECTIONS:-16}
 DURATION=${DURATION:-10s}
 THREADS=${THREADS:-2}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-4}
+if ((ROUNDS < 2 || ROUNDS % 2)); then
+  echo "ROUNDS must be even and at least 2, so that each store goes first as often" >&2
+  exit 2
+fi
 SESSIONS=${SESSIONS:-100}
 
 if ! command -v wrk >/dev/null; then
@@ -47,12 +52,21 @@ stop() {
 }
 trap 'stop; rm -rf "$tmp"' EXIT
 
-# wrk's per-request hook: the cookies of $COOKIES (one per line), in turn.
+# wrk's hooks: each thread gets its number (`setup`, in the main state), then sends the
+# cookies of $COOKIES (one per line) in turn, from its own share of them.
 cat >"$tmp/sessions.lua" <<'LUA'
+local threads = 0
+function setup(thread)
+  thread:set("number", threads)
+  threads = threads + 1
+end
 local cookies = {}
 for line in io.lines(os.getenv("COOKIES")) do cookies[#cookies + 1] = line end
-local i = 0
+local i = nil
 request = function()
+  if i == nil then
+    i = (number or 0) * math.floor(#cookies / tonumber(os.getenv("THREADS")))
+  end
   i = i % #cookies + 1
   return wrk.format(nil, nil, { ["Cookie"] = cookies[i] })
 end
@@ -69,7 +83,7 @@ run() {
     [[ -n $port ]] && break
     sleep 0.05
   done
-  [[ -n $port ]] || { cat "$tmp/log"; echo "server did not start"; exit 1; }
+  [[ -n $port ]] || { cat "$tmp/log" >&2; echo "server did not start" >&2; exit 1; }
   local url="http://127.0.0.1:$port/hello"
   # One keep-alive connection: every session begins on the worker that accepted it.
   python3 - "$port" "$SESSIONS" >"$tmp/cookies" <<'PY'
@@ -81,8 +95,8 @@ for _ in range(int(sys.argv[2])):
     response.read()
     print(response.getheader("set-cookie").split(";")[0])
 PY
-  [[ $(grep -c '^id=' "$tmp/cookies") == "$SESSIONS" ]] || { echo "no session cookie"; exit 1; }
-  COOKIES="$tmp/cookies" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s \
+  [[ $(grep -c '^id=' "$tmp/cookies") == "$SESSIONS" ]] || { echo "no session cookie" >&2; exit 1; }
+  COOKIES="$tmp/cookies" THREADS="$THREADS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s \
     --latency -s "$tmp/sessions.lua" "$url" >"$tmp/wrk"
   stop
   local rps p50 p99

@@ -53,7 +53,7 @@ struct Stored<D> {
 }
 
 /// Bytes reserved for an encoded record before encoding it: a small session's MessagePack
-/// fits, where a `Vec` grown from empty would move five times on its way there.
+/// fits, where a `Vec` grown from empty would reallocate several times on its way there.
 const ENCODE_CAPACITY: usize = 256;
 
 fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
