@@ -174,9 +174,9 @@ mod tests {
     use super::*;
 
     /// The checksum is the CRC-32 of hash, lengths, key and value laid end to end, however it
-    /// is fed (values of 64 bytes or more go through a wide VPCLMULQDQ kernel of `simd::crc32`
-    /// where the CPU has one): records written by any version of the feeding code, on any CPU, check
-    /// the same.
+    /// is fed (values of 64 bytes or more go through a wide VPCLMULQDQ kernel of
+    /// `simd::crc32` where the CPU has one): records written by any version of the feeding
+    /// code, on any CPU, check the same.
     #[test]
     fn checksum_is_the_crc_of_the_concatenation() {
         let lengths = [1, 32, MAX_KEY_LEN, MAX_KEY_LEN + 1, 1000];
