@@ -283,6 +283,28 @@ unsafe fn load16_once(p: *const u8) -> __m128i {
     v
 }
 
+/// The 16 bytes at `src + at`: with `COPY`, loaded once ([`load16_once`]) and stored to the
+/// same offset of `dst`; without it, by an ordinary load (`dst` is not used).
+///
+/// # Safety
+/// `src + at..src + at + 16` is readable; with `COPY`, `dst + at..dst + at + 16` is writable
+/// and overlaps no other live reference; the CPU has AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn lane16<const COPY: bool>(src: *const u8, dst: *mut u8, at: usize) -> __m128i {
+    // SAFETY: the ranges and the feature as the caller promises.
+    unsafe {
+        if COPY {
+            let v = load16_once(src.add(at));
+            _mm_storeu_si128(dst.add(at).cast(), v);
+            v
+        } else {
+            _mm_loadu_si128(src.add(at).cast())
+        }
+    }
+}
+
 /// The 32 bytes at `p`, by one `vmovdqu` in inline assembly, executed exactly once as
 /// [`load_once`]'s 64.
 ///
@@ -589,17 +611,8 @@ unsafe fn fold<const COPY: bool>(src: *const u8, dst: *mut u8, len: usize, crc: 
     let mut lane =
         _mm_xor_si128(_mm256_castsi256_si128(halves), _mm256_extracti128_si256::<1>(halves));
     while at + 16 <= len {
-        // SAFETY: `at + 16 <= len`: inside both ranges.
-        let next = unsafe {
-            if COPY {
-                let v = load16_once(src.add(at));
-                _mm_storeu_si128(dst.add(at).cast(), v);
-                v
-            } else {
-                _mm_loadu_si128(src.add(at).cast())
-            }
-        };
-        lane = fold128(lane, next);
+        // SAFETY: `at + 16 <= len`: inside both ranges; AVX-512F implies AVX.
+        lane = fold128(lane, unsafe { lane16::<COPY>(src, dst, at) });
         at += 16;
     }
     // The lane now stands for the whole message so far, with a zero state; the last
@@ -642,17 +655,11 @@ fn keys_ymm(k: (u64, u64)) -> __m256i {
 unsafe fn fold_ymm<const COPY: bool>(src: *const u8, dst: *mut u8, len: usize, crc: u32) -> u32 {
     debug_assert!(len >= MIN_SIMD_LEN);
     let n = len % 16;
-    // SAFETY: `len >= 16`: the last 16 bytes are inside both ranges.
-    let last = unsafe {
-        if n == 0 {
-            _mm_setzero_si128()
-        } else if COPY {
-            let v = load16_once(src.add(len - 16));
-            _mm_storeu_si128(dst.add(len - 16).cast(), v);
-            v
-        } else {
-            _mm_loadu_si128(src.add(len - 16).cast())
-        }
+    let last = if n == 0 {
+        _mm_setzero_si128()
+    } else {
+        // SAFETY: `len >= MIN_SIMD_LEN >= 16`: the last 16 bytes are inside both ranges.
+        unsafe { lane16::<COPY>(src, dst, len - 16) }
     };
     // One 32-byte block at `at`: loaded (once), and stored to `dst` when copying.
     let block = |at: usize| {
@@ -699,16 +706,7 @@ unsafe fn fold_ymm<const COPY: bool>(src: *const u8, dst: *mut u8, len: usize, c
     let mut lane = fold128(_mm256_castsi256_si128(acc), _mm256_extracti128_si256::<1>(acc));
     if at + 16 <= len {
         // SAFETY: `at + 16 <= len`: inside both ranges.
-        let next = unsafe {
-            if COPY {
-                let v = load16_once(src.add(at));
-                _mm_storeu_si128(dst.add(at).cast(), v);
-                v
-            } else {
-                _mm_loadu_si128(src.add(at).cast())
-            }
-        };
-        lane = fold128(lane, next);
+        lane = fold128(lane, unsafe { lane16::<COPY>(src, dst, at) });
         at += 16;
     }
     debug_assert_eq!(len - at, n);
