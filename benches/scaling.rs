@@ -6,7 +6,18 @@
 //! throughput. `SCALING_WORKERS` (default `1,2,4,8`) chooses the worker counts. The summary
 //! (also `target/bench-summary-scaling.md`) gives each count's speed-up over one worker, from
 //! the same run.
+//!
+//! The speed-up on the 90/10 mix (the target's figure) is also measured in alternation,
+//! outside criterion: [`ROUNDS`] rounds, each running the same operations with one worker and
+//! with N, in turn first; the summary's second table gives the medians and the median of the
+//! per-round speed-ups. Criterion measures one worker count seconds before or after the other,
+//! and on a shared machine the neighbours change in between; the two halves of one round see
+//! the same ones. A control is measured the same way: the same mix on a `HashMap` private to
+//! each worker, sharing nothing, whose speed-up is what the machine itself gives this
+//! memory-bound load (its cores may share caches, memory bandwidth or a physical core).
 
+use std::collections::HashMap;
+use std::hint::black_box;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -21,6 +32,10 @@ mod common;
 const KEYS: usize = 10_000;
 const VALUE: usize = 1024;
 const SAMPLES: usize = 1 << 16;
+/// Rounds of the alternating measurement, and the operations of each run in it (split among
+/// the workers).
+const ROUNDS: usize = 11;
+const ROUND_OPS: u64 = 500_000;
 
 fn worker_counts() -> Vec<usize> {
     std::env::var("SCALING_WORKERS")
@@ -58,10 +73,20 @@ fn key_samples(zipf: bool) -> Vec<u32> {
         .collect()
 }
 
+/// What the workers operate on.
+#[derive(Clone, Copy)]
+enum Over<'a> {
+    /// The shared store.
+    Store(&'a ClusterStore),
+    /// A `HashMap` of every key, built by each worker for itself before it is released:
+    /// nothing shared, so its scaling is the machine's own for this load (the control).
+    PrivateMap,
+}
+
 /// Forks `workers` processes that each run `ops / workers` operations once released, and
 /// returns the time from release to the last exit.
 fn run(
-    store: &ClusterStore,
+    over: Over<'_>,
     keys: &[String],
     samples: &[u32],
     workers: usize,
@@ -76,18 +101,31 @@ fn run(
         match unsafe { fork() }.expect("fork") {
             ForkResult::Child => {
                 drop(go_write);
+                let value = vec![w as u8; VALUE];
+                let mut map: HashMap<String, Vec<u8>> = match over {
+                    Over::Store(_) => HashMap::new(),
+                    Over::PrivateMap => keys.iter().map(|k| (k.clone(), value.clone())).collect(),
+                };
                 let mut byte = [0u8; 1];
                 let _ = nix::unistd::read(go_read.as_raw_fd(), &mut byte);
-                let value = vec![w as u8; VALUE];
                 let mut out = Vec::with_capacity(VALUE);
                 let mut i = w * 7919;
                 for n in 0..per_worker {
                     i = (i + 1) % samples.len();
                     let key = &keys[samples[i] as usize];
-                    if n % 100 < set_pct {
-                        store.set_raw(key, &value, Expiry::Default).expect("set");
-                    } else {
-                        store.get_raw_into(key, &mut out).expect("get");
+                    match (over, n % 100 < set_pct) {
+                        (Over::Store(store), true) => {
+                            store.set_raw(key, &value, Expiry::Default).expect("set")
+                        }
+                        (Over::Store(store), false) => {
+                            store.get_raw_into(key, &mut out).expect("get");
+                        }
+                        (Over::PrivateMap, true) => {
+                            map.insert(key.clone(), value.clone());
+                        }
+                        (Over::PrivateMap, false) => {
+                            black_box(map.get(key).cloned().expect("get"));
+                        }
                     }
                 }
                 // SAFETY: ends the child at once, running nothing of the bench harness.
@@ -128,7 +166,9 @@ fn scaling(c: &mut Criterion, summary: &mut Summary) {
             group.sample_size(10).measurement_time(Duration::from_secs(3));
             for workers in worker_counts() {
                 group.bench_function(BenchmarkId::from_parameter(workers), |b| {
-                    b.iter_custom(|ops| run(&master, &keys, &samples, workers, set_pct, ops))
+                    b.iter_custom(|ops| {
+                        run(Over::Store(&master), &keys, &samples, workers, set_pct, ops)
+                    })
                 });
             }
             group.finish();
@@ -142,7 +182,57 @@ fn scaling(c: &mut Criterion, summary: &mut Summary) {
             }
         }
     }
+    interleaved(&master, &keys, summary);
     assert!(master.check_integrity().is_ok());
+}
+
+/// The 90/10 speed-up of each worker count over one, in alternation (see the module docs),
+/// for the store and for the control (a private map in each worker).
+fn interleaved(master: &ClusterStore, keys: &[String], summary: &mut Summary) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    // (ns per operation with N workers, with one, the median of the rounds' speed-ups).
+    let speedup = |over: Over<'_>, samples: &[u32], workers: usize| {
+        let time = |n| run(over, keys, samples, n, 10, ROUND_OPS).as_nanos() as f64;
+        let (mut many, mut one, mut speedups) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let (m, o) = if round % 2 == 0 {
+                let m = time(workers);
+                (m, time(1))
+            } else {
+                let o = time(1);
+                (time(workers), o)
+            };
+            many.push(m / ROUND_OPS as f64);
+            one.push(o / ROUND_OPS as f64);
+            speedups.push(o / m);
+        }
+        (median(many), median(one), median(speedups))
+    };
+    let mut rows = Vec::new();
+    let mut control = Vec::new();
+    for (dist, zipf) in [("uniform", false), ("zipf", true)] {
+        let samples = key_samples(zipf);
+        for workers in worker_counts().into_iter().filter(|&w| w > 1) {
+            let figure = format!("90-10 {dist}, {workers} workers");
+            rows.push((figure.clone(), speedup(Over::Store(master), &samples, workers)));
+            let (_, _, ratio) = speedup(Over::PrivateMap, &samples, workers);
+            control.push(format!("{figure}: {ratio:.2}×"));
+        }
+    }
+    let note = format!(
+        "Interleaved: {ROUNDS} rounds, each {ROUND_OPS} operations of the 90/10 mix run by one \
+         worker and by N (split among them), in turn first; aggregate time per operation \
+         (medians), and the median of the per-round speed-ups.\n\nControl, measured the same \
+         way: the same mix on a HashMap private to each worker (get+clone, insert; nothing \
+         shared), the speed-up this machine gives such a load by itself: {}.",
+        control.join("; ")
+    );
+    for (figure, figures) in rows {
+        summary.interleaved(&figure, "1 worker", figures, &note);
+    }
 }
 
 fn main() {
