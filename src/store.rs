@@ -279,8 +279,17 @@ fn key_bytes(sid: &str) -> Result<&[u8]> {
     }
 }
 
-fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    rmp_serde::to_vec_named(value).map_err(|e| StoreError::Encode(e.to_string()))
+/// Bytes reserved for an encoded session before encoding it: a small session's MessagePack
+/// fits, where a `Vec` grown from empty would reallocate several times on its way there.
+const ENCODE_CAPACITY: usize = 256;
+
+/// `value` as MessagePack with named fields (a struct as a map, self-describing), the
+/// encoding `set`, `get` and both framework adapters share.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(ENCODE_CAPACITY);
+    rmp_serde::encode::write_named(&mut bytes, value)
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(bytes)
 }
 
 fn decode<T: DeserializeOwned>(sid: &str, bytes: &[u8]) -> Result<T> {

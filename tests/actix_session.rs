@@ -108,7 +108,10 @@ async fn save_update_update_ttl_delete() {
     let first = store.save(state(&[("user", "\"ada\"")]), &ttl).await.unwrap();
     let second = store.save(state(&[("user", "\"bob\"")]), &ttl).await.unwrap();
     assert_eq!(first.as_ref().len(), 64);
-    assert!(first.as_ref().bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(
+        first.as_ref().bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "lowercase hex"
+    );
     assert_ne!(first.as_ref(), second.as_ref());
     assert_eq!(store.load(&first).await.unwrap(), Some(state(&[("user", "\"ada\"")])));
 

@@ -48,6 +48,7 @@ use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, Upd
 use actix_web::cookie::time::Duration;
 
 use super::MINT_ATTEMPTS;
+use crate::store::encode;
 use crate::{ClusterStore, Expiry, StoreError};
 
 /// actix-session's session state.
@@ -67,7 +68,13 @@ fn expiry(ttl: &Duration) -> Expiry {
 fn new_key() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        key.push(char::from(HEX[usize::from(b >> 4)]));
+        key.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    Ok(key)
 }
 
 impl SessionStore for ClusterStore {
@@ -82,8 +89,7 @@ impl SessionStore for ClusterStore {
 
     /// Stores the state under a newly minted key.
     async fn save(&self, state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
-        let bytes =
-            rmp_serde::to_vec_named(&state).map_err(|e| SaveError::Serialization(e.into()))?;
+        let bytes = encode(&state).map_err(|e| SaveError::Serialization(e.into()))?;
         for _ in 0..MINT_ATTEMPTS {
             let key = new_key().map_err(|e| SaveError::Other(anyhow::Error::new(e)))?;
             if self.add_raw(&key, &bytes, expiry(ttl)).map_err(|e| SaveError::Other(e.into()))? {
@@ -103,8 +109,7 @@ impl SessionStore for ClusterStore {
         state: State,
         ttl: &Duration,
     ) -> Result<SessionKey, UpdateError> {
-        let bytes =
-            rmp_serde::to_vec_named(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
+        let bytes = encode(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
         match self.replace_raw(key.as_ref(), &bytes, expiry(ttl)) {
             Ok(true) => Ok(key),
             Err(e) if !bad_key(&e) => Err(UpdateError::Other(e.into())),

@@ -52,10 +52,6 @@ struct Stored<D> {
     expires_ns: u32,
 }
 
-/// Bytes reserved for an encoded record before encoding it: a small session's MessagePack
-/// fits, where a `Vec` grown from empty would reallocate several times on its way there.
-const ENCODE_CAPACITY: usize = 256;
-
 fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
     let expiry = record.expiry_date;
     let stored = Stored {
@@ -63,10 +59,7 @@ fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
         expires_s: expiry.unix_timestamp(),
         expires_ns: expiry.nanosecond(),
     };
-    let mut bytes = Vec::with_capacity(ENCODE_CAPACITY);
-    rmp_serde::encode::write_named(&mut bytes, &stored)
-        .map_err(|e| session_store::Error::Encode(e.to_string()))?;
-    Ok(bytes)
+    crate::store::encode(&stored).map_err(store_error)
 }
 
 /// The key a record is stored under: `id`'s text form exactly as its `Display` writes it
