@@ -5,15 +5,18 @@
 # their ratio, so the store's share of a request's cost shows. ROUNDS rounds (an even number),
 # each running both servers one after the other, in alternating order, so that each store goes
 # first in half of them (a server measured faster or slower by its position alone would
-# otherwise bias the ratio); the table gives each store's median over the rounds and the
-# median of the rounds' ratios.
+# otherwise bias the ratio); the table gives each store's median over the rounds, the median
+# of the rounds' ratios and their quartiles. Many short rounds rather than a few long ones:
+# on a shared machine the neighbours' load drifts over seconds, and each round's two halves
+# should see the same.
 #
 # The load spreads over SESSIONS sessions (default 100), taken before the load through one
 # connection, so on one worker: each request carries the next session's cookie in turn, each
-# wrk thread starting at its own share of them, as requests from many clients would. SESSIONS=1 sends every request with one cookie: a single
-# session that both workers write on every request, its memory moving between their CPUs.
+# wrk thread starting at its own share of them, as requests from many clients would.
+# SESSIONS=1 sends every request with one cookie: a single session that both workers write on
+# every request, its memory moving between their CPUs.
 #
-#   bash benches/http.sh    # WORKERS=2 CONNECTIONS=16 DURATION=10s ROUNDS=4 SESSIONS=100
+#   bash benches/http.sh    # WORKERS=2 CONNECTIONS=16 DURATION=3s ROUNDS=10 SESSIONS=100
 #
 # Installs wrk (Debian's package) if it is missing and this is root. Targets 127.0.0.1 only;
 # every server it starts is stopped on exit. With the per-process store, a request reaching a
@@ -23,9 +26,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${WORKERS:-2}
 CONNECTIONS=${CONNECTIONS:-16}
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-3s}
 THREADS=${THREADS:-2}
-ROUNDS=${ROUNDS:-4}
+ROUNDS=${ROUNDS:-10}
 if ((ROUNDS < 2 || ROUNDS % 2)); then
   echo "ROUNDS must be even and at least 2, so that each store goes first as often" >&2
   exit 2
@@ -131,16 +134,17 @@ for rows in runs:
     p99 = statistics.median(seconds(r[2]) for r in rows)
     out += [f"{rps:,.0f}", show(p50), show(p99)]
 ratios = [float(a[0]) / float(b[0]) for a, b in zip(*runs)]
-out += [f"{statistics.median(ratios):.3f}", " ".join(f"{r:.3f}" for r in ratios)]
+q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+out += [f"{statistics.median(ratios):.3f}", f"{q1:.3f} to {q3:.3f}", " ".join(f"{r:.3f}" for r in ratios)]
 print("|".join(out))
 PY
 )
-IFS='|' read -r shared_rps shared_p50 shared_p99 memory_rps memory_p50 memory_p99 ratio ratios <<<"$medians"
+IFS='|' read -r shared_rps shared_p50 shared_p99 memory_rps memory_p50 memory_p99 ratio quartiles ratios <<<"$medians"
 summary="| store | requests/s | p50 | p99 |
 |---|---|---|---|
 | cluster-session-store (shared by $WORKERS workers) | $shared_rps | $shared_p50 | $shared_p99 |
 | tower-sessions MemoryStore (one per worker, not shared) | $memory_rps | $memory_p50 | $memory_p99 |
 
-shared / per-process requests/s: ${ratio}× (median of the rounds' ratios: $ratios; wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $WORKERS workers, $(nproc) cores, $SESSIONS sessions, $ROUNDS rounds in alternating order)"
+shared / per-process requests/s: ${ratio}× (median of the rounds' ratios; quartiles $quartiles; rounds $ratios; wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $WORKERS workers, $(nproc) cores, $SESSIONS sessions, $ROUNDS rounds in alternating order)"
 echo "$summary"
 mkdir -p target && echo "$summary" >target/bench-summary-http.md

@@ -133,8 +133,8 @@ pub const MIN_BLOCK: usize = 64;
 pub const BLOCK_ALIGN: usize = 16;
 
 pub const SHARD_MUTEX: usize = 0;
-/// The shard's seqlock version word (`AtomicU64`), on the mutex's cache line: every lock
-/// holder writes both.
+/// The shard's seqlock version word (`AtomicU64`), in the 64-byte line after the mutex's:
+/// every lock holder writes both, while optimistic readers load only this one.
 pub const SHARD_VERSION: usize = 64;
 pub const SHARD_STATS: usize = 128;
 pub const SHARD_STATE: usize = 256;
