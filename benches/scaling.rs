@@ -12,9 +12,12 @@
 //! with N, in turn first; the summary's second table gives the medians and the median of the
 //! per-round speed-ups. Criterion measures one worker count seconds before or after the other,
 //! and on a shared machine the neighbours change in between; the two halves of one round see
-//! the same ones. A control is measured the same way: the same mix on a `HashMap` private to
-//! each worker, sharing nothing, whose speed-up is what the machine itself gives this
-//! memory-bound load (its cores may share caches, memory bandwidth or a physical core).
+//! the same ones. A control runs in the same rounds: the same mix on a `HashMap` private to
+//! each worker, as a per-process store would hold sessions. Its speed-up is what the machine
+//! gives this memory-bound load without sharing (its cores may share a last-level cache,
+//! memory bandwidth or a physical core; and N workers hold N copies of the data, where the
+//! store's workers share one); the summary gives, per round, the store's speed-up over the
+//! control's.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -79,7 +82,7 @@ enum Over<'a> {
     /// The shared store.
     Store(&'a ClusterStore),
     /// A `HashMap` of every key, built by each worker for itself before it is released:
-    /// nothing shared, so its scaling is the machine's own for this load (the control).
+    /// nothing shared (the control).
     PrivateMap,
 }
 
@@ -187,47 +190,53 @@ fn scaling(c: &mut Criterion, summary: &mut Summary) {
 }
 
 /// The 90/10 speed-up of each worker count over one, in alternation (see the module docs),
-/// for the store and for the control (a private map in each worker).
+/// for the store and for the control (a private map in each worker), all four runs of a
+/// round back to back, each round in a different order.
 fn interleaved(master: &ClusterStore, keys: &[String], summary: &mut Summary) {
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
-    };
-    // (ns per operation with N workers, with one, the median of the rounds' speed-ups).
-    let speedup = |over: Over<'_>, samples: &[u32], workers: usize| {
-        let time = |n| run(over, keys, samples, n, 10, ROUND_OPS).as_nanos() as f64;
-        let (mut many, mut one, mut speedups) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
-            let (m, o) = if round % 2 == 0 {
-                let m = time(workers);
-                (m, time(1))
-            } else {
-                let o = time(1);
-                (time(workers), o)
-            };
-            many.push(m / ROUND_OPS as f64);
-            one.push(o / ROUND_OPS as f64);
-            speedups.push(o / m);
-        }
-        (median(many), median(one), median(speedups))
     };
     let mut rows = Vec::new();
     let mut control = Vec::new();
     for (dist, zipf) in [("uniform", false), ("zipf", true)] {
         let samples = key_samples(zipf);
         for workers in worker_counts().into_iter().filter(|&w| w > 1) {
+            // Per round: ns per operation of the store with N workers and with one, then of
+            // the control with N and with one.
+            let mut t: [Vec<f64>; 4] = Default::default();
+            for round in 0..ROUNDS {
+                for k in 0..4 {
+                    let which = (round + k) % 4;
+                    let over = if which < 2 { Over::Store(master) } else { Over::PrivateMap };
+                    let n = if which % 2 == 0 { workers } else { 1 };
+                    let d = run(over, keys, &samples, n, 10, ROUND_OPS);
+                    t[which].push(d.as_nanos() as f64 / ROUND_OPS as f64);
+                }
+            }
+            let speedup = |many: &[f64], one: &[f64]| -> Vec<f64> {
+                one.iter().zip(many).map(|(o, m)| o / m).collect()
+            };
+            let store = speedup(&t[0], &t[1]);
+            let map = speedup(&t[2], &t[3]);
+            let relative = store.iter().zip(&map).map(|(s, m)| s / m).collect();
             let figure = format!("90-10 {dist}, {workers} workers");
-            rows.push((figure.clone(), speedup(Over::Store(master), &samples, workers)));
-            let (_, _, ratio) = speedup(Over::PrivateMap, &samples, workers);
-            control.push(format!("{figure}: {ratio:.2}×"));
+            control.push(format!(
+                "{figure}: the map {:.2}×, this store's speed-up ÷ the map's {:.2}",
+                median(map),
+                median(relative)
+            ));
+            rows.push((figure, (median(t[0].clone()), median(t[1].clone()), median(store))));
         }
     }
     let note = format!(
         "Interleaved: {ROUNDS} rounds, each {ROUND_OPS} operations of the 90/10 mix run by one \
-         worker and by N (split among them), in turn first; aggregate time per operation \
-         (medians), and the median of the per-round speed-ups.\n\nControl, measured the same \
-         way: the same mix on a HashMap private to each worker (get+clone, insert; nothing \
-         shared), the speed-up this machine gives such a load by itself: {}.",
+         worker and by N (split among them), and the same for the control, the four runs of a \
+         round back to back in a rotating order; aggregate time per operation (medians), and \
+         the median of the per-round speed-ups.\n\nControl: the same mix on a HashMap private \
+         to each worker (get+clone, insert; nothing shared, N copies of the data), its speed-up, \
+         and the median over the rounds of this store's speed-up over the map's in the same \
+         round (1.00: the store scales as well as per-process maps): {}.",
         control.join("; ")
     );
     for (figure, figures) in rows {
