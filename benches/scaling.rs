@@ -87,7 +87,8 @@ enum Over<'a> {
 }
 
 /// Forks `workers` processes that each run `ops / workers` operations once released, and
-/// returns the time from release to the last exit.
+/// returns the time from release to the last exit. Each worker reports ready (its control
+/// map built) before the release, so that no set-up is timed.
 fn run(
     over: Over<'_>,
     keys: &[String],
@@ -97,6 +98,7 @@ fn run(
     ops: u64,
 ) -> Duration {
     let (go_read, go_write) = pipe().expect("pipe");
+    let (ready_read, ready_write) = pipe().expect("pipe");
     let per_worker = ops.div_ceil(workers as u64);
     let mut pids = Vec::new();
     for w in 0..workers {
@@ -109,6 +111,8 @@ fn run(
                     Over::Store(_) => HashMap::new(),
                     Over::PrivateMap => keys.iter().map(|k| (k.clone(), value.clone())).collect(),
                 };
+                let _ = nix::unistd::write(&ready_write, &[1]);
+                drop(ready_write);
                 let mut byte = [0u8; 1];
                 let _ = nix::unistd::read(go_read.as_raw_fd(), &mut byte);
                 let mut out = Vec::with_capacity(VALUE);
@@ -138,6 +142,19 @@ fn run(
         }
     }
     drop(go_read);
+    // One byte from each worker; end of file first means one died before it was ready (every
+    // write end is then closed).
+    drop(ready_write);
+    let mut ready = 0;
+    while ready < workers {
+        let mut bytes = [0u8; 64];
+        match nix::unistd::read(ready_read.as_raw_fd(), &mut bytes) {
+            Ok(0) => panic!("a worker exited before it was ready"),
+            Ok(n) => ready += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => panic!("reading the workers' ready pipe: {e}"),
+        }
+    }
     let start = Instant::now();
     drop(go_write); // EOF releases every worker at once
     for pid in pids {

@@ -284,7 +284,7 @@ fn key_bytes(sid: &str) -> Result<&[u8]> {
 const ENCODE_CAPACITY: usize = 256;
 
 /// `value` as MessagePack with named fields (a struct as a map, self-describing), the
-/// encoding `set`, `get` and both framework adapters share.
+/// encoding of `set` and of both framework adapters (what `get` decodes).
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(ENCODE_CAPACITY);
     rmp_serde::encode::write_named(&mut bytes, value)
