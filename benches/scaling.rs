@@ -1,7 +1,8 @@
 //! Total throughput of N forked worker processes sharing one store, for 1 KiB sessions over
 //! 10,000 keys: 90/10 and 50/50 get/set mixes, uniform and Zipf-skewed (s = 0.99) keys.
 //! Criterion's `iter_custom` times `iters` operations split among the workers, from the
-//! moment they are released (all forked and waiting on a pipe) to the last one's exit; the
+//! moment they are released (all forked, ready and waiting on a pipe) until the last one
+//! reports its operations done (before it exits: tearing a process down is not timed); the
 //! reported time per element is the aggregate cost of one operation, its inverse the total
 //! throughput. `SCALING_WORKERS` (default `1,2,4,8`) chooses the worker counts. The summary
 //! (also `target/bench-summary-scaling.md`) gives each count's speed-up over one worker, from
@@ -9,19 +10,19 @@
 //!
 //! The speed-up on the 90/10 mix (the target's figure) is also measured in alternation,
 //! outside criterion: [`ROUNDS`] rounds, each running the same operations with one worker and
-//! with N, in turn first; the summary's second table gives the medians and the median of the
-//! per-round speed-ups. Criterion measures one worker count seconds before or after the other,
-//! and on a shared machine the neighbours change in between; the two halves of one round see
-//! the same ones. A control runs in the same rounds: the same mix on a `HashMap` private to
+//! with N, each first in every other round; the summary's second table gives the medians and
+//! the median of the per-round speed-ups. Criterion measures one worker count seconds before
+//! or after the other, and on a shared machine the neighbours change in between; the two
+//! halves of one round see the same ones. A control runs in the same rounds: the same mix on a `HashMap` private to
 //! each worker, as a per-process store would hold sessions. Its speed-up is what the machine
 //! gives this memory-bound load without sharing (its cores may share a last-level cache,
 //! memory bandwidth or a physical core; and N workers hold N copies of the data, where the
-//! store's workers share one); the summary gives, per round, the store's speed-up over the
-//! control's.
+//! store's workers share one); the summary gives the median over the rounds of the store's
+//! speed-up divided by the control's in the same round.
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use cluster_session_store::{ClusterStore, Config, Expiry};
@@ -87,8 +88,9 @@ enum Over<'a> {
 }
 
 /// Forks `workers` processes that each run `ops / workers` operations once released, and
-/// returns the time from release to the last exit. Each worker reports ready (its control
-/// map built) before the release, so that no set-up is timed.
+/// returns the time from release until the last reports them done. Each worker reports ready
+/// (its control map built) before the release and done before it exits, so that neither
+/// setting up nor tearing down is timed.
 fn run(
     over: Over<'_>,
     keys: &[String],
@@ -99,6 +101,7 @@ fn run(
 ) -> Duration {
     let (go_read, go_write) = pipe().expect("pipe");
     let (ready_read, ready_write) = pipe().expect("pipe");
+    let (done_read, done_write) = pipe().expect("pipe");
     let per_worker = ops.div_ceil(workers as u64);
     let mut pids = Vec::new();
     for w in 0..workers {
@@ -135,6 +138,7 @@ fn run(
                         }
                     }
                 }
+                let _ = nix::unistd::write(&done_write, &[1]);
                 // SAFETY: ends the child at once, running nothing of the bench harness.
                 unsafe { libc::_exit(0) };
             }
@@ -142,25 +146,33 @@ fn run(
         }
     }
     drop(go_read);
-    // One byte from each worker; end of file first means one died before it was ready (every
-    // write end is then closed).
     drop(ready_write);
-    let mut ready = 0;
-    while ready < workers {
-        let mut bytes = [0u8; 64];
-        match nix::unistd::read(ready_read.as_raw_fd(), &mut bytes) {
-            Ok(0) => panic!("a worker exited before it was ready"),
-            Ok(n) => ready += n,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => panic!("reading the workers' ready pipe: {e}"),
-        }
-    }
+    drop(done_write);
+    await_bytes(&ready_read, workers, "ready");
     let start = Instant::now();
     drop(go_write); // EOF releases every worker at once
+    await_bytes(&done_read, workers, "done");
+    let elapsed = start.elapsed();
     for pid in pids {
         waitpid(pid, None).expect("waitpid");
     }
-    start.elapsed()
+    elapsed
+}
+
+/// Reads one byte from each of `workers` workers on `pipe`, whose write ends this process has
+/// closed: end of file first means a worker died before it reported `what` (each child's
+/// write end closes when it exits).
+fn await_bytes(pipe: &OwnedFd, workers: usize, what: &str) {
+    let mut got = 0;
+    while got < workers {
+        let mut bytes = [0u8; 64];
+        match nix::unistd::read(pipe.as_raw_fd(), &mut bytes) {
+            Ok(0) => panic!("a worker exited before it was {what}"),
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => panic!("reading the workers' {what} pipe: {e}"),
+        }
+    }
 }
 
 fn scaling(c: &mut Criterion, summary: &mut Summary) {
@@ -219,12 +231,21 @@ fn interleaved(master: &ClusterStore, keys: &[String], summary: &mut Summary) {
     for (dist, zipf) in [("uniform", false), ("zipf", true)] {
         let samples = key_samples(zipf);
         for workers in worker_counts().into_iter().filter(|&w| w > 1) {
-            // Per round: ns per operation of the store with N workers and with one, then of
-            // the control with N and with one.
+            // Per round: ns per operation of the store with N workers (0) and with one (1),
+            // of the control with N (2) and with one (3). N goes first in even rounds, and the
+            // store every other pair of rounds, so that no run is always first.
             let mut t: [Vec<f64>; 4] = Default::default();
             for round in 0..ROUNDS {
-                for k in 0..4 {
-                    let which = (round + k) % 4;
+                let pair = |first: usize| {
+                    if round % 2 == 0 {
+                        [first, first + 1]
+                    } else {
+                        [first + 1, first]
+                    }
+                };
+                let (a, b) =
+                    if round / 2 % 2 == 0 { (pair(0), pair(2)) } else { (pair(2), pair(0)) };
+                for which in a.into_iter().chain(b) {
                     let over = if which < 2 { Over::Store(master) } else { Over::PrivateMap };
                     let n = if which % 2 == 0 { workers } else { 1 };
                     let d = run(over, keys, &samples, n, 10, ROUND_OPS);
@@ -249,8 +270,8 @@ fn interleaved(master: &ClusterStore, keys: &[String], summary: &mut Summary) {
     let note = format!(
         "Interleaved: {ROUNDS} rounds, each {ROUND_OPS} operations of the 90/10 mix run by one \
          worker and by N (split among them), and the same for the control, the four runs of a \
-         round back to back in a rotating order; aggregate time per operation (medians), and \
-         the median of the per-round speed-ups.\n\nControl: the same mix on a HashMap private \
+         round back to back, N first in every other round; aggregate time per operation \
+         (medians), and the median of the per-round speed-ups.\n\nControl: the same mix on a HashMap private \
          to each worker (get+clone, insert; nothing shared, N copies of the data), its speed-up, \
          and the median over the rounds of this store's speed-up over the map's in the same \
          round (1.00: the store scales as well as per-process maps): {}.",
