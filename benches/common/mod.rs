@@ -22,6 +22,16 @@ pub fn shuffled_keys(n: usize) -> Vec<String> {
     shuffled_indexes(n).into_iter().map(|i| format!("{i:032x}")).collect()
 }
 
+/// Whether criterion was asked to measure, by its own reading of the arguments: `--bench`
+/// (which `cargo bench` passes) without `--test`, `--list` or `--profile-time`. When it only
+/// lists the benchmarks or runs each once to check it works (`cargo test --benches`, `cargo
+/// bench -- --test`), the rounds timed outside criterion are skipped too.
+pub fn measuring() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    has("--bench") && !has("--test") && !has("--list") && !has("--profile-time")
+}
+
 /// Runs `ours` and `theirs` in alternating batches of `batch` operations, `rounds` times,
 /// starting with a different one each round: (median ns per operation of ours, of theirs,
 /// median of the per-round ratios theirs/ours). On a shared, noisy machine, the two sides
@@ -75,6 +85,10 @@ pub fn versus_map(
 ) {
     use cluster_session_store::Expiry;
     use std::hint::black_box;
+    if !measuring() {
+        println!("interleaved rounds skipped: criterion is not measuring (--test or --list)");
+        return;
+    }
     // Each side walks the keys with its own cursor.
     let cursor = || {
         let mut j = 0;
