@@ -13,12 +13,12 @@
 //! with N, each first in every other round; the summary's second table gives the medians and
 //! the median of the per-round speed-ups. Criterion measures one worker count seconds before
 //! or after the other, and on a shared machine the neighbours change in between; the two
-//! halves of one round see the same ones. A control runs in the same rounds: the same mix on a `HashMap` private to
-//! each worker, as a per-process store would hold sessions. Its speed-up is what the machine
-//! gives this memory-bound load without sharing (its cores may share a last-level cache,
-//! memory bandwidth or a physical core; and N workers hold N copies of the data, where the
-//! store's workers share one); the summary gives the median over the rounds of the store's
-//! speed-up divided by the control's in the same round.
+//! halves of one round see the same ones. A control runs in the same rounds: the same mix on
+//! a `HashMap` private to each worker, as a per-process store would hold sessions. Its
+//! speed-up is what the machine gives this memory-bound load without sharing (its cores may
+//! share a last-level cache, memory bandwidth or a physical core; and N workers hold N copies
+//! of the data, where the store's workers share one); the summary gives the median over the
+//! rounds of the store's speed-up divided by the control's in the same round.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -220,7 +220,8 @@ fn scaling(c: &mut Criterion, summary: &mut Summary) {
 
 /// The 90/10 speed-up of each worker count over one, in alternation (see the module docs),
 /// for the store and for the control (a private map in each worker), all four runs of a
-/// round back to back, each round in a different order.
+/// round back to back: each count, and each of store and control, first in every other
+/// round.
 fn interleaved(master: &ClusterStore, keys: &[String], summary: &mut Summary) {
     if !common::measuring() {
         println!("interleaved rounds skipped: criterion is not measuring (--test or --list)");
@@ -275,10 +276,10 @@ fn interleaved(master: &ClusterStore, keys: &[String], summary: &mut Summary) {
         "Interleaved: {ROUNDS} rounds, each {ROUND_OPS} operations of the 90/10 mix run by one \
          worker and by N (split among them), and the same for the control, the four runs of a \
          round back to back, N first in every other round; aggregate time per operation \
-         (medians), and the median of the per-round speed-ups.\n\nControl: the same mix on a HashMap private \
-         to each worker (get+clone, insert; nothing shared, N copies of the data), its speed-up, \
-         and the median over the rounds of this store's speed-up over the map's in the same \
-         round (1.00: the store scales as well as per-process maps): {}.",
+         (medians), and the median of the per-round speed-ups.\n\nControl: the same mix on a \
+         HashMap private to each worker (get+clone, insert; nothing shared, N copies of the \
+         data), its speed-up, and the median over the rounds of this store's speed-up over the \
+         map's in the same round (1.00: the store scales as well as per-process maps): {}.",
         control.join("; ")
     );
     for (figure, figures) in rows {
