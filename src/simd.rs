@@ -100,7 +100,7 @@ pub(crate) fn crc32_after(crc: u32, first: [u64; 2], data: &[u8]) -> u32 {
 }
 
 /// Whether [`copy_crc32`] takes `len` bytes on this CPU (and [`crc32`] a wide kernel).
-#[inline]
+#[cfg(test)]
 pub(crate) fn fuses(len: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     return wide(len).is_some();
@@ -158,18 +158,24 @@ unsafe fn folded<const COPY: bool>(
 }
 
 /// Copies `len` bytes from `src` to `dst` with loads the compiler may neither elide, merge
-/// nor repeat (as `read_volatile`'s), and returns their CRC-32 continued from `crc`; `None`,
-/// and nothing copied, unless [`fuses`]`(len)`.
+/// nor repeat (as `read_volatile`'s), and returns their CRC-32 continued from `crc()`;
+/// `None`, nothing copied and `crc` not called, unless [`fuses`]`(len)` (decided once here,
+/// so that the caller computes the CRC to continue only when a kernel will take it).
 ///
 /// # Safety
 /// - `src..src + len` is readable memory inside a live mapping; other processes may be
 ///   writing it (the caller validates the copy before trusting it).
 /// - `dst..dst + len` is writable and overlaps no other live reference.
 #[inline]
-pub(crate) unsafe fn copy_crc32(src: *const u8, dst: *mut u8, len: usize, crc: u32) -> Option<u32> {
+pub(crate) unsafe fn copy_crc32(
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+    crc: impl FnOnce() -> u32,
+) -> Option<u32> {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU runs `width`'s kernel (`wide`); the ranges are as the caller promises.
-    return wide(len).map(|width| unsafe { folded::<true>(width, src, dst, len, crc) });
+    return wide(len).map(|width| unsafe { folded::<true>(width, src, dst, len, crc()) });
     #[cfg(not(target_arch = "x86_64"))]
     return {
         let _ = (src, dst, len, crc);
@@ -899,7 +905,7 @@ mod tests {
             assert_eq!(crc32(7, input), reference(7, input), "len {len}");
             let out = dst.end(len);
             // SAFETY: `input` readable and `out` writable for `len` bytes; distinct mappings.
-            if let Some(crc) = unsafe { copy_crc32(input.as_ptr(), out, len, 7) } {
+            if let Some(crc) = unsafe { copy_crc32(input.as_ptr(), out, len, || 7) } {
                 assert_eq!(crc, reference(7, input), "len {len}");
                 // SAFETY: the `len` bytes just written.
                 assert_eq!(unsafe { std::slice::from_raw_parts(out, len) }, input, "len {len}");
@@ -964,7 +970,8 @@ mod tests {
                 for start in [0, 0xFFFF_FFFF, 0x1234_5678] {
                     let mut out = vec![0xEEu8; len + 8];
                     // SAFETY: `input` is readable and `out` writable for `len` bytes; distinct.
-                    let got = unsafe { copy_crc32(input.as_ptr(), out.as_mut_ptr(), len, start) };
+                    let got =
+                        unsafe { copy_crc32(input.as_ptr(), out.as_mut_ptr(), len, || start) };
                     match got {
                         Some(crc) => {
                             assert_eq!(crc, reference(start, input), "len {len} skew {skew}");

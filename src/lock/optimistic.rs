@@ -44,8 +44,9 @@ pub(crate) trait ShardView {
     /// Whether the `expected.len()` bytes at `offset` equal `expected`.
     fn bytes_eq(&self, offset: usize, expected: &[u8]) -> bool;
     /// Appends the `len` bytes at `offset` to `out`. A view that computes their CRC-32 in
-    /// the same pass (an optimistic reader where `simd::fuses(len)`) returns it, continued
-    /// from `crc()`; a lock holder returns `None`, and the CRC is computed after unlocking.
+    /// the same pass (an optimistic reader where `simd::copy_crc32` takes `len`) returns it,
+    /// continued from `crc()`; a lock holder returns `None`, and the CRC is computed after
+    /// unlocking.
     fn append_to(
         &self,
         offset: usize,
@@ -308,13 +309,12 @@ impl ShardView for OptimisticRead<'_> {
         let src = self.at(offset, len);
         out.reserve(len);
         let start = out.len();
-        let head = crate::simd::fuses(len).then(crc);
         // SAFETY: the source range is in bounds (checked) inside the mapping, which outlives
         // 'a; `reserve` made room for `len` more bytes after `start`, which `copy_crc32` or
         // `volatile_copy` initialises before `set_len`.
         unsafe {
             let dst = out.as_mut_ptr().add(start);
-            let fused = head.and_then(|head| crate::simd::copy_crc32(src, dst, len, head));
+            let fused = crate::simd::copy_crc32(src, dst, len, crc);
             if fused.is_none() {
                 volatile_copy(src, dst, len);
             }
