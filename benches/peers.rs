@@ -14,7 +14,9 @@
 //! Every store holds the same 10,000 sessions, written in sorted order, then read and written
 //! in one shuffled order.
 //! The summary at the end (also written to `target/bench-summary-peers.md`) gives each
-//! peer's median time as a ratio to this store's.
+//! peer's median time as a ratio to this store's, then this store against the map in
+//! alternating batches: over the 64 MiB segment of the benchmarks above, and over a 16 MiB
+//! one sized for the 10,000 sessions (its index as full as the map's table).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -346,6 +348,39 @@ fn main() {
         (ROUNDS, BATCH),
         &note,
     );
+    // The same pair over a segment sized for these sessions: 16 MiB gives 16,384 index slots,
+    // as many as the map's table has buckets for 10,000 entries, both 61 % full. The 64 MiB
+    // segment above has four times the slots, 15 % full, and each lookup's slot line comes
+    // from a larger, sparser array.
+    let sized_master = ClusterStore::setup(
+        Config::new()
+            .name("bench-peers-sized")
+            .memory_size(16 << 20)
+            .shards(64)
+            .max_value_size(4096)
+            .typical_value_size(VALUE),
+    )
+    .expect("setup of the sized segment");
+    let sized = sized_master.store();
+    for k in &in_order {
+        sized.set_raw(k, &value, Expiry::Default).unwrap();
+    }
+    let held = sized.stats().expect("stats");
+    assert!(
+        held.evictions == 0 && held.records == KEYS as u64,
+        "the 16 MiB segment must hold every session: {held}"
+    );
+    common::versus_map(
+        &mut summary,
+        "1 KiB (raw bytes), 16 MiB segment",
+        &sized,
+        &map,
+        &keys,
+        &value,
+        (ROUNDS, BATCH),
+        &note,
+    );
+    drop(sized_master);
 
     // tower-sessions: this store and MemoryStore through the same trait.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
