@@ -72,9 +72,20 @@ pub(crate) struct Rebuilt {
 pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> Rebuilt {
     alloc::finish_merge(g, geo);
     let walk = alloc::walk(g, geo);
+    // The active slots, made to cover every used slot: only damage leaves one past them.
+    let mut grown = g.u32_at(S_GROWN);
+    if !table::grown_valid(grown, geo) {
+        grown = (geo.slots / MIN_ACTIVE_SLOTS).trailing_zeros();
+    }
+    let last_used = (0..geo.slots).rev().find(|&i| table::read(g, geo, i).block != 0);
+    while last_used.is_some_and(|i| i >= table::active_of(grown, geo)) {
+        grown += 1;
+    }
+    g.set_u32(S_GROWN, grown);
+    let slots = table::active(g, geo);
     // The block each key keeps: its sound record with the highest sequence number.
     let mut best: HashMap<Vec<u8>, (usize, u64)> = HashMap::new();
-    for i in 0..geo.slots {
+    for i in 0..slots {
         let slot = table::read(g, geo, i);
         if let Ok(rec) = sound_record(g, geo, shard, &walk, slot) {
             let seq = rec.seq(g, geo);
@@ -88,12 +99,12 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     // Drop every slot whose block is not kept, or is kept by an earlier slot. One pass,
     // starting after an empty slot: a removal shifts only later slots of the same cluster
     // back into the position just examined, which is examined again.
-    let mask = geo.slots - 1;
-    let start = (0..geo.slots).find(|&i| table::read(g, geo, i).block == 0).unwrap_or(mask);
+    let mask = slots - 1;
+    let start = (0..slots).find(|&i| table::read(g, geo, i).block == 0).unwrap_or(mask);
     let mut seen = HashSet::new();
     let mut dropped = 0;
     let (mut i, mut examined) = ((start + 1) & mask, 0);
-    while examined < geo.slots {
+    while examined < slots {
         let block = table::read(g, geo, i).block;
         if block_offset(block).is_some_and(|off| !keep.contains(&off) || !seen.insert(off)) {
             table::remove(g, geo, i);
@@ -104,37 +115,23 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
         examined += 1;
     }
     // Every remaining slot refers to a kept record. Align slot expiries with their records
-    // (a writer may have died between the two stores) and re-seat any unreachable slot (only
-    // stray writes make one): the copy is inserted before the original is removed, so a
-    // repairer killed in between leaves a duplicate, which the next repair drops.
-    let mut i = 0;
-    let mut reseated = 0;
-    while i < geo.slots {
+    // (a writer may have died between the two stores), then re-seat every unreachable slot
+    // (left by a writer killed while the index grew, or by stray writes; `table::reseat`).
+    for i in 0..slots {
         let slot = table::read(g, geo, i);
-        let Some(rec) = record::view(g, geo, slot.block) else {
-            i += 1;
-            continue;
-        };
-        let expires = rec.expires(g, geo);
-        if slot.expires_ms != expires {
-            table::set_expires(g, geo, i, expires);
+        if let Some(rec) = record::view(g, geo, slot.block) {
+            let expires = rec.expires(g, geo);
+            if slot.expires_ms != expires {
+                table::set_expires(g, geo, i, expires);
+            }
         }
-        // Bounded: each re-seat makes one more slot reachable.
-        if !table::reachable(g, geo, i)
-            && reseated < geo.slots
-            && table::insert_new(g, geo, table::read(g, geo, i), table::stamp(g, geo, i)).is_ok()
-        {
-            table::remove(g, geo, i);
-            reseated += 1;
-            continue; // the backward shift may have moved a later slot into `i`
-        }
-        i += 1;
     }
+    table::reseat(g, geo);
     let mut used_bytes = 0;
     let mut max_seq = g.u64_at(S_NEXT_SEQ);
     let mut live = 0;
     let mut earliest = u64::MAX;
-    for i in 0..geo.slots {
+    for i in 0..slots {
         if let Some(rec) = record::view(g, geo, table::read(g, geo, i).block) {
             max_seq = max_seq.max(rec.seq(g, geo));
             earliest = earliest.min(rec.expires(g, geo));
@@ -160,6 +157,8 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     g.set_u64(S_NEXT_SEQ, max_seq);
     g.set_u64(S_MIN_EXPIRES, earliest);
     g.set_u32(S_CURSOR, 0);
+    // Damage may have left more records than the active slots should hold.
+    table::grow(g, geo, live);
     Rebuilt { kept: live, dropped }
 }
 
@@ -185,12 +184,21 @@ pub(crate) fn check(
     let mut keys: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut used_bytes = 0;
     let mut records = 0;
+    let grown = g.u32_at(S_GROWN);
+    if !table::grown_valid(grown, geo) {
+        problems.push(format!("the index's grown count {grown} is out of range"));
+    }
+    let slots = table::active(g, geo);
     for i in 0..geo.slots {
         let slot = table::read(g, geo, i);
         if slot.block == 0 {
             continue;
         }
         records += 1;
+        if i >= slots {
+            problems.push(format!("slot {i} is used, past the {slots} active slots"));
+            continue;
+        }
         let rec = match sound_record(g, geo, shard, &walk, slot) {
             Ok(rec) => rec,
             Err(why) => {
@@ -218,8 +226,13 @@ pub(crate) fn check(
     if records != g.u32_at(S_LIVE) as usize {
         problems.push(format!("live count {} but {records} slots used", g.u32_at(S_LIVE)));
     }
-    if records > geo.slots / MAX_LOAD_DEN * MAX_LOAD_NUM {
-        problems.push(format!("{records} slots used, over the load limit"));
+    let limit = if slots < geo.slots {
+        slots / GROW_LOAD_DEN * GROW_LOAD_NUM
+    } else {
+        geo.slots / MAX_LOAD_DEN * MAX_LOAD_NUM
+    };
+    if records > limit {
+        problems.push(format!("{records} slots used, over the load limit of {slots} slots"));
     }
     if used_bytes != g.u64_at(S_USED_BYTES) as usize {
         problems

@@ -24,6 +24,8 @@ pub enum FaultPoint {
     /// While merging adjacent free blocks: the first new block header is written, the rest
     /// of the run still has the old ones.
     MidMerge = 7,
+    /// While the index grows: its new size is stored, no slot has moved yet.
+    MidGrow = 8,
 }
 
 #[cfg(feature = "fault-injection")]

@@ -58,7 +58,9 @@
 //!   296  min_expires     u64       no record expires before this (a lower bound; 0 = unknown: fresh)
 //!   304  merge_start     u32       block ref of a merge of free blocks in progress, 0 = none
 //!   308  merge_len       u32       its length in BLOCK_ALIGN units
-//!   312  reserved        [u8; 8]
+//!   312  grown           u32       the index's active slots: MIN_ACTIVE_SLOTS doubled this many
+//!                                  times, at most `slots` (0 in a fresh shard: 16 slots)
+//!   316  reserved        [u8; 4]
 //!   320  free_heads      [u32; 48] head block ref of each class's free list, 0 = empty
 //!   512  (end of state)
 //!
@@ -88,7 +90,7 @@ pub const MAGIC: [u8; 8] = *b"CSSTORE\0";
 /// Version of the format described above; bumped on any change to it. Version 2 added the
 /// seqlock version word and the stamp array (optimistic reads); a version-1 writer would not
 /// bump the version word, so the two must never share a segment.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes of the segment header (one page).
 pub const HEADER_SIZE: usize = 4096;
 
@@ -172,6 +174,7 @@ pub const S_USED_BYTES: usize = 32;
 pub const S_MIN_EXPIRES: usize = 40;
 pub const S_MERGE_START: usize = 48;
 pub const S_MERGE_LEN: usize = 52;
+pub const S_GROWN: usize = 56;
 pub const S_FREE_HEADS: usize = 64;
 const _: () = assert!(S_FREE_HEADS + 4 * FREE_HEADS == SHARD_INDEX - SHARD_STATE);
 
@@ -216,6 +219,15 @@ pub fn max_value_limit() -> usize {
 /// Most index slots that may be used, as a fraction of `slots`: linear probing degrades past it.
 pub const MAX_LOAD_NUM: usize = 7;
 pub const MAX_LOAD_DEN: usize = 8;
+
+/// Active index slots of a fresh shard. A shard uses the first `active` slots of its index
+/// (`table::active`), doubling them while a new record would fill more than
+/// `GROW_LOAD_NUM / GROW_LOAD_DEN` of them, up to `slots`: an index as large as the data area
+/// could need, but only as spread out as the records it holds, so that a lookup's slot is
+/// more often in cache. Slots past `active` are empty.
+pub const MIN_ACTIVE_SLOTS: usize = 16;
+pub const GROW_LOAD_NUM: usize = 3;
+pub const GROW_LOAD_DEN: usize = 4;
 
 /// Bytes of data area per index slot unless the configuration gives a typical session size
 /// (`Config::typical_value_size`): at least this many, so that records of 128 bytes or more

@@ -257,7 +257,9 @@ pub(crate) fn put(
     let Some((off, moved)) = make_room(g, geo, class, protect, policy, now, freed)? else {
         return Ok(Written::Full { needed: geo.class_sizes[class] as usize });
     };
-    if moved {
+    // A new key: grow the index first if it would be loaded past its limit.
+    let grew = protect.is_none() && table::grow(g, geo, live(g) + 1);
+    if moved || grew {
         lookup = find(g, geo, new.hash, new.key)?;
     }
     let seq = next_seq(g);
@@ -371,12 +373,13 @@ fn lru_victim(
     min_class: usize,
     protect: Option<u32>,
 ) -> Result<Option<usize>, Corrupt> {
-    let mask = geo.slots - 1;
+    let slots = table::active(g, geo);
+    let mask = slots - 1;
     let clock = g.u32_at(S_CLOCK);
     let start = clock.wrapping_mul(0x9E37_79B9) as usize & mask;
     let mut best: Option<(u32, usize)> = None;
     let mut sampled = 0;
-    for step in 0..geo.slots {
+    for step in 0..slots {
         let i = (start + step) & mask;
         let slot = table::read(g, geo, i);
         if slot.block == 0 || Some(slot.block) == protect {
@@ -435,7 +438,7 @@ pub(crate) fn expire_scan(
     if now < g.u64_at(S_MIN_EXPIRES) {
         return Ok(scanned);
     }
-    let mask = geo.slots - 1;
+    let mask = table::active(g, geo) - 1;
     let mut cursor = g.u32_at(S_CURSOR) as usize & mask;
     for _ in 0..budget {
         let slot = table::read(g, geo, cursor);
@@ -461,12 +464,13 @@ pub(crate) fn expire_all(g: &mut ShardGuard<'_>, geo: &Geometry, now: u64) -> Re
     if now < g.u64_at(S_MIN_EXPIRES) {
         return Ok(0);
     }
-    let mask = geo.slots - 1;
-    let Some(empty) = (0..geo.slots).find(|&i| table::read(g, geo, i).block == 0) else {
+    let slots = table::active(g, geo);
+    let mask = slots - 1;
+    let Some(empty) = (0..slots).find(|&i| table::read(g, geo, i).block == 0) else {
         return Err(Corrupt("index has no empty slot"));
     };
     let (mut i, mut examined, mut removed, mut earliest) = ((empty + 1) & mask, 0, 0, u64::MAX);
-    while examined < geo.slots {
+    while examined < slots {
         let slot = table::read(g, geo, i);
         if slot.block != 0 && slot.expires_ms <= now {
             remove_slot(g, geo, i)?;
@@ -570,7 +574,7 @@ pub(crate) fn for_each_live(
     now: u64,
     mut f: impl FnMut(&ShardGuard<'_>, Rec),
 ) -> Result<(), Corrupt> {
-    for i in 0..geo.slots {
+    for i in 0..table::active(g, geo) {
         let slot = table::read(g, geo, i);
         if slot.block != 0 && slot.expires_ms > now {
             f(g, rec_at(g, geo, slot.block)?);
@@ -581,7 +585,7 @@ pub(crate) fn for_each_live(
 
 /// Number of live records: an index scan, no record is read.
 pub(crate) fn count_live(g: &ShardGuard<'_>, geo: &Geometry, now: u64) -> usize {
-    (0..geo.slots)
+    (0..table::active(g, geo))
         .map(|i| table::read(g, geo, i))
         .filter(|s| s.block != 0 && s.expires_ms > now)
         .count()

@@ -14,6 +14,12 @@ pub struct Stats {
     pub used_bytes: u64,
     /// Bytes of data area in all shards.
     pub data_bytes: u64,
+    /// Index slots in use: each shard's index starts at 16 slots and doubles while its
+    /// records would fill more than three quarters of them, up to the shard's share of
+    /// `index_capacity`. Read without the locks.
+    pub index_slots: u64,
+    /// Index slots the segment has room for: one per record the data area can hold.
+    pub index_capacity: u64,
     /// `get` calls that found a live session.
     pub hits: u64,
     /// `get` calls that found none.
@@ -57,6 +63,7 @@ impl fmt::Display for Stats {
             "gets         {} hits, {} misses, {} took the lock",
             self.hits, self.misses, self.locked_reads
         )?;
+        writeln!(f, "index        {} of {} slots active", self.index_slots, self.index_capacity)?;
         writeln!(f, "writes       {} sets, {} destroys", self.sets, self.destroys)?;
         writeln!(f, "freed        {} expired, {} evicted", self.expirations, self.evictions)?;
         writeln!(

@@ -333,8 +333,10 @@ impl ClusterStore {
     #[inline]
     fn prefetch_slot(&self, shard: usize, hash: u64) {
         let geo = &self.shared.geo;
-        let home = crate::table::home(geo, crate::table::tag_of(hash));
         let state = geo.shard_offset(shard) + SHARD_STATE;
+        // The index's size, read without the lock (a hint: the lookup reads it again).
+        let active = crate::table::active_of(self.shared.segment.hint_u32(state + S_GROWN), geo);
+        let home = crate::table::home(active, crate::table::tag_of(hash));
         self.shared.segment.prefetch(state + crate::table::slot_at(geo, home));
         self.shared.segment.prefetch(state + crate::table::stamp_at(geo, home));
     }
@@ -913,6 +915,10 @@ impl ClusterStore {
             stats.records += read(STAT_RECORDS);
             stats.used_bytes += read(STAT_USED_BYTES);
             stats.data_bytes += shared.geo.data_bytes as u64;
+            let grown =
+                shared.segment.hint_u32(shared.geo.shard_offset(shard) + SHARD_STATE + S_GROWN);
+            stats.index_slots += crate::table::active_of(grown, &shared.geo) as u64;
+            stats.index_capacity += shared.geo.slots as u64;
             lock_wait_ns += read(STAT_LOCK_WAIT_NS);
         }
         stats.lock_wait = Duration::from_nanos(lock_wait_ns);

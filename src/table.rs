@@ -1,10 +1,12 @@
 //! The open-addressing index of a shard: linear probing over a power-of-two array of slots,
 //! with backward-shift deletion (no tombstones, so lookups never slow down with churn).
 //!
-//! A slot's home is `tag & (slots - 1)`, the tag being the low 32 bits of the key hash (the
-//! shard is chosen by the high bits). Invariant: every used slot is reachable from its home
-//! without crossing an empty slot. An empty slot has `block == 0`; its other fields are
-//! meaningless. Knuth, TAOCP vol. 3, 6.4, Algorithm R, is the deletion algorithm.
+//! A shard uses the first [`active`] slots of its array, which grow with its records (see
+//! [`grow`]). A slot's home is `tag & (active - 1)`, the tag being the low 32 bits of the key
+//! hash (the shard is chosen by the high bits). Invariants: every used slot is reachable from
+//! its home without crossing an empty slot, and every slot past `active` is empty. An empty
+//! slot has `block == 0`; its other fields are meaningless. Knuth, TAOCP vol. 3, 6.4,
+//! Algorithm R, is the deletion algorithm.
 //!
 //! Each slot has a recency stamp in the parallel stamp array, which moves with the slot. It
 //! lives outside the slot because optimistic readers store to it without the lock (see
@@ -74,9 +76,32 @@ pub(crate) fn tag_of(hash: u64) -> u32 {
     hash as u32
 }
 
+/// Slots in use of the shard's index array: the first [`MIN_ACTIVE_SLOTS`] doubled `grown`
+/// (the state's `S_GROWN`) times, never more than the array holds.
 #[inline]
-pub(crate) fn home(geo: &Geometry, tag: u32) -> usize {
-    tag as usize & (geo.slots - 1)
+pub(crate) fn active(g: &impl ShardView, geo: &Geometry) -> usize {
+    active_of(g.u32_at(S_GROWN), geo)
+}
+
+/// [`active`] for the stored `grown`. One too large (only damage or a torn optimistic read
+/// makes one) reads as the whole array: the audit reports it, and a repair resizes it.
+#[inline]
+pub(crate) fn active_of(grown: u32, geo: &Geometry) -> usize {
+    if grown >= 32 {
+        return geo.slots;
+    }
+    ((MIN_ACTIVE_SLOTS as u64) << grown).min(geo.slots as u64) as usize
+}
+
+/// Whether `grown` is a size the index can have: no more slots than the array holds.
+pub(crate) fn grown_valid(grown: u32, geo: &Geometry) -> bool {
+    grown < 32 && (MIN_ACTIVE_SLOTS as u64) << grown <= geo.slots as u64
+}
+
+/// Home slot of `tag` among `active` slots (a power of two).
+#[inline]
+pub(crate) fn home(active: usize, tag: u32) -> usize {
+    tag as usize & (active - 1)
 }
 
 /// Walks the probe sequence of `hash`, asking `matches` about each slot with its tag.
@@ -88,9 +113,10 @@ pub(crate) fn probe<V: ShardView>(
     mut matches: impl FnMut(&V, u32) -> Result<bool, Corrupt>,
 ) -> Result<Probe, Corrupt> {
     let tag = tag_of(hash);
-    let mask = geo.slots - 1;
-    let start = home(geo, tag);
-    for step in 0..geo.slots {
+    let slots = active(g, geo);
+    let mask = slots - 1;
+    let start = home(slots, tag);
+    for step in 0..slots {
         let i = (start + step) & mask;
         let slot = read(g, geo, i);
         if slot.block == 0 {
@@ -126,7 +152,8 @@ pub(crate) fn set_expires(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, expi
 /// Empties slot `i`, shifting later members of its cluster back so that every remaining
 /// slot stays reachable from its home.
 pub(crate) fn remove(g: &mut ShardGuard<'_>, geo: &Geometry, mut hole: usize) {
-    let mask = geo.slots - 1;
+    let slots = active(g, geo);
+    let mask = slots - 1;
     let mut j = hole;
     loop {
         j = (j + 1) & mask;
@@ -134,7 +161,7 @@ pub(crate) fn remove(g: &mut ShardGuard<'_>, geo: &Geometry, mut hole: usize) {
         if slot.block == 0 || j == hole {
             break;
         }
-        let k = home(geo, slot.tag);
+        let k = home(slots, slot.tag);
         // Move j into the hole unless its home lies cyclically in (hole, j].
         if (j.wrapping_sub(k) & mask) >= (j.wrapping_sub(hole) & mask) {
             let moved = stamp(g, geo, j);
@@ -147,11 +174,66 @@ pub(crate) fn remove(g: &mut ShardGuard<'_>, geo: &Geometry, mut hole: usize) {
     g.publish_u32(slot_at(geo, hole) + SLOT_BLOCK, 0);
 }
 
-/// Empties every slot.
+/// Empties every slot of the array, and shrinks the active slots back to a fresh shard's.
 pub(crate) fn clear(g: &mut ShardGuard<'_>, geo: &Geometry) {
     g.bytes_mut(geo.index_start(), geo.slots * SLOT_SIZE).fill(0);
     for i in 0..geo.slots {
         set_stamp(g, geo, i, 0);
+    }
+    g.set_u32(S_GROWN, 0);
+}
+
+/// Grows the active slots, by doubling, until `records` fill at most
+/// `GROW_LOAD_NUM / GROW_LOAD_DEN` of them or they are the whole array, then re-seats the
+/// slots the wider mask left away from their homes. Returns whether it grew. The new size is
+/// stored first: a holder killed at any point leaves every record in the active slots,
+/// perhaps unreachable or twice, and the repair re-seats and deduplicates them, as after
+/// damage.
+pub(crate) fn grow(g: &mut ShardGuard<'_>, geo: &Geometry, records: usize) -> bool {
+    let was = g.u32_at(S_GROWN);
+    let mut grown = was;
+    while active_of(grown, geo) < geo.slots
+        && records > active_of(grown, geo) / GROW_LOAD_DEN * GROW_LOAD_NUM
+    {
+        grown += 1;
+    }
+    if grown == was {
+        return false;
+    }
+    g.set_u32(S_GROWN, grown);
+    fault::hit(FaultPoint::MidGrow);
+    reseat(g, geo);
+    true
+}
+
+/// Moves every used slot that is not reachable from its home (after the active slots grew,
+/// or damage) to the first empty slot of its probe sequence: the copy is inserted before the
+/// original is removed, so a holder killed in between leaves a duplicate, which the repair
+/// drops. Passes until one moves nothing (a removal's backward shift may carry a slot not
+/// yet examined behind the pass); each slot moves at most once, since moving one never makes
+/// another unreachable. Returns the number moved.
+pub(crate) fn reseat(g: &mut ShardGuard<'_>, geo: &Geometry) -> usize {
+    let slots = active(g, geo);
+    let mut reseated = 0;
+    loop {
+        let before = reseated;
+        let mut i = 0;
+        while i < slots {
+            let slot = read(g, geo, i);
+            if slot.block != 0
+                && !reachable(g, geo, i)
+                && reseated < slots
+                && insert_new(g, geo, slot, stamp(g, geo, i)).is_ok()
+            {
+                remove(g, geo, i);
+                reseated += 1;
+                continue; // the backward shift may have moved a later slot into `i`
+            }
+            i += 1;
+        }
+        if reseated == before || reseated >= slots {
+            return reseated;
+        }
     }
 }
 
@@ -163,9 +245,10 @@ pub(crate) fn insert_new(
     slot: Slot,
     stamp: u32,
 ) -> Result<(), Corrupt> {
-    let mask = geo.slots - 1;
-    let start = home(geo, slot.tag);
-    for step in 0..geo.slots {
+    let slots = active(g, geo);
+    let mask = slots - 1;
+    let start = home(slots, slot.tag);
+    for step in 0..slots {
         let i = (start + step) & mask;
         if read(g, geo, i).block == 0 {
             insert(g, geo, i, slot, stamp);
@@ -177,9 +260,10 @@ pub(crate) fn insert_new(
 
 /// Whether used slot `i` is reachable from its home without crossing an empty slot.
 pub(crate) fn reachable(g: &ShardGuard<'_>, geo: &Geometry, i: usize) -> bool {
-    let mask = geo.slots - 1;
-    let mut p = home(geo, read(g, geo, i).tag);
-    for _ in 0..geo.slots {
+    let slots = active(g, geo);
+    let mask = slots - 1;
+    let mut p = home(slots, read(g, geo, i).tag);
+    for _ in 0..slots {
         if p == i {
             return true;
         }

@@ -369,3 +369,42 @@ fn an_index_sized_for_typical_sessions_holds_more_of_them_and_refuses_small_ones
         assert_eq!((k, v), (&key("s", i), &value(i, 16)), "session {k} damaged");
     }
 }
+
+/// The index grows with its records: a fresh shard uses 16 slots and doubles them whenever
+/// a new record would fill more than three quarters, never past its capacity; every session
+/// stays readable through each growth, the integrity check passes, and `clear` starts over.
+#[test]
+fn the_index_grows_with_its_records_and_clear_shrinks_it() {
+    let master = tiny("grow", Eviction::Refuse);
+    let fresh = master.stats().unwrap();
+    assert_eq!(fresh.index_slots, 16);
+    let capacity = fresh.index_capacity;
+    assert!(capacity >= 256, "{fresh}");
+    let mut expected = 16;
+    for i in 0..150 {
+        master.set_raw(&key("g", i), &value(i, 40), Expiry::After(LONG)).unwrap();
+        let records = i as u64 + 1;
+        while records > expected / 4 * 3 && expected < capacity {
+            expected *= 2;
+        }
+        assert_eq!(master.stats().unwrap().index_slots, expected, "after {records} records");
+        if expected > 16 && records.is_multiple_of(7) {
+            let report = master.check_integrity();
+            assert!(report.is_ok(), "after {records} records: {report}");
+        }
+    }
+    assert_eq!(expected, 256);
+    for i in 0..150 {
+        let got = master.get_raw(&key("g", i)).unwrap();
+        assert_eq!(got, Some(value(i, 40)), "session {i}");
+    }
+    // Removals never shrink it; only `clear` does.
+    for i in 0..140 {
+        assert!(master.destroy(&key("g", i)).unwrap());
+    }
+    assert_eq!(master.stats().unwrap().index_slots, 256);
+    master.clear().unwrap();
+    assert_eq!(master.stats().unwrap().index_slots, 16);
+    let report = master.check_integrity();
+    assert!(report.is_ok(), "{report}");
+}

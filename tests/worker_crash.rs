@@ -2,9 +2,11 @@
 //! stop (a test-only hook parks it there and tells the parent): the other workers proceed at
 //! once, the previous value is intact (or the new one, once published), no other session in
 //! the shard is touched, the repair is counted, `check_integrity()` passes and no memory
-//! leaks. Also: a repairer killed mid-repair, a live holder that never lets go (a timeout
-//! error, never a hang), and the crash-consistency campaign (module `campaign`): hundreds of
-//! random kills of workers running mixed operations, every acknowledged write checked.
+//! leaks. Also: a worker killed while the index grows (with its new size stored, and in the
+//! middle of moving slots), a repairer killed mid-repair, a live holder that never lets go
+//! (a timeout error, never a hang), and the crash-consistency campaign (module `campaign`):
+//! hundreds of random kills of workers running mixed operations, every acknowledged write
+//! checked.
 mod common;
 
 use std::sync::atomic::Ordering;
@@ -155,6 +157,53 @@ fn killed_mid_backward_shift_of_the_index_loses_no_other_session() {
     }
     assert!(present >= 1199 - 600, "{present} sessions left");
     assert_sound_and_no_leak(&master);
+}
+
+/// A worker inserting new sessions is killed while the index grows, at `point`: every
+/// neighbour and every session it inserted before is intact, and the repair leaves an index
+/// that holds them all. Returns how many sessions the worker inserted before it was parked.
+fn grow_killed_at(point: FaultPoint) -> usize {
+    let _serial = serial();
+    let name = unique_name("crash-grow");
+    let master = one_shard(&name);
+    // 41 records: the index has grown to 64 slots, and grows again for the 49th.
+    neighbours(&master, 40);
+    assert_eq!(master.stats().unwrap().index_slots, 64);
+    kill_parked(&name, point, |s| {
+        for i in 0..200 {
+            s.set_raw(&format!("g{i}"), format!("grown {i}").as_bytes(), Expiry::Default).unwrap();
+        }
+    });
+    assert_neighbours(&master, 40);
+    // The worker was parked inside one insert: those before it are intact, it and the rest
+    // absent.
+    let present: Vec<bool> = (0..200)
+        .map(|i| match master.get_raw(&format!("g{i}")).unwrap() {
+            Some(v) => {
+                assert_eq!(v, format!("grown {i}").as_bytes(), "g{i} damaged");
+                true
+            }
+            None => false,
+        })
+        .collect();
+    let inserted = present.iter().take_while(|&&p| p).count();
+    assert!(present[inserted..].iter().all(|&p| !p), "a session after the parked insert exists");
+    assert!(master.stats().unwrap().index_slots >= 128);
+    assert_sound_and_no_leak(&master);
+    inserted
+}
+
+#[test]
+fn killed_as_the_index_grows_loses_no_session() {
+    // Parked with the new size stored and no slot moved yet: the 49th record's insert.
+    assert_eq!(grow_killed_at(FaultPoint::MidGrow), 7);
+}
+
+#[test]
+fn killed_mid_reseat_of_a_growing_index_loses_no_session() {
+    // Parked in the first backward shift of the 49th record's growth: one entry in two
+    // slots, some moved and some not. Only growth shifts slots in this worker.
+    assert_eq!(grow_killed_at(FaultPoint::MidShift), 7);
 }
 
 #[test]

@@ -266,7 +266,7 @@ impl Segment {
 
     /// A racy read of the `u32` at `offset` (4-aligned, inside the mapping), for hints only:
     /// another process may be writing it, so the value may be stale or torn between
-    /// writers' updates; nothing may depend on it but a prefetch.
+    /// writers' updates; nothing may depend on it but a prefetch or a statistic.
     pub fn hint_u32(&self, offset: usize) -> u32 {
         assert!(offset.is_multiple_of(4) && offset + 4 <= self.len(), "hint_u32 out of range");
         // SAFETY: in bounds and aligned (checked). A volatile load, like the optimistic
