@@ -26,6 +26,9 @@ pub enum FaultPoint {
     MidMerge = 7,
     /// While the index grows: its new size is stored, no slot has moved yet.
     MidGrow = 8,
+    /// While the index shrinks: its new size is stored, and a slot past it has been copied
+    /// into the active slots but not yet emptied.
+    MidShrink = 9,
 }
 
 #[cfg(feature = "fault-injection")]

@@ -224,10 +224,16 @@ pub const MAX_LOAD_DEN: usize = 8;
 /// (`table::active`), doubling them while a new record would fill more than
 /// `GROW_LOAD_NUM / GROW_LOAD_DEN` of them, up to `slots`: an index as large as the data area
 /// could need, but only as spread out as the records it holds, so that a lookup's slot is
-/// more often in cache. Slots past `active` are empty.
+/// more often in cache. Slots past `active` are empty. The expiry sweep halves them again
+/// while the records fill at most `SHRINK_LOAD_NUM / SHRINK_LOAD_DEN` (`table::shrink`), so
+/// an index spread out by a spike of sessions is dense again once they are gone; the gap
+/// between the two bounds (a grown index is over 3/8 full, a shrunk one at most 3/8) keeps
+/// a shard from growing and shrinking in turn.
 pub const MIN_ACTIVE_SLOTS: usize = 16;
 pub const GROW_LOAD_NUM: usize = 3;
 pub const GROW_LOAD_DEN: usize = 4;
+pub const SHRINK_LOAD_NUM: usize = 3;
+pub const SHRINK_LOAD_DEN: usize = 16;
 
 /// Bytes of data area per index slot unless the configuration gives a typical session size
 /// (`Config::typical_value_size`): at least this many, so that records of 128 bytes or more

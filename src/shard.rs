@@ -487,6 +487,13 @@ pub(crate) fn expire_all(g: &mut ShardGuard<'_>, geo: &Geometry, now: u64) -> Re
     Ok(removed)
 }
 
+/// Halves the shard's active index slots while its records would fill at most
+/// `SHRINK_LOAD_NUM / SHRINK_LOAD_DEN` of them (`table::shrink`); the expiry sweep and
+/// `purge_expired` call it after freeing records. Returns whether it shrank.
+pub(crate) fn shrink_index(g: &mut ShardGuard<'_>, geo: &Geometry) -> Result<bool, Corrupt> {
+    table::shrink(g, geo, live(g))
+}
+
 /// Keeps `min_expires` a lower bound of every expiry in the shard as a record expiring at
 /// `expires_ms` is written: lowers it to that, or sets it to that when the shard holds no
 /// record yet, so that a fresh shard's 0 ("unknown") does not keep every write scanning for

@@ -749,6 +749,7 @@ impl ClusterStore {
             total += shared.with_shard_mut(shard, |g, geo| {
                 let removed = shard::expire_all(g, geo, now)?;
                 shared.count(g, STAT_EXPIRATIONS, removed);
+                shard::shrink_index(g, geo)?;
                 Ok(removed)
             })?;
         }
@@ -817,9 +818,10 @@ impl ClusterStore {
                 };
                 swept.repaired += usize::from(repaired.is_some());
                 let now = now_ms();
-                let scanned = shard::expire_scan(&mut g, &shared.geo, now, budget);
+                let scanned = shard::expire_scan(&mut g, &shared.geo, now, budget)
+                    .and_then(|scanned| Ok((scanned, shard::shrink_index(&mut g, &shared.geo)?)));
                 let scanned = match scanned {
-                    Ok(scanned) => scanned,
+                    Ok((scanned, _)) => scanned,
                     Err(Corrupt(what)) => {
                         let fixed = shared.repair(&mut g, shard, what);
                         drop(g);

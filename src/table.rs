@@ -2,7 +2,8 @@
 //! with backward-shift deletion (no tombstones, so lookups never slow down with churn).
 //!
 //! A shard uses the first [`active`] slots of its array, which grow with its records (see
-//! [`grow`]). A slot's home is `tag & (active - 1)`, the tag being the low 32 bits of the key
+//! [`grow`]) and shrink again once the expiry sweep finds them sparse (see [`shrink`]). A
+//! slot's home is `tag & (active - 1)`, the tag being the low 32 bits of the key
 //! hash (the shard is chosen by the high bits). Invariants: every used slot is reachable from
 //! its home without crossing an empty slot, and every slot past `active` is empty. An empty
 //! slot has `block == 0`; its other fields are meaningless. Knuth, TAOCP vol. 3, 6.4,
@@ -204,6 +205,42 @@ pub(crate) fn grow(g: &mut ShardGuard<'_>, geo: &Geometry, records: usize) -> bo
     fault::hit(FaultPoint::MidGrow);
     reseat(g, geo);
     true
+}
+
+/// Halves the active slots while `records` would fill at most
+/// `SHRINK_LOAD_NUM / SHRINK_LOAD_DEN` of them (the expiry sweep calls it, so that an index
+/// spread out by a spike of sessions is dense again once they have gone), then re-seats the
+/// slots the narrower mask left away from their homes. Returns whether it shrank. The new
+/// size is stored first, then each used slot past it is copied into the active slots before
+/// it is emptied: a holder killed at any point leaves every record in some slot, perhaps
+/// past the active ones, unreachable or twice, and the repair widens the active slots to
+/// cover the last used one, re-seats and deduplicates, as after a killed growth.
+pub(crate) fn shrink(
+    g: &mut ShardGuard<'_>,
+    geo: &Geometry,
+    records: usize,
+) -> Result<bool, Corrupt> {
+    let was = g.u32_at(S_GROWN);
+    let mut grown = was;
+    while grown > 0 && records <= active_of(grown, geo) / SHRINK_LOAD_DEN * SHRINK_LOAD_NUM {
+        grown -= 1;
+    }
+    if grown == was {
+        return Ok(false);
+    }
+    let (old_active, new_active) = (active_of(was, geo), active_of(grown, geo));
+    g.set_u32(S_GROWN, grown);
+    for i in new_active..old_active {
+        let slot = read(g, geo, i);
+        if slot.block == 0 {
+            continue;
+        }
+        insert_new(g, geo, slot, stamp(g, geo, i))?;
+        fault::hit(FaultPoint::MidShrink);
+        g.publish_u32(slot_at(geo, i) + SLOT_BLOCK, 0);
+    }
+    reseat(g, geo);
+    Ok(true)
 }
 
 /// Moves every used slot that is not reachable from its home (after the active slots grew,

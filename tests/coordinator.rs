@@ -43,11 +43,17 @@ fn expired_sessions_are_freed_without_any_request() {
         master.set_raw(&format!("s{i}"), &[7u8; 300], Expiry::At(expires)).unwrap();
     }
     master.set_raw("keeper", b"stays", Expiry::Default).unwrap();
-    let used = master.stats().unwrap().used_bytes;
-    // From here on, only the coordinator touches the store (stats() reads counters).
+    let before = master.stats().unwrap();
+    let used = before.used_bytes;
+    assert!(before.index_slots >= 4 * 128, "the index did not grow: {before}");
+    // From here on, only the coordinator touches the store (stats() reads counters). The
+    // sweep also shrinks each shard's index back to a fresh shard's 16 slots.
     assert!(
-        eventually(|| master.stats().unwrap().records == 1),
-        "expired sessions still held: {}",
+        eventually(|| {
+            let stats = master.stats().unwrap();
+            stats.records == 1 && stats.index_slots == 4 * 16
+        }),
+        "expired sessions still held, or the index not shrunk: {}",
         master.stats().unwrap()
     );
     let stats = master.stats().unwrap();

@@ -372,9 +372,11 @@ fn an_index_sized_for_typical_sessions_holds_more_of_them_and_refuses_small_ones
 
 /// The index grows with its records: a fresh shard uses 16 slots and doubles them whenever
 /// a new record would fill more than three quarters, never past its capacity; every session
-/// stays readable through each growth, the integrity check passes, and `clear` starts over.
+/// stays readable through each growth, the integrity check passes. Removals alone leave it
+/// as it is; `purge_expired` (as the coordinator's sweep) halves it while at most 3/16 of it
+/// is used, and `clear` starts over.
 #[test]
-fn the_index_grows_with_its_records_and_clear_shrinks_it() {
+fn the_index_grows_with_its_records_and_shrinks_after_they_go() {
     let master = tiny("grow", Eviction::Refuse);
     let fresh = master.stats().unwrap();
     assert_eq!(fresh.index_slots, 16);
@@ -398,11 +400,28 @@ fn the_index_grows_with_its_records_and_clear_shrinks_it() {
         let got = master.get_raw(&key("g", i)).unwrap();
         assert_eq!(got, Some(value(i, 40)), "session {i}");
     }
-    // Removals never shrink it; only `clear` does.
+    // Removals do not shrink it (a write never pays for moving slots back); the sweep does,
+    // to 32 slots: 10 records are at most 3/16 of 64, but not of 32.
     for i in 0..140 {
         assert!(master.destroy(&key("g", i)).unwrap());
     }
     assert_eq!(master.stats().unwrap().index_slots, 256);
+    assert_eq!(master.purge_expired().unwrap(), 0);
+    assert_eq!(master.stats().unwrap().index_slots, 32);
+    let report = master.check_integrity();
+    assert!(report.is_ok(), "after shrinking: {report}");
+    for i in 140..150 {
+        let got = master.get_raw(&key("g", i)).unwrap();
+        assert_eq!(got, Some(value(i, 40)), "session {i} after shrinking");
+    }
+    // It grows again as sessions come back, every one readable.
+    for i in 0..140 {
+        master.set_raw(&key("g", i), &value(i, 40), Expiry::After(LONG)).unwrap();
+    }
+    assert_eq!(master.stats().unwrap().index_slots, 256);
+    for i in 0..150 {
+        assert_eq!(master.get_raw(&key("g", i)).unwrap(), Some(value(i, 40)), "session {i}");
+    }
     master.clear().unwrap();
     assert_eq!(master.stats().unwrap().index_slots, 16);
     let report = master.check_integrity();

@@ -1,9 +1,12 @@
 //! Random operation sequences checked against a `HashMap` oracle, in one process.
 //!
 //! `store_matches_a_hash_map`: on a store large enough that nothing is ever evicted, every
-//! operation (`set_raw`, `set_raw` with an expiry already past, `get_raw`, `destroy`, `touch`,
-//! `touch` with an expiry already past, `update_raw` appending a byte or deleting, `length`,
-//! `all_raw`, `clear`) over 24 session ids gives exactly the oracle's answer.
+//! operation (`set_raw`, `set_raw` with an expiry already past, `set_raw` of a spike of new
+//! ids, `get_raw`, `destroy` of one id or of many, `touch`, `touch` with an expiry already
+//! past, `update_raw` appending a byte or deleting, `length`, `all_raw`, `clear`,
+//! `purge_expired`, which shrinks the index its records no longer fill) over 24 session ids
+//! and up to 24 spike ids, in one shard, gives exactly the oracle's answer; some purges must
+//! shrink the index.
 //!
 //! `tiny_lru_store_never_returns_a_wrong_value`: on a tiny single-shard LRU store that evicts
 //! all the time, the check is weakened to what eviction allows: a session is either the
@@ -33,6 +36,10 @@ enum Op {
     SetPast(usize),
     Get(usize),
     Destroy(usize),
+    /// Sets ids `from..to`, past the ones other operations pick: a spike of sessions.
+    Spike(usize, usize),
+    /// Destroys ids `0..n`, spike ids included: many sessions leaving at once.
+    Drain(usize),
     Touch(usize),
     TouchPast(usize),
     Append(usize, u8),
@@ -40,6 +47,8 @@ enum Op {
     Length,
     All,
     Clear,
+    /// `purge_expired`, which also shrinks an index its records no longer fill.
+    Purge,
 }
 
 fn ops(keys: usize, max_ops: usize, clear: bool) -> impl Strategy<Value = Vec<Op>> {
@@ -50,6 +59,8 @@ fn ops(keys: usize, max_ops: usize, clear: bool) -> impl Strategy<Value = Vec<Op
         1 => key.clone().prop_map(Op::SetPast),
         8 => key.clone().prop_map(Op::Get),
         3 => key.clone().prop_map(Op::Destroy),
+        1 => key.clone().prop_map(move |n| Op::Spike(keys, keys + n)),
+        1 => (0..2 * keys).prop_map(Op::Drain),
         3 => key.clone().prop_map(Op::Touch),
         1 => key.clone().prop_map(Op::TouchPast),
         4 => (key.clone(), any::<u8>()).prop_map(|(k, b)| Op::Append(k, b)),
@@ -57,6 +68,7 @@ fn ops(keys: usize, max_ops: usize, clear: bool) -> impl Strategy<Value = Vec<Op
         2 => Just(Op::Length),
         2 => Just(Op::All),
         1 => Just(Op::Clear),
+        1 => Just(Op::Purge),
     ];
     let op = op.prop_filter("no clear", move |op| clear || !matches!(op, Op::Clear));
     prop::collection::vec(op, 1..max_ops)
@@ -115,7 +127,8 @@ fn sorted(mut pairs: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Applies `ops` to a store with no eviction and to the oracle; every answer must agree.
-fn check_exact(store: &ClusterStore, ops: &[Op]) {
+/// Counts in `shrinks` the purges that shrank the index.
+fn check_exact(store: &ClusterStore, ops: &[Op], shrinks: &mut u64) {
     let mut oracle: HashMap<String, Vec<u8>> = HashMap::new();
     for (step, op) in ops.iter().enumerate() {
         let at = format!("step {step}: {op:?}");
@@ -137,6 +150,19 @@ fn check_exact(store: &ClusterStore, ops: &[Op]) {
                     oracle.remove(&sid(*k)).is_some(),
                     "{at}"
                 )
+            }
+            Op::Spike(from, to) => {
+                for k in *from..*to {
+                    let v = vec![k as u8; 8];
+                    store.set_raw(&sid(k), &v, LONG).unwrap_or_else(|e| panic!("{at}: {e}"));
+                    oracle.insert(sid(k), v);
+                }
+            }
+            Op::Drain(n) => {
+                for k in 0..*n {
+                    let destroyed = store.destroy(&sid(k)).unwrap();
+                    assert_eq!(destroyed, oracle.remove(&sid(k)).is_some(), "{at}: {k}");
+                }
             }
             Op::Touch(k) => {
                 assert_eq!(
@@ -180,6 +206,12 @@ fn check_exact(store: &ClusterStore, ops: &[Op]) {
             Op::Clear => {
                 store.clear().unwrap();
                 oracle.clear();
+            }
+            Op::Purge => {
+                let before = store.stats().unwrap().index_slots;
+                store.purge_expired().unwrap();
+                *shrinks += u64::from(store.stats().unwrap().index_slots < before);
+                assert!(store.check_integrity().is_ok(), "{at}: {}", store.check_integrity());
             }
         }
     }
@@ -236,6 +268,28 @@ fn check_weak_ops(store: &ClusterStore, ops: &[Op], tally: &mut Tally) {
                 let was = oracle.remove(&sid(*k)).is_some();
                 assert!(was || !destroyed, "{at}: destroyed a ghost");
             }
+            Op::Spike(from, to) => {
+                for k in *from..*to {
+                    let v = vec![k as u8; 8];
+                    match store.set_raw(&sid(k), &v, LONG) {
+                        Ok(()) => {
+                            oracle.insert(sid(k), v);
+                        }
+                        Err(StoreError::Full { .. }) => {
+                            tally.full += 1;
+                            check_weak(&mut oracle, &sid(k), store.get_raw(&sid(k)).unwrap(), &at);
+                        }
+                        Err(e) => panic!("{at}: {e}"),
+                    }
+                }
+            }
+            Op::Drain(n) => {
+                for k in 0..*n {
+                    let destroyed = store.destroy(&sid(k)).unwrap();
+                    let was = oracle.remove(&sid(k)).is_some();
+                    assert!(was || !destroyed, "{at}: destroyed a ghost {k}");
+                }
+            }
             Op::Touch(k) => {
                 if store.touch(&sid(*k), LONG).unwrap() {
                     assert!(oracle.contains_key(&sid(*k)), "{at}: touched a ghost");
@@ -287,6 +341,10 @@ fn check_weak_ops(store: &ClusterStore, ops: &[Op], tally: &mut Tally) {
                 store.clear().unwrap();
                 oracle.clear();
             }
+            Op::Purge => {
+                store.purge_expired().unwrap();
+                assert!(store.check_integrity().is_ok(), "{at}: {}", store.check_integrity());
+            }
         }
     }
     tally.evictions += store.stats().unwrap().evictions;
@@ -296,14 +354,20 @@ fn check_weak_ops(store: &ClusterStore, ops: &[Op], tally: &mut Tally) {
 #[test]
 fn store_matches_a_hash_map() {
     let _serial = common::serial();
+    // One shard, so that 24 ids grow its index past 16 slots and removals let purges shrink
+    // it; every other test covers several shards.
+    let shrinks = RefCell::new(0);
     runner(64)
         .run(&ops(24, 200, true), |ops| {
-            let master = fresh("oracle", |c| c.memory_size(4 << 20).shards(4));
-            check_exact(&master, &ops);
+            let master = fresh("oracle", |c| c.memory_size(4 << 20).shards(1));
+            check_exact(&master, &ops, &mut shrinks.borrow_mut());
             drop(master);
             Ok(())
         })
         .unwrap();
+    let shrinks = shrinks.into_inner();
+    eprintln!("exact store: {shrinks} purges shrank the index");
+    assert!(shrinks > 0, "no purge shrank the index: the shrink went untested");
 }
 
 #[test]

@@ -3,10 +3,10 @@
 //! once, the previous value is intact (or the new one, once published), no other session in
 //! the shard is touched, the repair is counted, `check_integrity()` passes and no memory
 //! leaks. Also: a worker killed while the index grows (with its new size stored, and in the
-//! middle of moving slots), a repairer killed mid-repair, a live holder that never lets go
-//! (a timeout error, never a hang), and the crash-consistency campaign (module `campaign`):
-//! hundreds of random kills of workers running mixed operations, every acknowledged write
-//! checked.
+//! middle of moving slots) or shrinks (a slot copied, not yet emptied), a repairer killed
+//! mid-repair, a live holder that never lets go (a timeout error, never a hang), and the
+//! crash-consistency campaign (module `campaign`): hundreds of random kills of workers
+//! running mixed operations, every acknowledged write checked.
 mod common;
 
 use std::sync::atomic::Ordering;
@@ -204,6 +204,40 @@ fn killed_mid_reseat_of_a_growing_index_loses_no_session() {
     // Parked in the first backward shift of the 49th record's growth: one entry in two
     // slots, some moved and some not. Only growth shifts slots in this worker.
     assert_eq!(grow_killed_at(FaultPoint::MidShift), 7);
+}
+
+/// A worker is killed while the index shrinks, with its new size stored and one slot past
+/// it copied into the active slots but not yet emptied: the session is then in two slots,
+/// one past the active ones. Every session survives, the repair leaves a sound index, and
+/// the next sweep shrinks it.
+#[test]
+fn killed_as_the_index_shrinks_loses_no_session() {
+    let _serial = serial();
+    let name = unique_name("crash-shrink");
+    let master = one_shard(&name);
+    neighbours(&master, 40);
+    // 191 records: 256 slots. Without the 150 spikes, 41 records: at most 3/16 of 256, so
+    // the index shrinks to 128, and the slots past 128 move.
+    for i in 0..150 {
+        master.set_raw(&format!("spike{i}"), b"spike", Expiry::Default).unwrap();
+    }
+    assert_eq!(master.stats().unwrap().index_slots, 256);
+    for i in 0..150 {
+        assert!(master.destroy(&format!("spike{i}")).unwrap());
+    }
+    assert_eq!(master.stats().unwrap().index_slots, 256);
+    kill_parked(&name, FaultPoint::MidShrink, |s| {
+        s.purge_expired().unwrap();
+    });
+    assert_neighbours(&master, 40);
+    assert_eq!(master.get_raw("sentinel").unwrap().as_deref(), Some(&b"sentinel"[..]));
+    let report = master.check_integrity();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(master.stats().unwrap().records, 41);
+    master.purge_expired().unwrap();
+    assert_eq!(master.stats().unwrap().index_slots, 128);
+    assert_neighbours(&master, 40);
+    assert_sound_and_no_leak(&master);
 }
 
 #[test]
