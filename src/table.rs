@@ -221,6 +221,10 @@ pub(crate) fn shrink(
     records: usize,
 ) -> Result<bool, Corrupt> {
     let was = g.u32_at(S_GROWN);
+    if !grown_valid(was, geo) {
+        // Only damage makes one; counting down from it could take billions of steps.
+        return Err(Corrupt("the index's grown count is out of range"));
+    }
     let mut grown = was;
     while grown > 0 && records <= active_of(grown, geo) / SHRINK_LOAD_DEN * SHRINK_LOAD_NUM {
         grown -= 1;

@@ -101,3 +101,44 @@ fn a_flipped_value_byte_is_a_miss_and_a_repair_of_that_record_alone() {
         assert!(report.is_ok(), "len {len}: {:?}", report.problems);
     }
 }
+
+/// A stray write of a huge `grown` (the shard state's count of index doublings): the sweep's
+/// shrink does not count it down (billions of steps under the lock) but reports it, and the
+/// repair resizes the index. Every session stays readable, and the shrink then runs from the
+/// repaired size.
+#[test]
+fn a_grown_count_out_of_range_is_repaired_before_a_shrink() {
+    use cluster_session_store::{Backing, ClusterStore, Config, Expiry};
+    use std::io::{Seek, SeekFrom, Write};
+
+    /// The segment header's size, and `grown` in a shard's state (SAFETY.md, section 3).
+    const SHARD_0: u64 = 4096;
+    const S_GROWN: u64 = 312;
+
+    let _serial = common::serial();
+    let name = common::unique_name("grown");
+    let config = Config::new().name(&name).memory_size(1 << 20).shards(1).backing(Backing::Named);
+    let master = ClusterStore::setup(config).expect("setup");
+    for i in 0..20 {
+        master.set_raw(&format!("s{i}"), format!("value {i}").as_bytes(), Expiry::Default).unwrap();
+    }
+    assert_eq!(master.stats().unwrap().index_slots, 32);
+    let path = format!("/dev/shm/cluster-session-store.{name}");
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    file.seek(SeekFrom::Start(SHARD_0 + S_GROWN)).unwrap();
+    file.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    drop(file);
+    assert!(!master.check_integrity().is_ok(), "the stray write landed elsewhere");
+    assert_eq!(master.purge_expired().unwrap(), 0);
+    let stats = master.stats().unwrap();
+    assert!(stats.recoveries >= 1, "not repaired: {stats}");
+    // The repair made the whole array active; 20 records shrink it to 64 slots (at most
+    // 3/16 of 128, not of 64).
+    assert_eq!(stats.index_slots, 64, "{stats}");
+    for i in 0..20 {
+        let got = master.get_raw(&format!("s{i}")).unwrap();
+        assert_eq!(got, Some(format!("value {i}").into_bytes()), "s{i}");
+    }
+    let report = master.check_integrity();
+    assert!(report.is_ok(), "{report}");
+}
