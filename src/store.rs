@@ -746,11 +746,13 @@ impl ClusterStore {
         let mut total = 0;
         for shard in 0..shared.geo.shard_count {
             let now = now_ms();
-            total += shared.with_shard_mut(shard, |g, geo| {
+            // Summed across a retry: a shrink that finds damage after the expiry pass makes
+            // the shard repaired and the pass run again, finding nothing more.
+            shared.with_shard_mut(shard, |g, geo| {
                 let removed = shard::expire_all(g, geo, now)?;
                 shared.count(g, STAT_EXPIRATIONS, removed);
-                shard::shrink_index(g, geo)?;
-                Ok(removed)
+                total += removed;
+                shard::shrink_index(g, geo).map(drop)
             })?;
         }
         Ok(total)
@@ -818,24 +820,25 @@ impl ClusterStore {
                 };
                 swept.repaired += usize::from(repaired.is_some());
                 let now = now_ms();
-                let scanned = shard::expire_scan(&mut g, &shared.geo, now, budget)
-                    .and_then(|scanned| Ok((scanned, shard::shrink_index(&mut g, &shared.geo)?)));
-                let scanned = match scanned {
-                    Ok((scanned, _)) => scanned,
-                    Err(Corrupt(what)) => {
-                        let fixed = shared.repair(&mut g, shard, what);
-                        drop(g);
-                        shared.report(shard, repaired);
-                        shared.report(shard, Some(fixed));
-                        break;
-                    }
+                // The expiry pass, then the shrink; damage found by either is repaired here,
+                // and the records the pass freed before it are counted all the same.
+                let (scanned, done) = match shard::expire_scan(&mut g, &shared.geo, now, budget) {
+                    Ok(scanned) => (scanned, shard::shrink_index(&mut g, &shared.geo).map(drop)),
+                    Err(corrupt) => (shard::Scanned::default(), Err(corrupt)),
                 };
                 shared.count(&g, STAT_EXPIRATIONS, scanned.removed);
+                swept.expired += scanned.removed;
+                if let Err(Corrupt(what)) = done {
+                    let fixed = shared.repair(&mut g, shard, what);
+                    drop(g);
+                    shared.report(shard, repaired);
+                    shared.report(shard, Some(fixed));
+                    break;
+                }
                 shared.count(&g, STAT_SWEEPS, u64::from(round == 0));
                 shared.mirror(&g);
                 drop(g);
                 shared.report(shard, repaired);
-                swept.expired += scanned.removed;
                 if scanned.removed * 4 <= scanned.seen || scanned.seen == 0 {
                     break;
                 }
