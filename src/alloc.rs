@@ -98,6 +98,10 @@ pub(crate) fn reset(g: &mut ShardGuard<'_>) {
     g.publish_u64(S_BUMP, 0);
     g.set_u64(S_USED_BYTES, 0);
     g.bytes_mut(S_FREE_HEADS, 4 * FREE_HEADS).fill(0);
+    // No merge can be pending over blocks that no longer exist (a dead merger's shard is
+    // repaired when locked, before this; only a stray write leaves a marker here).
+    g.set_u32(S_MERGE_START, 0);
+    g.set_u32(S_MERGE_LEN, 0);
 }
 
 /// One block found by walking the data area.

@@ -148,3 +148,39 @@ fn a_grown_count_out_of_range_is_repaired_before_a_shrink() {
     let report = master.check_integrity();
     assert!(report.is_ok(), "{report}");
 }
+
+/// A stray write that sets the merge marker (the shard state's `merge_start`) of a shard no
+/// repair has looked at: `clear` forgets every block, the marker included, and leaves the
+/// shard sound. (The property tests above met this: the marker outlived a `clear`.)
+#[test]
+fn clear_forgets_a_stray_merge_marker() {
+    use cluster_session_store::{Backing, ClusterStore, Config, Expiry};
+    use std::io::{Seek, SeekFrom, Write};
+
+    /// The segment header's size, and `merge_start` in a shard's state (SAFETY.md, section 3).
+    const SHARD_0: u64 = 4096;
+    const S_MERGE_START: u64 = 304;
+
+    let _serial = common::serial();
+    let name = common::unique_name("marker");
+    let config = Config::new()
+        .name(&name)
+        .memory_size(1 << 20)
+        .shards(1)
+        .backing(Backing::Named)
+        .sweep_interval(std::time::Duration::from_secs(3600));
+    let master = ClusterStore::setup(config).expect("setup");
+    master.set_raw("s", b"value", Expiry::Default).unwrap();
+    let path = format!("/dev/shm/cluster-session-store.{name}");
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    file.seek(SeekFrom::Start(SHARD_0 + S_MERGE_START)).unwrap();
+    file.write_all(&7u32.to_le_bytes()).unwrap();
+    drop(file);
+    let report = master.check_integrity();
+    assert!(report.problems.iter().any(|p| p.description.contains("merge")), "{report}");
+    master.clear().unwrap();
+    let report = master.check_integrity();
+    assert!(report.is_ok(), "{report}");
+    master.set_raw("s", b"again", Expiry::Default).unwrap();
+    assert_eq!(master.get_raw("s").unwrap().as_deref(), Some(&b"again"[..]));
+}
