@@ -166,7 +166,9 @@ impl Config {
     }
 
     /// How often the master's coordinator thread sweeps expired sessions (1 ms to 1 hour;
-    /// 1 s by default).
+    /// 1 s by default). The sweep also shrinks a shard's index once its sessions fill at most
+    /// 3/16 of it (`Stats::index_slots`), so a long interval leaves an index spread out by a
+    /// spike of sessions for longer.
     pub fn sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval = interval;
         self

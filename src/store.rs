@@ -740,7 +740,8 @@ impl ClusterStore {
     /// coordinator already does this incrementally every `Config::sweep_interval`, and a
     /// full shard does it before evicting; this is for callers that want it done at once
     /// (tower-sessions' `ExpiredDeletion`). Each shard is locked for one pass over its index,
-    /// skipped when its earliest expiry is still ahead.
+    /// skipped when its earliest expiry is still ahead; then, as the sweep does, an index its
+    /// sessions fill at most 3/16 of is halved (while that holds).
     pub fn purge_expired(&self) -> Result<u64> {
         let shared = &self.shared;
         let mut total = 0;
