@@ -125,6 +125,8 @@ impl Shared {
         self.count(&g, STAT_LOCK_WAIT_NS, acquired.waited_ns);
         let repaired = if acquired.owner_died {
             Some(self.repair(&mut g, shard, "a process died holding the shard lock"))
+        } else if acquired.kind_restored {
+            Some(self.repair(&mut g, shard, "a stray write changed the shard mutex's kind"))
         } else if g.u32_at(S_DIRTY) != 0 {
             Some(self.repair(&mut g, shard, "a previous repair or write did not finish"))
         } else {
