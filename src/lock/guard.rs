@@ -194,6 +194,11 @@ impl<'a> ShardGuard<'a> {
 
 impl Drop for ShardGuard<'_> {
     fn drop(&mut self) {
+        // A stray write over the mutex's kind word while this guard held it: written back
+        // (here, before glibc's unlock reads it), and the next locker repairs the shard.
+        if self.mutex.restore_kind() {
+            self.set_u32(S_DIRTY, 1);
+        }
         // A panic under the lock (a bug) may have left the shard half-written: make the next
         // locker repair it.
         // The version stays odd then, so optimistic readers take the lock and repair too.

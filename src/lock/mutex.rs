@@ -28,8 +28,7 @@
 //! `CLOCK_MONOTONIC`, so a wall-clock jump cannot stretch or cut the deadline.
 
 use std::io;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libc::{c_int, clockid_t, pthread_mutex_t, timespec};
@@ -119,28 +118,44 @@ unsafe fn init_with(ptr: *mut u8, ours: bool) -> io::Result<()> {
 /// Where the kind word lies in a mutex and the value it has in one made by [`init_mutex`]:
 /// the only aligned 32-bit word in which a fresh mutex with this module's attributes and a
 /// fresh default one differ. `None` (the check off) unless there is exactly one.
+///
+/// Computed at the first call in each process and kept in an atomic, not a `OnceLock`: two
+/// threads may both compute it (the same answer), but none ever waits for another, so a
+/// child forked while a thread of its parent was computing it does not block forever.
 fn kind_word() -> Option<(usize, i32)> {
-    static KIND: OnceLock<Option<(usize, i32)>> = OnceLock::new();
-    *KIND.get_or_init(|| {
-        /// A zeroed, suitably aligned local home for a mutex.
-        #[repr(C, align(128))]
-        struct Area([u8; MUTEX_AREA]);
-        let (mut ours, mut plain) = (Area([0; MUTEX_AREA]), Area([0; MUTEX_AREA]));
-        // SAFETY: both are local, writable, aligned to 128 and MUTEX_AREA bytes long, and no
-        // thread uses them as mutexes (they are only read below, never locked).
-        let made = unsafe {
-            init_with(ours.0.as_mut_ptr(), true).is_ok()
-                && init_with(plain.0.as_mut_ptr(), false).is_ok()
-        };
-        let size = std::mem::size_of::<pthread_mutex_t>();
-        let word = |a: &Area, at: usize| i32::from_ne_bytes(a.0[at..at + 4].try_into().unwrap());
-        let mut differ =
-            (0..size / 4).map(|i| i * 4).filter(|&at| word(&ours, at) != word(&plain, at));
-        match (made, differ.next(), differ.next()) {
-            (true, Some(at), None) => Some((at, word(&ours, at))),
-            _ => None,
-        }
-    })
+    /// 0: not computed; else bit 63, then bit 62 if there is a word, its offset in bits 32
+    /// to 39 and its value in the low 32 bits.
+    static KIND: AtomicU64 = AtomicU64::new(0);
+    const KNOWN: u64 = 1 << 63;
+    const FOUND: u64 = 1 << 62;
+    let mut known = KIND.load(Ordering::Relaxed);
+    if known == 0 {
+        known = KNOWN
+            | find_kind_word()
+                .map_or(0, |(at, kind)| FOUND | (at as u64) << 32 | u64::from(kind as u32));
+        KIND.store(known, Ordering::Relaxed);
+    }
+    (known & FOUND != 0).then_some(((known >> 32 & 0xFF) as usize, known as u32 as i32))
+}
+
+fn find_kind_word() -> Option<(usize, i32)> {
+    /// A zeroed, suitably aligned local home for a mutex.
+    #[repr(C, align(128))]
+    struct Area([u8; MUTEX_AREA]);
+    let (mut ours, mut plain) = (Area([0; MUTEX_AREA]), Area([0; MUTEX_AREA]));
+    // SAFETY: both are local, writable, aligned to 128 and MUTEX_AREA bytes long, and no
+    // thread uses them as mutexes (they are only read below, never locked).
+    let made = unsafe {
+        init_with(ours.0.as_mut_ptr(), true).is_ok()
+            && init_with(plain.0.as_mut_ptr(), false).is_ok()
+    };
+    let size = std::mem::size_of::<pthread_mutex_t>();
+    let word = |a: &Area, at: usize| i32::from_ne_bytes(a.0[at..at + 4].try_into().unwrap());
+    let mut differ = (0..size / 4).map(|i| i * 4).filter(|&at| word(&ours, at) != word(&plain, at));
+    match (made, differ.next(), differ.next()) {
+        (true, Some(at), None) => Some((at, word(&ours, at))),
+        _ => None,
+    }
 }
 
 impl RobustMutex {
@@ -154,12 +169,13 @@ impl RobustMutex {
     /// Writes the kind word back if a stray write changed it; returns whether it had to.
     /// One relaxed load and compare when it is intact.
     #[inline]
-    fn restore_kind(&self) -> bool {
+    pub fn restore_kind(&self) -> bool {
         let Some((at, kind)) = kind_word() else { return false };
         // SAFETY: `at + 4 <= size_of::<pthread_mutex_t>()` and `at` is 4-aligned (kind_word),
         // inside the mutex the constructor's contract guarantees, in a live shared mapping;
-        // glibc accesses the word with plain loads, and every process stores only `kind`
-        // there, the value it always had.
+        // glibc only loads the word after `pthread_mutex_init` (relaxed atomic loads in
+        // current versions; only `pthread_mutex_destroy`, never called here, stores to it),
+        // and every process stores only `kind` there, the value it always had.
         let word = unsafe { AtomicI32::from_ptr(self.ptr.cast::<u8>().add(at).cast::<i32>()) };
         if word.load(Ordering::Relaxed) == kind {
             return false;
