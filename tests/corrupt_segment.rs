@@ -102,38 +102,50 @@ fn a_flipped_value_byte_is_a_miss_and_a_repair_of_that_record_alone() {
     }
 }
 
-/// A stray write of a huge `grown` (the shard state's count of index doublings): the sweep's
-/// shrink does not count it down (billions of steps under the lock) but reports it, and the
-/// repair resizes the index. Every session stays readable, and the shrink then runs from the
-/// repaired size.
-#[test]
-fn a_grown_count_out_of_range_is_repaired_before_a_shrink() {
-    use cluster_session_store::{Backing, ClusterStore, Config, Expiry};
-    use std::io::{Seek, SeekFrom, Write};
+/// The segment header's size: shard 0 starts there (SAFETY.md, section 2).
+const SHARD_0: u64 = 4096;
 
-    /// The segment header's size, and `grown` in a shard's state (SAFETY.md, section 3).
-    const SHARD_0: u64 = 4096;
-    const S_GROWN: u64 = 312;
-
-    let _serial = common::serial();
-    let name = common::unique_name("grown");
-    // No sweep: it could repair the stray write before the test looks.
+/// A named one-shard store with no sweep (it could repair a stray write before the test
+/// looks), and its name.
+fn one_named_shard(prefix: &str) -> (cluster_session_store::Master, String) {
+    use cluster_session_store::{Backing, ClusterStore, Config};
+    let name = common::unique_name(prefix);
     let config = Config::new()
         .name(&name)
         .memory_size(1 << 20)
         .shards(1)
         .backing(Backing::Named)
         .sweep_interval(std::time::Duration::from_secs(3600));
-    let master = ClusterStore::setup(config).expect("setup");
+    (ClusterStore::setup(config).expect("setup"), name)
+}
+
+/// A stray write of `value` over the `u32` at `offset` in shard 0's state of segment `name`.
+fn stray_state_write(name: &str, offset: u64, value: u32) {
+    use std::io::{Seek, SeekFrom, Write};
+    let path = format!("/dev/shm/cluster-session-store.{name}");
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    file.seek(SeekFrom::Start(SHARD_0 + offset)).unwrap();
+    file.write_all(&value.to_le_bytes()).unwrap();
+}
+
+/// A stray write of a huge `grown` (the shard state's count of index doublings): the sweep's
+/// shrink does not count it down (billions of steps under the lock) but reports it, and the
+/// repair resizes the index. Every session stays readable, and the shrink then runs from the
+/// repaired size.
+#[test]
+fn a_grown_count_out_of_range_is_repaired_before_a_shrink() {
+    use cluster_session_store::Expiry;
+
+    /// `grown` in a shard's state (SAFETY.md, section 2).
+    const S_GROWN: u64 = 312;
+
+    let _serial = common::serial();
+    let (master, name) = one_named_shard("grown");
     for i in 0..20 {
         master.set_raw(&format!("s{i}"), format!("value {i}").as_bytes(), Expiry::Default).unwrap();
     }
     assert_eq!(master.stats().unwrap().index_slots, 32);
-    let path = format!("/dev/shm/cluster-session-store.{name}");
-    let mut file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
-    file.seek(SeekFrom::Start(SHARD_0 + S_GROWN)).unwrap();
-    file.write_all(&u32::MAX.to_le_bytes()).unwrap();
-    drop(file);
+    stray_state_write(&name, S_GROWN, u32::MAX);
     assert!(!master.check_integrity().is_ok(), "the stray write landed elsewhere");
     assert_eq!(master.purge_expired().unwrap(), 0);
     let stats = master.stats().unwrap();
@@ -154,28 +166,15 @@ fn a_grown_count_out_of_range_is_repaired_before_a_shrink() {
 /// shard sound. (The property tests above met this: the marker outlived a `clear`.)
 #[test]
 fn clear_forgets_a_stray_merge_marker() {
-    use cluster_session_store::{Backing, ClusterStore, Config, Expiry};
-    use std::io::{Seek, SeekFrom, Write};
+    use cluster_session_store::Expiry;
 
-    /// The segment header's size, and `merge_start` in a shard's state (SAFETY.md, section 3).
-    const SHARD_0: u64 = 4096;
+    /// `merge_start` in a shard's state (SAFETY.md, section 2).
     const S_MERGE_START: u64 = 304;
 
     let _serial = common::serial();
-    let name = common::unique_name("marker");
-    let config = Config::new()
-        .name(&name)
-        .memory_size(1 << 20)
-        .shards(1)
-        .backing(Backing::Named)
-        .sweep_interval(std::time::Duration::from_secs(3600));
-    let master = ClusterStore::setup(config).expect("setup");
+    let (master, name) = one_named_shard("marker");
     master.set_raw("s", b"value", Expiry::Default).unwrap();
-    let path = format!("/dev/shm/cluster-session-store.{name}");
-    let mut file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
-    file.seek(SeekFrom::Start(SHARD_0 + S_MERGE_START)).unwrap();
-    file.write_all(&7u32.to_le_bytes()).unwrap();
-    drop(file);
+    stray_state_write(&name, S_MERGE_START, 7);
     let report = master.check_integrity();
     assert!(report.problems.iter().any(|p| p.description.contains("merge")), "{report}");
     master.clear().unwrap();

@@ -138,10 +138,11 @@ fn kind_word() -> Option<(usize, i32)> {
     (known & FOUND != 0).then_some(((known >> 32 & 0xFF) as usize, known as u32 as i32))
 }
 
+/// A local home for a mutex, aligned as a shard's is.
+#[repr(C, align(128))]
+struct Area([u8; MUTEX_AREA]);
+
 fn find_kind_word() -> Option<(usize, i32)> {
-    /// A zeroed, suitably aligned local home for a mutex.
-    #[repr(C, align(128))]
-    struct Area([u8; MUTEX_AREA]);
     let (mut ours, mut plain) = (Area([0; MUTEX_AREA]), Area([0; MUTEX_AREA]));
     // SAFETY: both are local, writable, aligned to 128 and MUTEX_AREA bytes long, and no
     // thread uses them as mutexes (they are only read below, never locked).
@@ -280,10 +281,6 @@ fn monotonic_deadline(after: Duration) -> timespec {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A home for a mutex, as a shard gives it one.
-    #[repr(C, align(128))]
-    struct Area([u8; MUTEX_AREA]);
 
     #[test]
     fn the_kind_word_is_found() {
