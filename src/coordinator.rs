@@ -22,7 +22,9 @@ use crate::error::{AttachError, SetupError};
 use crate::header::{self, HeaderError, Settings};
 use crate::layout::{FORMAT_VERSION, SHARD_MUTEX};
 use crate::lock::fork_gate;
-use crate::segment::{signals, CreateError, FreshSegment, OpenError, Segment};
+use crate::segment::{
+    effective_uid, signals, CreateError, FreshSegment, OpenError, Owner, Segment,
+};
 use crate::store::{ClusterStore, Shared};
 
 static REGISTRY: Mutex<Vec<(String, Arc<Shared>)>> = Mutex::new(Vec::new());
@@ -159,29 +161,41 @@ impl Drop for Master {
     }
 }
 
-/// A named segment found in the way of `setup()` whose master is gone.
-struct Stale {
-    owner_pid: Option<u32>,
+/// A named segment found in the way of `setup()` that it neither uses nor removes.
+enum InTheWay {
+    /// Its master is gone (`owner_pid`, if its header could be read).
+    Stale { owner_pid: Option<u32> },
+    /// It is not this user's alone (`segment::Owner::trusted`).
+    Untrusted(Owner),
 }
 
-impl Stale {
+impl InTheWay {
     fn into_error(self, name: &str) -> SetupError {
-        SetupError::StaleSegment {
-            name: name.to_owned(),
-            path: Segment::named_path(name),
-            owner_pid: self.owner_pid,
+        let path = Segment::named_path(name);
+        match self {
+            InTheWay::Stale { owner_pid } => {
+                SetupError::StaleSegment { name: name.to_owned(), path, owner_pid }
+            }
+            InTheWay::Untrusted(owner) => SetupError::UntrustedSegment {
+                name: name.to_owned(),
+                path,
+                owner_uid: owner.uid,
+                mode: owner.mode,
+                user_uid: effective_uid(),
+            },
         }
     }
 }
 
-/// Creates the named segment. If one exists: a live master's is `Exists`; one whose master
-/// is gone (its pid no longer runs, or its header was never completed) is removed and
-/// created afresh when the config allows it, else reported as `Stale`. A pid reused by an
-/// unrelated process makes a stale segment look live: the error names the path either way.
+/// Creates the named segment. If one exists: one that is not this user's alone is
+/// `Untrusted`, whatever it holds; a live master's is `Exists`; one whose master is gone (its
+/// pid no longer runs, or its header was never completed) is removed and created afresh when
+/// the config allows it, else reported as `Stale`. A pid reused by an unrelated process makes
+/// a stale segment look live: the error names the path either way.
 fn create_named_reclaiming(
     config: &Config,
     len: usize,
-) -> Result<Result<FreshSegment, Stale>, CreateError> {
+) -> Result<Result<FreshSegment, InTheWay>, CreateError> {
     match FreshSegment::create_named(&config.name, len) {
         Err(CreateError::Exists) => {}
         other => return other.map(Ok),
@@ -191,6 +205,9 @@ fn create_named_reclaiming(
             Ok((_, settings)) => Some(settings.owner_pid),
             Err(_) => None,
         },
+        Err(OpenError::Untrusted(owner) | OpenError::PermissionDenied(owner)) => {
+            return Ok(Err(InTheWay::Untrusted(owner)))
+        }
         Err(_) => None,
     };
     let alive = owner_pid.is_some_and(|pid| {
@@ -201,7 +218,7 @@ fn create_named_reclaiming(
         return Err(CreateError::Exists);
     }
     if !config.reclaim_stale {
-        return Ok(Err(Stale { owner_pid }));
+        return Ok(Err(InTheWay::Stale { owner_pid }));
     }
     tracing::warn!(name = %config.name, ?owner_pid, "removing a stale named segment");
     let _ = Segment::unlink_named(&config.name);
@@ -227,8 +244,11 @@ impl ClusterStore {
     ///
     /// # Errors
     /// [`SetupError::InvalidConfig`] names a field that cannot work and its allowed range;
-    /// [`SetupError::AlreadySetUp`] if this process set up the namespace already;
-    /// [`SetupError::SegmentExists`] if a named segment of that name exists.
+    /// [`SetupError::AlreadySetUp`] if this process set up the namespace already, and
+    /// [`SetupError::SetUpByMaster`] if called in a worker its master forked after setting it
+    /// up; [`SetupError::SegmentExists`] if a named segment of that name exists and its master
+    /// runs, [`SetupError::StaleSegment`] if its master is gone, and
+    /// [`SetupError::UntrustedSegment`] if it is another user's or open to group or others.
     ///
     /// # Examples
     /// ```
@@ -240,8 +260,14 @@ impl ClusterStore {
     pub fn setup(config: Config) -> Result<Master, SetupError> {
         let geo = config.validate()?;
         let mut registry = registry();
-        if registry.iter().any(|(n, _)| *n == config.name) {
-            return Err(SetupError::AlreadySetUp { namespace: config.name.clone() });
+        if let Some((_, shared)) = registry.iter().find(|(n, _)| *n == config.name) {
+            let namespace = config.name.clone();
+            let master_pid = shared.settings.owner_pid;
+            return Err(if master_pid == std::process::id() {
+                SetupError::AlreadySetUp { namespace }
+            } else {
+                SetupError::SetUpByMaster { namespace, master_pid }
+            });
         }
         let mut fresh = match config.backing {
             Backing::Memfd => FreshSegment::create_memfd(&config.name, geo.total_size).map(Ok),
@@ -254,7 +280,7 @@ impl ClusterStore {
             },
             CreateError::Os(action, source) => SetupError::Os { action, source },
         })
-        .and_then(|fresh| fresh.map_err(|stale| stale.into_error(&config.name)))?;
+        .and_then(|fresh| fresh.map_err(|in_the_way| in_the_way.into_error(&config.name)))?;
         let pid = std::process::id();
         let started = (|| {
             let [generation, k0, k1] = random_u64s::<3>()?;
@@ -328,7 +354,9 @@ impl ClusterStore {
     ///
     /// # Errors
     /// [`AttachError::NotFound`] if there is none, [`AttachError::PermissionDenied`] if it
-    /// belongs to another user, [`AttachError::VersionMismatch`] or
+    /// belongs to another user, [`AttachError::UntrustedSegment`] if it opened but is not
+    /// this user's alone (owned by another user, or open to group or others: another user
+    /// could have planted it), [`AttachError::VersionMismatch`] or
     /// [`AttachError::NotASegment`] if it is not a segment this build can use.
     pub fn attach(name: &str) -> Result<Self, AttachError> {
         if !valid_name(name) {
@@ -336,9 +364,17 @@ impl ClusterStore {
         }
         let segment = Segment::open_named(name).map_err(|e| match e {
             OpenError::NotFound => AttachError::NotFound { name: name.to_owned() },
-            OpenError::PermissionDenied => AttachError::PermissionDenied {
+            OpenError::PermissionDenied(owner) => AttachError::PermissionDenied {
                 name: name.to_owned(),
                 path: Segment::named_path(name),
+                owner_uid: owner.uid,
+            },
+            OpenError::Untrusted(owner) => AttachError::UntrustedSegment {
+                name: name.to_owned(),
+                path: Segment::named_path(name),
+                owner_uid: owner.uid,
+                mode: owner.mode,
+                user_uid: effective_uid(),
             },
             OpenError::TooSmall(len) => AttachError::NotASegment {
                 name: name.to_owned(),

@@ -23,6 +23,29 @@ pub enum SetupError {
         /// The namespace.
         namespace: String,
     },
+    /// `setup()` was called in a worker: the master set this namespace up before it forked
+    /// this process. Workers call [`ClusterStore::new`](crate::ClusterStore::new) or
+    /// [`ClusterStore::open`](crate::ClusterStore::open).
+    SetUpByMaster {
+        /// The namespace.
+        namespace: String,
+        /// Pid of the master that set it up.
+        master_pid: u32,
+    },
+    /// A named segment with this name exists and is not this user's alone: it belongs to
+    /// another user, or grants access to group or others. It is neither used nor removed.
+    UntrustedSegment {
+        /// The segment's name.
+        name: String,
+        /// Where the operating system shows it.
+        path: String,
+        /// Its owner's uid.
+        owner_uid: u32,
+        /// Its permission bits.
+        mode: u32,
+        /// This process's effective uid, the owner a segment must have.
+        user_uid: u32,
+    },
     /// A named segment with this name exists already (a running master, or one that crashed).
     SegmentExists {
         /// The segment's name.
@@ -56,9 +79,27 @@ impl fmt::Display for SetupError {
             }
             SetupError::AlreadySetUp { namespace } => write!(
                 f,
-                "a store with namespace {namespace:?} is already set up in this process; \
-                 give the second store another name with Config::name"
+                "this process already set up the store {namespace:?} (setup() runs once per \
+                 namespace, in the master, before it forks); a second store needs another \
+                 name (Config::name)"
             ),
+            SetupError::SetUpByMaster { namespace, master_pid } => write!(
+                f,
+                "the master (pid {master_pid}) already set up the store {namespace:?} before \
+                 it forked this process: a worker calls ClusterStore::new() (or \
+                 ClusterStore::open({namespace:?})), not setup()"
+            ),
+            SetupError::UntrustedSegment { name, path, owner_uid, mode, user_uid } => {
+                untrusted(f, name, path, *owner_uid, *mode, *user_uid)?;
+                if owner_uid != user_uid {
+                    write!(
+                        f,
+                        "; pick another Config::name, or have uid {owner_uid} or root remove it"
+                    )
+                } else {
+                    write!(f, "; remove it (rm {path}) and call setup() again")
+                }
+            }
             SetupError::SegmentExists { name, path } => write!(
                 f,
                 "a shared-memory segment named {name:?} already exists ({path}); if no master \
@@ -101,12 +142,29 @@ pub enum AttachError {
         name: String,
     },
     /// The named segment exists but belongs to another user: it is created with mode 0600,
-    /// so only the master's user (and root) can attach.
+    /// so only the master's user (and root) can open it.
     PermissionDenied {
         /// The name attached to.
         name: String,
         /// Its path, e.g. `/dev/shm/cluster-session-store.<name>`.
         path: String,
+        /// Its owner's uid.
+        owner_uid: u32,
+    },
+    /// The named segment opened, but it is not this user's alone: it belongs to another user
+    /// (possible for root), or grants access to group or others. Another user could have
+    /// planted it, or could read and forge its sessions, so it is not used.
+    UntrustedSegment {
+        /// The name attached to.
+        name: String,
+        /// Its path.
+        path: String,
+        /// Its owner's uid.
+        owner_uid: u32,
+        /// Its permission bits.
+        mode: u32,
+        /// This process's effective uid, the owner a segment must have.
+        user_uid: u32,
     },
     /// The name is not a valid segment name.
     InvalidName {
@@ -150,11 +208,19 @@ impl fmt::Display for AttachError {
                 "no shared-memory segment named {name:?}: start the master first, with \
                  Config::name({name:?}) and Backing::Named"
             ),
-            AttachError::PermissionDenied { name, path } => write!(
+            AttachError::PermissionDenied { name, path, owner_uid } => write!(
                 f,
-                "the segment {name:?} ({path}) belongs to another user: it is created with \
-                 mode 0600, so run this worker as the user that ran the master"
+                "the segment {name:?} ({path}) belongs to another user (uid {owner_uid}): it \
+                 is created with mode 0600, so run this worker as the user that ran the master"
             ),
+            AttachError::UntrustedSegment { name, path, owner_uid, mode, user_uid } => {
+                untrusted(f, name, path, *owner_uid, *mode, *user_uid)?;
+                write!(
+                    f,
+                    "; if no master of this user runs under that name, remove it (as uid \
+                     {owner_uid} or root) and start the master first, or pick another name"
+                )
+            }
             AttachError::InvalidName { name } => write!(
                 f,
                 "invalid segment name {name:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -"
@@ -180,6 +246,28 @@ impl std::error::Error for AttachError {
             _ => None,
         }
     }
+}
+
+/// The first clause of both `UntrustedSegment` errors: whose the segment is and why that
+/// rules it out.
+fn untrusted(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    path: &str,
+    owner_uid: u32,
+    mode: u32,
+    user_uid: u32,
+) -> fmt::Result {
+    write!(f, "the shared-memory segment {name:?} ({path}) ")?;
+    if owner_uid != user_uid {
+        write!(
+            f,
+            "belongs to uid {owner_uid} (mode {mode:04o}), not to this user (uid {user_uid})"
+        )?;
+    } else {
+        write!(f, "grants access to group or others (mode {mode:04o})")?;
+    }
+    write!(f, ": another user could read or forge the sessions in it, so it is not used")
 }
 
 /// Why a store operation failed. The store is unchanged by a failed operation.

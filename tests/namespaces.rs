@@ -1,7 +1,8 @@
 //! Namespaces: one master sets up two stores under different names. They are independent (the
 //! same session id holds different values in each; `clear` and `length` of one do not see the
 //! other), and forked workers find both with `ClusterStore::open(name)`. A name set up twice
-//! in one process is refused with `AlreadySetUp`; once its `Master` is dropped, `open(name)`
+//! in one process is refused with `AlreadySetUp`, and in a forked worker with `SetUpByMaster`,
+//! which tells the worker to call `new()`; once its `Master` is dropped, `open(name)`
 //! answers `NotSetUp` (handles opened before stay usable) and the name can be set up again.
 mod common;
 
@@ -118,7 +119,9 @@ fn a_namespace_set_up_twice_in_one_process_is_refused() {
         Err(err @ SetupError::AlreadySetUp { .. }) => {
             let SetupError::AlreadySetUp { namespace } = &err else { unreachable!() };
             assert_eq!(namespace, &name);
-            assert!(err.to_string().contains(&name), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(&name) && text.contains("this process already"), "{text}");
+            assert!(!text.contains("worker"), "the master is told nothing about workers: {text}");
         }
         other => panic!("{other:?}"),
     }
@@ -127,6 +130,36 @@ fn a_namespace_set_up_twice_in_one_process_is_refused() {
     assert_eq!(opened.get_raw("sid").unwrap().as_deref(), Some(&b"first"[..]));
     assert_eq!(opened.length().unwrap(), 1);
     assert!(first.check_integrity().is_ok(), "{}", first.check_integrity());
+}
+
+#[test]
+fn setup_in_a_worker_says_the_master_did_it_and_workers_call_new() {
+    let _serial = common::serial();
+    let name = common::unique_name("in-worker");
+    let master = setup(&name);
+    let master_pid = std::process::id();
+    let mut worker = common::spawn(|| match ClusterStore::setup(config(&name)) {
+        Err(err @ SetupError::SetUpByMaster { .. }) => {
+            let SetupError::SetUpByMaster { namespace, master_pid: pid } = &err else {
+                unreachable!()
+            };
+            let text = err.to_string();
+            let says = text.contains(&format!("master (pid {master_pid})"))
+                && text.contains("ClusterStore::new()");
+            if namespace != &name || *pid != master_pid || !says {
+                eprintln!("wrong error: {err:?}: {text}");
+                return 1;
+            }
+            // The store the worker should use is there.
+            i32::from(ClusterStore::open(&name).is_err()) * 3
+        }
+        other => {
+            eprintln!("{other:?}");
+            2
+        }
+    });
+    assert_eq!(worker.wait(common::WAIT), 0, "1: wrong text, 2: another result, 3: no store");
+    assert!(master.check_integrity().is_ok(), "{}", master.check_integrity());
 }
 
 #[test]

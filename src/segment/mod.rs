@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -46,12 +47,40 @@ pub(crate) enum CreateError {
     Os(&'static str, io::Error),
 }
 
+/// The owner and permission bits of a named segment, as the operating system reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub uid: u32,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+impl Owner {
+    fn of(meta: &std::fs::Metadata) -> Owner {
+        Owner { uid: meta.uid(), mode: meta.mode() & 0o7777 }
+    }
+
+    /// Whether this process may use the segment: it belongs to the process's effective user
+    /// and grants nothing to group or others, so no other user can have read or written it.
+    /// (A segment this crate creates is 0600, owned by its creator.)
+    pub fn trusted(self) -> bool {
+        self.uid == effective_uid() && self.mode & 0o077 == 0
+    }
+}
+
+/// The effective uid of this process: the owner a trusted segment must have.
+pub(crate) fn effective_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
 /// Why a named segment could not be opened.
 pub(crate) enum OpenError {
     /// Nothing by that name.
     NotFound,
-    /// It exists, but its mode (0600) does not let this process's user open it.
-    PermissionDenied,
+    /// It exists, but its mode does not let this process's user open it.
+    PermissionDenied(Owner),
+    /// It opened, but it is not this user's alone ([`Owner::trusted`]): never mapped.
+    Untrusted(Owner),
     /// Smaller than a header: not ours.
     TooSmall(u64),
     /// Anything else, with the step that failed.
@@ -134,16 +163,26 @@ impl FreshSegment {
 }
 
 impl Segment {
-    /// Opens and maps an existing named segment, whole.
+    /// Opens and maps an existing named segment, whole, if it is trusted: the owner and mode
+    /// of the object opened (`fstat`, so no other object can be swapped in between) must pass
+    /// [`Owner::trusted`].
     pub fn open_named(name: &str) -> Result<Self, OpenError> {
         let fd = shm_open(shm_name(name).as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| match e {
                 nix::errno::Errno::ENOENT => OpenError::NotFound,
-                nix::errno::Errno::EACCES => OpenError::PermissionDenied,
+                nix::errno::Errno::EACCES => match std::fs::metadata(Self::named_path(name)) {
+                    Ok(meta) => OpenError::PermissionDenied(Owner::of(&meta)),
+                    Err(e) => OpenError::Os("stat the named segment", e),
+                },
                 e => OpenError::Os("open the named segment", e.into()),
             })?;
         let file = File::from(fd);
-        let len = file.metadata().map_err(|e| OpenError::Os("stat the named segment", e))?.len();
+        let meta = file.metadata().map_err(|e| OpenError::Os("stat the named segment", e))?;
+        let owner = Owner::of(&meta);
+        if !owner.trusted() {
+            return Err(OpenError::Untrusted(owner));
+        }
+        let len = meta.len();
         if len < HEADER_SIZE as u64 {
             return Err(OpenError::TooSmall(len));
         }
