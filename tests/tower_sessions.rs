@@ -1,7 +1,9 @@
 //! The tower-sessions adapter (feature `tower-sessions`), tested through tower-sessions'
 //! `SessionManagerLayer` in an axum app, and through the trait where the middleware cannot
 //! reach a case: a visit counter whose session continues in a forked worker process with its
-//! own app and runtime; a logout that deletes the session; `create` drawing a new id when the
+//! own app and runtime; a logout that deletes the session; a request in flight across a
+//! logout or a `cycle_id` that never brings the old session back (concurrent requests, held
+//! at a chosen point); `save` never creating a record; `create` drawing a new id when the
 //! id is taken and never overwriting; an expired record loading as `None`;
 //! `delete_expired` freeing memory; a value that is not a tower-sessions record giving a
 //! `Decode` error, not a panic.
@@ -13,6 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use cluster_session_store::{ClusterStore, Config, Expiry, Master};
 use http_body_util::BodyExt;
+use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use tower::ServiceExt;
 use tower_sessions::session::{Id, Record};
@@ -110,8 +113,8 @@ fn create_draws_a_new_id_when_the_id_is_taken() {
     let store = ClusterStore::open(&name).unwrap();
     let later = OffsetDateTime::now_utc() + Duration::hours(1);
     runtime().block_on(async {
-        let taken = record(Id::default(), "owner", 1, later);
-        store.save(&taken).await.unwrap();
+        let mut taken = record(Id::default(), "owner", 1, later);
+        store.create(&mut taken).await.unwrap();
         let mut newcomer = record(taken.id, "owner", 2, later);
         store.create(&mut newcomer).await.unwrap();
         assert_ne!(newcomer.id, taken.id, "create reused a live session's id");
@@ -127,6 +130,127 @@ fn create_draws_a_new_id_when_the_id_is_taken() {
     assert!(master.check_integrity().is_ok());
 }
 
+/// `save` writes only over a live record: on an id with no record, or whose record was
+/// deleted or expired, it stores nothing.
+#[test]
+fn save_never_creates_a_record() {
+    let _serial = common::serial();
+    let (master, name) = setup("tower-save");
+    let store = ClusterStore::open(&name).unwrap();
+    let later = OffsetDateTime::now_utc() + Duration::hours(1);
+    runtime().block_on(async {
+        let never_created = record(Id::default(), "k", 1, later);
+        store.save(&never_created).await.unwrap();
+        assert_eq!(store.load(&never_created.id).await.unwrap(), None);
+
+        let mut deleted = record(Id::default(), "k", 2, later);
+        store.create(&mut deleted).await.unwrap();
+        store.delete(&deleted.id).await.unwrap();
+        store.save(&deleted).await.unwrap();
+        assert_eq!(store.load(&deleted.id).await.unwrap(), None);
+    });
+    assert_eq!(master.length().unwrap(), 0);
+    assert!(master.check_integrity().is_ok());
+}
+
+/// Where the slow request stands: it signals `entered` once it has loaded its session, and
+/// finishes (changing the session, so the middleware saves it) once `release` is signalled.
+#[derive(Default)]
+struct Gate {
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+/// `/login` puts a user in the session, `/whoami` reads it, `/slow` reads it and then waits
+/// at the gate before it counts a visit, `/logout` deletes the session and `/cycle` gives
+/// it a new id.
+fn login_app(store: ClusterStore, gate: Arc<Gate>) -> Router {
+    async fn user(session: &Session) -> String {
+        session.get::<String>("user").await.unwrap().unwrap_or_else(|| "anonymous".into())
+    }
+    Router::new()
+        .route(
+            "/login",
+            get(|session: Session| async move {
+                session.insert("user", "alice").await.unwrap();
+                "logged in"
+            }),
+        )
+        .route("/whoami", get(|session: Session| async move { user(&session).await }))
+        .route(
+            "/slow",
+            get(|session: Session| async move {
+                let who = user(&session).await;
+                gate.entered.notify_one();
+                gate.release.notified().await;
+                session.insert("visits", 1).await.unwrap();
+                who
+            }),
+        )
+        .route(
+            "/logout",
+            get(|session: Session| async move {
+                session.delete().await.unwrap();
+                "bye"
+            }),
+        )
+        .route(
+            "/cycle",
+            get(|session: Session| async move {
+                session.cycle_id().await.unwrap();
+                "cycled"
+            }),
+        )
+        .layer(SessionManagerLayer::new(store).with_secure(false))
+}
+
+/// Logs in, then runs `/slow` with the session and, while it is held after loading the
+/// session, the request `path` with the same cookie; then lets `/slow` finish and save.
+/// Returns the login cookie and the cookie `path` set, if any.
+fn race_against(path: &str, store: ClusterStore) -> (String, Option<String>) {
+    let gate = Arc::new(Gate::default());
+    let app = login_app(store, Arc::clone(&gate));
+    runtime().block_on(async {
+        let (_, cookie) = call(&app, "/login", None).await;
+        let cookie = cookie.expect("the login sets the session cookie");
+        let slow = tokio::spawn({
+            let (app, cookie) = (app.clone(), cookie.clone());
+            async move { call(&app, "/slow", Some(&cookie)).await.0 }
+        });
+        tokio::time::timeout(common::WAIT, gate.entered.notified()).await.expect("/slow entered");
+        let (_, set) = call(&app, path, Some(&cookie)).await;
+        gate.release.notify_one();
+        let slow = tokio::time::timeout(common::WAIT, slow).await.expect("/slow ends").unwrap();
+        assert_eq!(slow, "alice", "/slow ran logged in");
+        assert_eq!(call(&app, "/whoami", Some(&cookie)).await.0, "anonymous");
+        (cookie, set)
+    })
+}
+
+#[test]
+fn a_request_in_flight_across_a_logout_does_not_log_the_user_back_in() {
+    let _serial = common::serial();
+    let (master, name) = setup("tower-race-logout");
+    race_against("/logout", ClusterStore::open(&name).unwrap());
+    assert_eq!(master.length().unwrap(), 0, "the deleted session was written back");
+    assert!(master.check_integrity().is_ok());
+}
+
+#[test]
+fn a_request_in_flight_across_a_cycle_id_does_not_bring_the_old_id_back() {
+    let _serial = common::serial();
+    let (master, name) = setup("tower-race-cycle");
+    let store = ClusterStore::open(&name).unwrap();
+    let (old, new) = race_against("/cycle", store.clone());
+    let new = new.expect("cycle_id sets a new cookie");
+    assert_ne!(old, new);
+    let app = login_app(store, Arc::default());
+    let who = runtime().block_on(async { call(&app, "/whoami", Some(&new)).await.0 });
+    assert_eq!(who, "alice", "the new id carries the session");
+    assert_eq!(master.length().unwrap(), 1, "the old id's session was written back");
+    assert!(master.check_integrity().is_ok());
+}
+
 #[test]
 fn save_load_delete_round_trip_with_the_expiry_date() {
     let _serial = common::serial();
@@ -137,6 +261,9 @@ fn save_load_delete_round_trip_with_the_expiry_date() {
     runtime().block_on(async {
         let mut rec = record(Id::default(), "user", 7, expiry);
         rec.data.insert("nested".into(), serde_json::json!({"a": [1, 2.5, null, "x"]}));
+        store.create(&mut rec).await.unwrap();
+        assert_eq!(store.load(&rec.id).await.unwrap(), Some(rec.clone()));
+        rec.data.insert("user".into(), serde_json::json!(8));
         store.save(&rec).await.unwrap();
         assert_eq!(store.load(&rec.id).await.unwrap(), Some(rec.clone()));
         store.delete(&rec.id).await.unwrap();
@@ -154,8 +281,8 @@ fn an_expired_record_loads_as_none() {
     let store = ClusterStore::open(&name).unwrap();
     let now = OffsetDateTime::now_utc();
     runtime().block_on(async {
-        let live = record(Id::default(), "k", 1, now + Duration::hours(1));
-        store.save(&live).await.unwrap();
+        let mut live = record(Id::default(), "k", 1, now + Duration::hours(1));
+        store.create(&mut live).await.unwrap();
         // The middleware saves a session with a past expiry date when it expires it.
         let expired = record(live.id, "k", 2, now - Duration::seconds(1));
         store.save(&expired).await.unwrap();
@@ -176,10 +303,10 @@ fn delete_expired_frees_expired_records() {
     runtime().block_on(async {
         let soon = OffsetDateTime::now_utc() + Duration::minutes(1);
         for i in 0..10 {
-            store.save(&record(Id::default(), "i", i, soon)).await.unwrap();
+            store.create(&mut record(Id::default(), "i", i, soon)).await.unwrap();
         }
-        let live = record(Id::default(), "i", 99, soon + Duration::hours(3));
-        store.save(&live).await.unwrap();
+        let mut live = record(Id::default(), "i", 99, soon + Duration::hours(3));
+        store.create(&mut live).await.unwrap();
         assert_eq!(master.stats().unwrap().records, 11);
         let _later = common::ClockJump::forward(std::time::Duration::from_secs(2 * 3600));
         assert_eq!(master.stats().unwrap().records, 11, "nothing frees them but the call");

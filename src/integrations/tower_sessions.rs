@@ -8,7 +8,11 @@
 //! frees every expired record at once ([`ClusterStore::purge_expired`]).
 //!
 //! `create` never overwrites a session: it stores the record only if its id is unused
-//! ([`ClusterStore::add_raw`]) and draws a new id otherwise, as tower-sessions asks.
+//! ([`ClusterStore::add_raw`]) and draws a new id otherwise, as tower-sessions asks. It is the
+//! only way a record comes in: `save` writes only over a live record
+//! ([`ClusterStore::replace_raw`], Redis's `SET … XX`), so a request that ran alongside a
+//! logout (`delete`) or a `cycle_id` never writes the old, logged-in record back; its
+//! changes to a session that has ended are dropped.
 //!
 //! # Examples
 //! ```
@@ -132,8 +136,11 @@ impl SessionStore for ClusterStore {
         )))
     }
 
+    /// Replaces the record if it is live; does nothing if it expired or was deleted (or its
+    /// id cycled) meanwhile. A past expiry date removes it.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.set_raw(Key::of(&record.id).as_str(), &encode(record)?, expiry(record))
+        self.replace_raw(Key::of(&record.id).as_str(), &encode(record)?, expiry(record))
+            .map(drop)
             .map_err(store_error)
     }
 
