@@ -385,10 +385,13 @@ fn main() {
     // tower-sessions: this store and MemoryStore through the same trait.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let memory = MemoryStore::default();
-    let records: Vec<Record> = (0..KEYS).map(|_| record(Id::default())).collect();
-    for r in &records {
-        rt.block_on(store.save(r)).unwrap();
-        rt.block_on(memory.save(r)).unwrap();
+    // Made with `create`, as the middleware makes them: `save` only replaces a live record.
+    let mut records: Vec<Record> = (0..KEYS).map(|_| record(Id::default())).collect();
+    for r in &mut records {
+        let id = r.id;
+        rt.block_on(store.create(r)).unwrap();
+        rt.block_on(memory.create(r)).unwrap();
+        assert_eq!(r.id, id, "a fresh random id is free in both stores");
     }
     // Read in shuffled order, not the order they were saved in.
     let order = common::shuffled_indexes(KEYS);
