@@ -16,7 +16,7 @@ use crate::alloc::{self, Walk};
 use crate::fault::{self, FaultPoint};
 use crate::layout::*;
 use crate::lock::ShardGuard;
-use crate::record::{self, at, Rec};
+use crate::record::{self, at, NewRecord, Rec};
 use crate::table::{self, Slot};
 
 /// The record slot `slot` refers to, if it is a sound record of this shard whose hash
@@ -29,7 +29,7 @@ fn sound_record(
     slot: Slot,
 ) -> Result<Rec, &'static str> {
     let off = block_offset(slot.block).ok_or("empty")?;
-    if walk.find(off).is_none_or(|b| !b.used) {
+    if off != geo.spare_offset() && walk.find(off).is_none_or(|b| !b.used) {
         return Err("refers to no used block");
     }
     let rec = record::view(g, geo, slot.block).ok_or("refers to a record with bad lengths")?;
@@ -127,18 +127,6 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
         }
     }
     table::reseat(g, geo);
-    let mut used_bytes = 0;
-    let mut max_seq = g.u64_at(S_NEXT_SEQ);
-    let mut live = 0;
-    let mut earliest = u64::MAX;
-    for i in 0..slots {
-        if let Some(rec) = record::view(g, geo, table::read(g, geo, i).block) {
-            max_seq = max_seq.max(rec.seq(g, geo));
-            earliest = earliest.min(rec.expires(g, geo));
-            used_bytes += rec.size(geo);
-            live += 1;
-        }
-    }
     let unkept: Vec<usize> = walk
         .blocks
         .iter()
@@ -152,6 +140,19 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
         alloc::free(g, geo, off);
     }
     g.publish_u64(S_BUMP, walk.end as u64);
+    vacate_spare(g, geo);
+    let mut used_bytes = 0;
+    let mut max_seq = g.u64_at(S_NEXT_SEQ);
+    let mut live = 0;
+    let mut earliest = u64::MAX;
+    for i in 0..slots {
+        if let Some(rec) = record::view(g, geo, table::read(g, geo, i).block) {
+            max_seq = max_seq.max(rec.seq(g, geo));
+            earliest = earliest.min(rec.expires(g, geo));
+            used_bytes += rec.size(geo);
+            live += 1;
+        }
+    }
     g.set_u32(S_LIVE, live as u32);
     g.set_u64(S_USED_BYTES, used_bytes as u64);
     g.set_u64(S_NEXT_SEQ, max_seq);
@@ -160,6 +161,37 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     // Damage may have left more records than the active slots should hold.
     table::grow(g, geo, live);
     Rebuilt { kept: live, dropped }
+}
+
+/// Moves a record left in the spare block (its writer died between the two publishes of a
+/// full shard's rewrite, `shard::rewrite_through_spare`) into a block of its own: the block
+/// its old value had is free again by now. Marks the spare free. Should no block be free
+/// (only damage could cause that), the record stays in the spare, whole and indexed, and the
+/// spare stays used until the record is rewritten or removed.
+fn vacate_spare(g: &mut ShardGuard<'_>, geo: &Geometry) {
+    let spare = geo.spare_offset();
+    let Some(i) =
+        (0..table::active(g, geo)).find(|&i| table::read(g, geo, i).block == block_ref(spare))
+    else {
+        alloc::free(g, geo, spare);
+        return;
+    };
+    // The slot was kept: its record is sound.
+    let Some(rec) = record::view(g, geo, block_ref(spare)) else { return };
+    let Some(class) = geo.class_for(record_len(rec.key_len, rec.value_len)) else { return };
+    let Ok(Some(off)) = alloc::alloc(g, geo, class) else { return };
+    let (key, value) = (rec.key(g, geo).to_vec(), rec.value(g, geo).to_vec());
+    let moved = NewRecord {
+        hash: rec.hash(g, geo),
+        key: &key,
+        value: &value,
+        crc: rec.crc(g, geo),
+        expires_ms: rec.expires(g, geo),
+        class,
+    };
+    record::write(g, geo, off, &moved, rec.seq(g, geo));
+    table::replace(g, geo, i, block_ref(off), moved.expires_ms);
+    alloc::free(g, geo, spare);
 }
 
 /// Checks every invariant of the shard, appending a description of each violation.
@@ -261,6 +293,11 @@ pub(crate) fn check(
             }
             next = g.u32_at(at(geo, off) + B_LINK);
         }
+    }
+    // A record in the spare is checked with the others; the spare holds none otherwise.
+    let spare = geo.spare_offset();
+    if g.u8_at(at(geo, spare) + B_STATE) == BLOCK_USED && !referenced.contains_key(&spare) {
+        problems.push("the spare block is marked used, but no slot refers to it".into());
     }
     for block in walk.blocks.iter().filter(|b| b.class != FILLER) {
         match (block.used, referenced.contains_key(&block.off), listed.contains_key(&block.off)) {

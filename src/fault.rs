@@ -29,6 +29,9 @@ pub enum FaultPoint {
     /// While the index shrinks: its new size is stored, and a slot past it has been copied
     /// into the active slots but not yet emptied.
     MidShrink = 9,
+    /// A full shard's rewrite: the new record is published in the spare block, and not yet
+    /// copied over the old record's block.
+    InSpare = 10,
 }
 
 #[cfg(feature = "fault-injection")]

@@ -112,13 +112,6 @@ pub(crate) fn decode(
     if data_bytes % BLOCK_ALIGN != 0 || data_bytes == 0 || data_bytes > MAX_DATA_BYTES {
         return bad("data_bytes");
     }
-    let needed = slots
-        .checked_mul(SLOT_SIZE + STAMP_SIZE)
-        .and_then(|i| i.checked_add(SHARD_INDEX))
-        .and_then(|i| i.checked_add(data_bytes));
-    if shard_stride % 128 != 0 || needed.is_none_or(|n| n > shard_stride) {
-        return bad("shard_stride");
-    }
     let expected_total =
         shard_stride.checked_mul(shard_count).and_then(|s| s.checked_add(HEADER_SIZE));
     if expected_total != Some(total_size) || total_size != mapped_len {
@@ -140,6 +133,15 @@ pub(crate) fn decode(
     let largest = *class_sizes.last().expect("class_count > 0") as usize;
     if largest < record_len(MAX_KEY_LEN, max_value_len) || largest > data_bytes {
         return bad("max_value_len");
+    }
+    // The index, its stamps, the data area and the spare block.
+    let needed = slots
+        .checked_mul(SLOT_SIZE + STAMP_SIZE)
+        .and_then(|i| i.checked_add(SHARD_INDEX))
+        .and_then(|i| i.checked_add(data_bytes))
+        .and_then(|i| i.checked_add(largest));
+    if shard_stride % 128 != 0 || needed.is_none_or(|n| n > shard_stride) {
+        return bad("shard_stride");
     }
     let eviction = match get_u32(b, H_EVICTION) {
         0 => Eviction::Lru,

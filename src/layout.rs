@@ -45,7 +45,10 @@
 //!   256  state           256 B     guarded by the mutex (STATE_* below)
 //!   512  index           slots * 16 B
 //!   512 + slots * 16     stamps, slots * 4 B: AtomicU32 recency stamp of each index slot
-//!   512 + slots * 20     data area, data_bytes
+//!   512 + slots * 20     data area, data_bytes: blocks carved from its start (alloc)
+//!   512 + slots * 20 + data_bytes
+//!                        spare block, the size of the largest class: lent to a rewrite
+//!                        that finds no free block, for the length of that write (alloc)
 //!
 //! Shard state (offsets from the shard's start; the lock guard's range begins at STATE):
 //!   256  bump            u64       bytes of the data area carved into blocks so far
@@ -70,7 +73,7 @@
 //!   8    expires_ms      u64       copy of the record's expiry, for scans
 //!
 //! Block (offsets from the block's start in the data area; BLOCK_ALIGN-aligned):
-//!   0    state           u8        BLOCK_USED or BLOCK_FREE
+//!   0    state           u8        BLOCK_USED or BLOCK_FREE (the spare: 0 until first lent)
 //!   1    class           u8        size class, fixes the block's length; FILLER: a free
 //!                                  16-byte block that pads a merge, on no free list
 //!   2    reserved        u16
@@ -89,8 +92,9 @@
 pub const MAGIC: [u8; 8] = *b"CSSTORE\0";
 /// Version of the format described above; bumped on any change to it. Version 2 added the
 /// seqlock version word and the stamp array (optimistic reads); a version-1 writer would not
-/// bump the version word, so the two must never share a segment.
-pub const FORMAT_VERSION: u32 = 3;
+/// bump the version word, so the two must never share a segment. Version 4 added the spare
+/// block past the data area, which a version-3 writer would carve blocks over.
+pub const FORMAT_VERSION: u32 = 4;
 /// Bytes of the segment header (one page).
 pub const HEADER_SIZE: usize = 4096;
 
@@ -268,8 +272,8 @@ pub struct Geometry {
 impl Geometry {
     /// Splits `memory_size` among `shard_count` shards, with one index slot per
     /// `bytes_per_slot` bytes of data area (rounded up to a power of two, at most a quarter
-    /// of the shard). Returns `None` when a shard would be too small to hold its fixed parts
-    /// and two of the largest records.
+    /// of the shard) and the spare block after the data area. Returns `None` when a shard
+    /// would be too small to hold its fixed parts and two of the largest records.
     pub fn compute(
         memory_size: usize,
         shard_count: usize,
@@ -284,12 +288,13 @@ impl Geometry {
         while slots > 16 && slots * per_slot > after_fixed / 4 {
             slots /= 2;
         }
-        let data_bytes = after_fixed.checked_sub(slots * per_slot)? / BLOCK_ALIGN * BLOCK_ALIGN;
+        let class_sizes = class_sizes(RECORD_HEADER + MAX_KEY_LEN + max_value_len)?;
+        let largest = *class_sizes.last()? as usize;
+        let data_bytes =
+            after_fixed.checked_sub(slots * per_slot + largest)? / BLOCK_ALIGN * BLOCK_ALIGN;
         if data_bytes > MAX_DATA_BYTES {
             return None;
         }
-        let class_sizes = class_sizes(RECORD_HEADER + MAX_KEY_LEN + max_value_len)?;
-        let largest = *class_sizes.last()? as usize;
         if data_bytes < 2 * largest || slots > u32::MAX as usize {
             return None;
         }
@@ -337,6 +342,16 @@ impl Geometry {
     /// Offset of the data area within the guarded range.
     pub fn data_start(&self) -> usize {
         self.stamps_start() + self.slots * STAMP_SIZE
+    }
+
+    /// Data-area offset of the spare block: right after the blocks' area.
+    pub fn spare_offset(&self) -> usize {
+        self.data_bytes
+    }
+
+    /// Size of the largest class's blocks, and of the spare block.
+    pub fn largest_class_size(&self) -> usize {
+        *self.class_sizes.last().expect("a geometry has classes") as usize
     }
 
     /// Smallest class whose blocks hold `record_len` bytes.
@@ -402,7 +417,7 @@ mod tests {
             assert!(g.total_size <= mem);
             assert_eq!(g.shard_stride % 128, 0);
             assert!(g.slots.is_power_of_two());
-            assert!(g.data_start() + g.data_bytes <= g.guarded_len());
+            assert!(g.data_start() + g.data_bytes + g.largest_class_size() <= g.guarded_len());
             assert!(g.data_bytes >= 2 * *g.class_sizes.last().unwrap() as usize);
         }
     }

@@ -29,19 +29,23 @@ pub(crate) fn at(geo: &Geometry, off: usize) -> usize {
 }
 
 /// Checks that `block` refers to a used block wholly inside the carved part of the data
-/// area whose lengths fit its class; `None` if anything is out of place (corruption, or a
-/// concurrent write seen by an optimistic reader).
+/// area, or to the spare block, whose lengths fit its class; `None` if anything is out of
+/// place (corruption, or a concurrent write seen by an optimistic reader).
 #[inline]
 pub(crate) fn view(g: &impl ShardView, geo: &Geometry, block: u32) -> Option<Rec> {
     let off = block_offset(block)?;
     let bump = usize::try_from(g.u64_at(S_BUMP)).ok()?.min(geo.data_bytes);
-    if off.checked_add(RECORD_HEADER)? > bump {
+    let end = if off.checked_add(RECORD_HEADER)? <= bump {
+        bump
+    } else if off == geo.spare_offset() {
+        off + geo.largest_class_size()
+    } else {
         return None;
-    }
+    };
     let base = at(geo, off);
     let class = g.u8_at(base + B_CLASS) as usize;
     let size = *geo.class_sizes.get(class)? as usize; // FILLER is never a record
-    if g.u8_at(base + B_STATE) != BLOCK_USED || off + size > bump {
+    if g.u8_at(base + B_STATE) != BLOCK_USED || off + size > end {
         return None;
     }
     let key_len = g.u32_at(base + R_KEY_LEN) as usize;

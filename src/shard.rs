@@ -255,7 +255,7 @@ pub(crate) fn put(
         Lookup::Vacant(_) => None,
     };
     let Some((off, moved)) = make_room(g, geo, class, protect, policy, now, freed)? else {
-        return Ok(Written::Full { needed: geo.class_sizes[class] as usize });
+        return rewrite_through_spare(g, geo, new);
     };
     // A new key: grow the index first if it would be loaded past its limit.
     let grew = protect.is_none() && table::grow(g, geo, live(g) + 1);
@@ -289,6 +289,38 @@ pub(crate) fn put(
         Ok(scanned) => freed.expired += scanned.removed,
         Err(_) => g.set_u32(S_DIRTY, 1),
     }
+    Ok(Written::Done)
+}
+
+/// A write that found no block (a full shard): a rewrite whose record fits the old record's
+/// block still succeeds. The new record is written into the spare block and published there,
+/// then copied over the old block and published again, and the spare given back; a process
+/// killed in between leaves the new record whole in the spare, and the repair moves it out
+/// (`audit::rebuild`). A new key, or a record grown past its block, is `Full`.
+fn rewrite_through_spare(
+    g: &mut ShardGuard<'_>,
+    geo: &Geometry,
+    new: &NewRecord<'_>,
+) -> Result<Written, Corrupt> {
+    let full = Written::Full { needed: geo.class_sizes[new.class] as usize };
+    // Looked up again: making room may have moved slots, or freed the key's expired record.
+    let Lookup::Found { index, rec: old, .. } = find(g, geo, new.hash, new.key)? else {
+        return Ok(full);
+    };
+    if new.class > old.class {
+        return Ok(full);
+    }
+    let Some(spare) = alloc::lend_spare(g, geo) else { return Ok(full) };
+    let seq = next_seq(g);
+    let stamp = next_stamp(g);
+    lower_min_expires(g, new.expires_ms);
+    record::write(g, geo, spare, new, seq);
+    table::set_stamp(g, geo, index, stamp);
+    table::replace(g, geo, index, block_ref(spare), new.expires_ms);
+    fault::hit(FaultPoint::InSpare);
+    record::write(g, geo, old.off, new, seq);
+    table::replace(g, geo, index, block_ref(old.off), new.expires_ms);
+    alloc::free(g, geo, spare);
     Ok(Written::Done)
 }
 
@@ -408,7 +440,7 @@ fn remove_slot(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize) -> Result<(), C
     let remaining = live(g).saturating_sub(1);
     g.set_u32(S_LIVE, remaining as u32);
     if remaining == 0 {
-        alloc::reset(g);
+        alloc::reset(g, geo);
         g.set_u64(S_MIN_EXPIRES, u64::MAX);
     } else {
         add_used(g, -(rec.size(geo) as i64));
@@ -601,7 +633,7 @@ pub(crate) fn count_live(g: &ShardGuard<'_>, geo: &Geometry, now: u64) -> usize 
 /// Removes every record.
 pub(crate) fn clear(g: &mut ShardGuard<'_>, geo: &Geometry) {
     table::clear(g, geo);
-    alloc::reset(g);
+    alloc::reset(g, geo);
     g.set_u32(S_LIVE, 0);
     g.set_u32(S_CURSOR, 0);
     g.set_u64(S_MIN_EXPIRES, u64::MAX);

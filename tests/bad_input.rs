@@ -20,6 +20,7 @@ mod common;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,18 @@ impl ShmFile {
     }
     fn path(&self) -> &Path {
         &self.0
+    }
+    /// Writes the file as this user's alone (mode 0600), as a segment of its own would be:
+    /// anything else is refused before its contents are looked at.
+    fn write(&self, contents: &[u8]) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&self.0)
+            .expect("create");
+        f.write_all(contents).unwrap();
     }
 }
 
@@ -358,7 +371,7 @@ fn attach_to_a_foreign_file_is_not_a_segment() {
     let file = ShmFile::of(&name);
     let garbage: Vec<u8> =
         (0..8192u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-    std::fs::write(file.path(), &garbage).unwrap();
+    file.write(&garbage);
     match ClusterStore::attach(&name) {
         Err(AttachError::NotASegment { name: n, reason }) => {
             assert_eq!(n, name);
@@ -367,10 +380,10 @@ fn attach_to_a_foreign_file_is_not_a_segment() {
         other => panic!("{other:?}"),
     }
     // Smaller than a header.
-    std::fs::write(file.path(), b"tiny").unwrap();
+    file.write(b"tiny");
     assert!(matches!(ClusterStore::attach(&name), Err(AttachError::NotASegment { .. })));
     // Empty.
-    std::fs::write(file.path(), b"").unwrap();
+    file.write(b"");
     assert!(matches!(ClusterStore::attach(&name), Err(AttachError::NotASegment { .. })));
     // The foreign file is left alone.
     assert!(file.path().exists());
@@ -388,26 +401,32 @@ fn attach_to_another_format_version_or_a_damaged_header_is_refused() {
     assert!(ClusterStore::attach(&name).is_ok());
 
     let version = read_at(path, 8, 4);
-    assert_eq!(version, 3u32.to_ne_bytes());
+    assert_eq!(version, 4u32.to_ne_bytes());
+    // Format 3 had no spare block: its writers would carve blocks over it.
+    poke(path, 8, &3u32.to_ne_bytes());
+    match ClusterStore::attach(&name) {
+        Err(AttachError::VersionMismatch { found: 3, expected: 4 }) => {}
+        other => panic!("{other:?}"),
+    }
     // Format 2 had no growing index: its writers would leave records past the active slots.
     poke(path, 8, &2u32.to_ne_bytes());
     match ClusterStore::attach(&name) {
-        Err(AttachError::VersionMismatch { found: 2, expected: 3 }) => {}
+        Err(AttachError::VersionMismatch { found: 2, expected: 4 }) => {}
         other => panic!("{other:?}"),
     }
     // Format 1 had no seqlock: its writers would not warn this build's optimistic readers.
     poke(path, 8, &1u32.to_ne_bytes());
     match ClusterStore::attach(&name) {
-        Err(AttachError::VersionMismatch { found: 1, expected: 3 }) => {}
+        Err(AttachError::VersionMismatch { found: 1, expected: 4 }) => {}
         other => panic!("{other:?}"),
     }
     poke(path, 8, &99u32.to_ne_bytes());
     match ClusterStore::attach(&name) {
-        Err(AttachError::VersionMismatch { found: 99, expected: 3 }) => {}
+        Err(AttachError::VersionMismatch { found: 99, expected: 4 }) => {}
         other => panic!("{other:?}"),
     }
     let text = ClusterStore::attach(&name).unwrap_err().to_string();
-    assert!(text.contains("99") && text.contains('3'), "{text}");
+    assert!(text.contains("99") && text.contains('4'), "{text}");
     poke(path, 8, &version);
 
     // One byte of the name flipped: the header checksum no longer matches.
@@ -429,7 +448,7 @@ fn a_leftover_named_segment_makes_setup_fail_with_its_path() {
     let name = common::unique_name("bad-leftover");
     let file = ShmFile::of(&name);
     // What a master that crashed while setting up leaves behind: no valid header.
-    std::fs::write(file.path(), [0u8; 8192]).unwrap();
+    file.write(&[0u8; 8192]);
     match ClusterStore::setup(config(&name).backing(Backing::Named)) {
         Err(err @ SetupError::StaleSegment { owner_pid: None, .. }) => {
             let expected = file.path().to_str().unwrap();

@@ -5,9 +5,12 @@
 //! every write is never the victim while old untouched ones go; expired records are freed
 //! before any live one is evicted.
 //!
-//! `Eviction::Refuse`: a write that needs room fails with `StoreError::Full` and changes
-//! nothing: the length and every stored value stay as they were, and a replacement that does
-//! not fit leaves the old value readable. Neither policy ever wipes the store.
+//! `Eviction::Refuse`: a new session that needs room fails with `StoreError::Full` and changes
+//! nothing: the length and every stored value stay as they were. An existing session can
+//! always be rewritten with a value that fits its record's size class, however full the
+//! shard (through `set`, `replace`, `update`, again and again, smaller and back); one that
+//! grows past it and does not fit is `Full` and leaves the old value readable. Neither
+//! policy ever wipes the store.
 mod common;
 
 use std::collections::BTreeMap;
@@ -288,6 +291,58 @@ fn refuse_store_keeps_the_old_value_when_a_replacement_does_not_fit() {
     store.set_raw(&sid, &same_size, Expiry::After(LONG)).unwrap();
     assert_eq!(store.get_raw(&sid).unwrap(), Some(same_size));
     assert_eq!(store.length().unwrap(), filled - 1);
+    assert!(store.check_integrity().is_ok(), "{}", store.check_integrity());
+}
+
+#[test]
+fn refuse_store_rewrites_existing_sessions_however_full() {
+    let _serial = common::serial();
+    let store = tiny("refuse-rewrite", Eviction::Refuse);
+    let filled = fill_until_full(&store, "s", 1000);
+    let mut want = snapshot(&store);
+    let expect_full = |what: &str, result: Result<(), StoreError>| {
+        assert!(matches!(result, Err(StoreError::Full { .. })), "{what}: {result:?}");
+    };
+    expect_full("a new session", store.set_raw("new", &value(0, 1000), Expiry::After(LONG)));
+
+    // Same-size rewrites of every session, three rounds, each through another call.
+    for round in 1..=3 {
+        for i in 0..filled {
+            let sid = key("s", i);
+            let v = value(i + 1000 * round, 1000);
+            match round {
+                1 => store.set_raw(&sid, &v, Expiry::After(LONG)).unwrap(),
+                2 => assert!(store.replace_raw(&sid, &v, Expiry::After(LONG)).unwrap()),
+                _ => {
+                    let stored = store.update_raw(&sid, Expiry::After(LONG), |old| {
+                        assert_eq!(old, want.get(&sid).map(Vec::as_slice));
+                        Some(v.clone())
+                    });
+                    assert_eq!(stored.unwrap(), Some(v.clone()));
+                }
+            }
+            want.insert(sid, v);
+        }
+        assert_eq!(snapshot(&store), want, "round {round}");
+    }
+    // Smaller, then back to the size it had: it still fits the record's class.
+    for (i, len) in [(0, 10), (1, 500), (2, 999)] {
+        let sid = key("s", i);
+        store.set_raw(&sid, &value(i, len), Expiry::After(LONG)).unwrap();
+        store.set_raw(&sid, &value(i + 7, 1000), Expiry::After(LONG)).unwrap();
+        want.insert(sid, value(i + 7, 1000));
+    }
+    // Typed: a session of the same encoded size.
+    store.set(&key("s", 3), &"t".repeat(990), Expiry::After(LONG)).unwrap();
+    want.insert(key("s", 3), store.get_raw(&key("s", 3)).unwrap().unwrap());
+    assert_eq!(store.get::<String>(&key("s", 3)).unwrap(), Some("t".repeat(990)));
+
+    // Still full for new sessions (growth past the class: the test above).
+    expect_full("a new session", store.set_raw("new", &value(0, 1000), Expiry::After(LONG)));
+    assert_eq!(store.length().unwrap(), filled);
+    assert_eq!(snapshot(&store), want);
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.evictions, 0, "{stats}");
     assert!(store.check_integrity().is_ok(), "{}", store.check_integrity());
 }
 

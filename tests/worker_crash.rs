@@ -3,7 +3,8 @@
 //! once, the previous value is intact (or the new one, once published), no other session in
 //! the shard is touched, the repair is counted, `check_integrity()` passes and no memory
 //! leaks. Also: a worker killed while the index grows (with its new size stored, and in the
-//! middle of moving slots) or shrinks (a slot copied, not yet emptied), a repairer killed
+//! middle of moving slots) or shrinks (a slot copied, not yet emptied), or while it rewrites
+//! a session of a full `Refuse` shard through the spare block, a repairer killed
 //! mid-repair, a live holder that never lets go (a timeout error, never a hang), and the
 //! crash-consistency campaign (module `campaign`): hundreds of random kills of workers
 //! running mixed operations, every acknowledged write checked.
@@ -112,6 +113,50 @@ fn replace_killed_at(point: FaultPoint, expect_new: bool) {
     let want = if expect_new { vec![b'n'; 3000] } else { vec![b'o'; 2000] };
     assert!(got == want, "victim is {} bytes of {:?}", got.len(), got.first());
     assert_neighbours(&master, 40);
+    assert_sound_and_no_leak(&master);
+}
+
+/// A full `Refuse` shard's rewrite goes through the spare block: killed with the new record
+/// published there and not yet copied over the old block, the session has its new value, the
+/// repair moves it out of the spare into a block of the data area, and nothing leaks.
+#[test]
+fn killed_rewriting_a_session_of_a_full_shard_through_the_spare_block() {
+    let _serial = serial();
+    let name = unique_name("crash-spare");
+    let master = ClusterStore::setup(
+        Config::new()
+            .name(&name)
+            .memory_size(256 << 10)
+            .shards(1)
+            .max_value_size(1024)
+            .eviction(cluster_session_store::Eviction::Refuse)
+            .lock_timeout(Duration::from_secs(20))
+            .sweep_interval(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    master.set_raw("sentinel", b"sentinel", Expiry::Default).unwrap();
+    let filled = (0..)
+        .find(|i| master.set_raw(&format!("f{i:04}"), &[b'o'; 1000], Expiry::Default).is_err())
+        .unwrap();
+    let used_blocks = |store: &ClusterStore| -> u64 {
+        store.memory().unwrap().classes.iter().map(|c| c.used_blocks).sum()
+    };
+    assert_eq!(used_blocks(&master), filled + 1);
+    kill_parked(&name, FaultPoint::InSpare, |s| {
+        s.set_raw("f0000", &[b'n'; 1000], Expiry::Default).unwrap()
+    });
+    assert_eq!(master.get_raw("f0000").unwrap(), Some(vec![b'n'; 1000]), "the new value");
+    for i in 1..filled {
+        assert_eq!(master.get_raw(&format!("f{i:04}")).unwrap(), Some(vec![b'o'; 1000]));
+    }
+    assert!(master.check_integrity().is_ok(), "{}", master.check_integrity());
+    assert_eq!(used_blocks(&master), filled + 1, "the record left the spare for a block");
+    // Rewrites go on; new sessions are still refused.
+    master.set_raw("f0001", &[b'm'; 1000], Expiry::Default).unwrap();
+    assert!(matches!(
+        master.set_raw("new", &[b'x'; 1000], Expiry::Default),
+        Err(StoreError::Full { .. })
+    ));
     assert_sound_and_no_leak(&master);
 }
 
