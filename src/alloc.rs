@@ -9,8 +9,8 @@
 //! - a record may sit in a block of a larger class than it needs when its own class has none
 //!   free.
 //!
-//! Past the data area lies the spare block, of the largest class, on no list and outside the
-//! walk: [`lend_spare`] hands it to a rewrite that finds no free block (a full shard), which
+//! Past the data area of an `Eviction::Refuse` shard lies the spare block, of the largest
+//! class, on no list and outside the walk: [`lend_spare`] hands it to a rewrite that finds no free block (a full shard), which
 //! publishes the new record there, copies it over the old record's block (which it fits),
 //! publishes that, and gives the spare back ([`free`]). It is marked used exactly while an
 //! index slot refers to it (only between those two publishes, or after a repair that found
@@ -92,7 +92,7 @@ fn pop(g: &mut ShardGuard<'_>, geo: &Geometry, class: usize) -> Result<Option<us
 
 /// The spare block, marked free and of the largest class, unless a record rests in it.
 pub(crate) fn lend_spare(g: &mut ShardGuard<'_>, geo: &Geometry) -> Option<usize> {
-    let off = geo.spare_offset();
+    let off = geo.spare()?;
     if g.u8_at(at(geo, off) + B_STATE) == BLOCK_USED {
         return None;
     }
@@ -103,7 +103,7 @@ pub(crate) fn lend_spare(g: &mut ShardGuard<'_>, geo: &Geometry) -> Option<usize
 /// Returns the (validated, unreferenced, not FILLER) block at `off` to its class's list; the
 /// spare block is marked free instead.
 pub(crate) fn free(g: &mut ShardGuard<'_>, geo: &Geometry, off: usize) {
-    if off == geo.spare_offset() {
+    if Some(off) == geo.spare() {
         g.set_u8(at(geo, off) + B_STATE, BLOCK_FREE);
         return;
     }
@@ -117,7 +117,9 @@ pub(crate) fn free(g: &mut ShardGuard<'_>, geo: &Geometry, off: usize) {
 
 /// Forgets every block: the shard holds no record (its index is empty).
 pub(crate) fn reset(g: &mut ShardGuard<'_>, geo: &Geometry) {
-    g.set_u8(at(geo, geo.spare_offset()) + B_STATE, BLOCK_FREE);
+    if let Some(spare) = geo.spare() {
+        g.set_u8(at(geo, spare) + B_STATE, BLOCK_FREE);
+    }
     g.publish_u64(S_BUMP, 0);
     g.set_u64(S_USED_BYTES, 0);
     g.bytes_mut(S_FREE_HEADS, 4 * FREE_HEADS).fill(0);

@@ -29,7 +29,7 @@ fn sound_record(
     slot: Slot,
 ) -> Result<Rec, &'static str> {
     let off = block_offset(slot.block).ok_or("empty")?;
-    if off != geo.spare_offset() && walk.find(off).is_none_or(|b| !b.used) {
+    if Some(off) != geo.spare() && walk.find(off).is_none_or(|b| !b.used) {
         return Err("refers to no used block");
     }
     let rec = record::view(g, geo, slot.block).ok_or("refers to a record with bad lengths")?;
@@ -169,7 +169,7 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
 /// (only damage could cause that), the record stays in the spare, whole and indexed, and the
 /// spare stays used until the record is rewritten or removed.
 fn vacate_spare(g: &mut ShardGuard<'_>, geo: &Geometry) {
-    let spare = geo.spare_offset();
+    let Some(spare) = geo.spare() else { return };
     let Some(i) =
         (0..table::active(g, geo)).find(|&i| table::read(g, geo, i).block == block_ref(spare))
     else {
@@ -295,8 +295,8 @@ pub(crate) fn check(
         }
     }
     // A record in the spare is checked with the others; the spare holds none otherwise.
-    let spare = geo.spare_offset();
-    if g.u8_at(at(geo, spare) + B_STATE) == BLOCK_USED && !referenced.contains_key(&spare) {
+    let spare_in_use = |spare| g.u8_at(at(geo, spare) + B_STATE) == BLOCK_USED;
+    if geo.spare().is_some_and(|spare| spare_in_use(spare) && !referenced.contains_key(&spare)) {
         problems.push("the spare block is marked used, but no slot refers to it".into());
     }
     for block in walk.blocks.iter().filter(|b| b.class != FILLER) {

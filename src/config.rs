@@ -11,7 +11,10 @@ use crate::layout::{bytes_per_slot, max_value_limit, Geometry, MAX_NAME_LEN};
 pub enum Eviction {
     /// Free expired records, then the least recently used ones in that shard (sampled).
     Lru,
-    /// Free expired records; if that is not enough, fail with [`StoreError::Full`](crate::StoreError::Full).
+    /// Free expired records; if that is not enough, a new session fails with
+    /// [`StoreError::Full`](crate::StoreError::Full), and so does a session grown past the
+    /// size class of its record (its old value stays). A rewrite that fits its record's class
+    /// always succeeds: each shard keeps a spare block of the largest class for it.
     Refuse,
 }
 
@@ -145,7 +148,9 @@ impl Config {
         self
     }
 
-    /// What a full shard does.
+    /// What a full shard does. `Eviction::Refuse` reserves one block of the largest size
+    /// class per shard (about `max_value_size` + 304 bytes; `Stats::data_bytes` excludes
+    /// it), so that a session can always be rewritten when its shard is full.
     pub fn eviction(mut self, policy: Eviction) -> Self {
         self.eviction = policy;
         self
@@ -271,11 +276,14 @@ impl Config {
                 ),
             );
         }
-        match Geometry::compute(self.memory_size, self.shards, self.max_value_size, per_slot) {
+        let spare = self.eviction == Eviction::Refuse;
+        let compute =
+            |memory| Geometry::compute(memory, self.shards, self.max_value_size, per_slot, spare);
+        match compute(self.memory_size) {
             Some(g) => Ok(g),
             None => {
                 // Every other input is in range, so only memory can be short.
-                let needed = minimum_memory(self.shards, self.max_value_size, per_slot);
+                let needed = minimum_memory(compute);
                 invalid(
                     "memory_size",
                     self.memory_size.to_string(),
@@ -292,9 +300,9 @@ impl Config {
 
 /// Smallest `memory_size` that `Geometry::compute` accepts for these settings, found by
 /// doubling then bisecting (the geometry is monotonic in memory).
-fn minimum_memory(shards: usize, max_value: usize, per_slot: usize) -> usize {
+fn minimum_memory(compute: impl Fn(usize) -> Option<Geometry>) -> usize {
     let mut hi = 1usize << 16;
-    while Geometry::compute(hi, shards, max_value, per_slot).is_none() {
+    while compute(hi).is_none() {
         if hi >= 1 << 44 {
             return hi;
         }
@@ -303,7 +311,7 @@ fn minimum_memory(shards: usize, max_value: usize, per_slot: usize) -> usize {
     let mut lo = hi / 2;
     while hi - lo > 4096 {
         let mid = lo + (hi - lo) / 2;
-        if Geometry::compute(mid, shards, max_value, per_slot).is_some() {
+        if compute(mid).is_some() {
             hi = mid;
         } else {
             lo = mid;
@@ -357,8 +365,9 @@ mod tests {
 
     #[test]
     fn minimum_memory_is_accepted_and_the_message_names_it() {
-        let need = minimum_memory(8, 4096, crate::layout::BYTES_PER_SLOT);
-        assert!(Geometry::compute(need, 8, 4096, crate::layout::BYTES_PER_SLOT).is_some());
+        let compute = |m| Geometry::compute(m, 8, 4096, crate::layout::BYTES_PER_SLOT, false);
+        let need = minimum_memory(compute);
+        assert!(compute(need).is_some());
         let err = Config::new().shards(8).max_value_size(4096).memory_size(need / 2);
         let text = err.validate().unwrap_err().to_string();
         assert!(text.contains("memory_size") && text.contains(&need.to_string()), "{text}");

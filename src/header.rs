@@ -134,20 +134,21 @@ pub(crate) fn decode(
     if largest < record_len(MAX_KEY_LEN, max_value_len) || largest > data_bytes {
         return bad("max_value_len");
     }
-    // The index, its stamps, the data area and the spare block.
-    let needed = slots
-        .checked_mul(SLOT_SIZE + STAMP_SIZE)
-        .and_then(|i| i.checked_add(SHARD_INDEX))
-        .and_then(|i| i.checked_add(data_bytes))
-        .and_then(|i| i.checked_add(largest));
-    if shard_stride % 128 != 0 || needed.is_none_or(|n| n > shard_stride) {
-        return bad("shard_stride");
-    }
     let eviction = match get_u32(b, H_EVICTION) {
         0 => Eviction::Lru,
         1 => Eviction::Refuse,
         _ => return bad("eviction"),
     };
+    let spare = eviction == Eviction::Refuse;
+    // The index, its stamps, the data area and the spare block.
+    let needed = slots
+        .checked_mul(SLOT_SIZE + STAMP_SIZE)
+        .and_then(|i| i.checked_add(SHARD_INDEX))
+        .and_then(|i| i.checked_add(data_bytes))
+        .and_then(|i| i.checked_add(if spare { largest } else { 0 }));
+    if shard_stride % 128 != 0 || needed.is_none_or(|n| n > shard_stride) {
+        return bad("shard_stride");
+    }
     let name_len = get_u32(b, H_NAME_LEN) as usize;
     let name = match b.get(H_NAME..H_NAME + name_len).map(std::str::from_utf8) {
         Some(Ok(n)) if name_len <= MAX_NAME_LEN && valid_name(n) => n.to_owned(),
@@ -162,6 +163,7 @@ pub(crate) fn decode(
         data_bytes,
         max_value_len,
         class_sizes,
+        spare,
     };
     let settings = Settings {
         name,
@@ -182,7 +184,7 @@ mod tests {
     use super::*;
 
     fn sample() -> (Geometry, Settings) {
-        let geo = Geometry::compute(1 << 20, 4, 4096, crate::layout::BYTES_PER_SLOT).unwrap();
+        let geo = Geometry::compute(1 << 20, 4, 4096, crate::layout::BYTES_PER_SLOT, true).unwrap();
         let s = Settings {
             name: "sample".into(),
             default_ttl_ms: 1000,

@@ -47,8 +47,9 @@
 //!   512 + slots * 16     stamps, slots * 4 B: AtomicU32 recency stamp of each index slot
 //!   512 + slots * 20     data area, data_bytes: blocks carved from its start (alloc)
 //!   512 + slots * 20 + data_bytes
-//!                        spare block, the size of the largest class: lent to a rewrite
-//!                        that finds no free block, for the length of that write (alloc)
+//!                        under Eviction::Refuse only, the spare block, the size of the
+//!                        largest class: lent to a rewrite that finds no free block, for the
+//!                        length of that write (alloc)
 //!
 //! Shard state (offsets from the shard's start; the lock guard's range begins at STATE):
 //!   256  bump            u64       bytes of the data area carved into blocks so far
@@ -267,18 +268,21 @@ pub struct Geometry {
     pub data_bytes: usize,
     pub max_value_len: usize,
     pub class_sizes: Vec<u32>,
+    /// Whether each shard has a spare block after its data area (`Eviction::Refuse`).
+    pub spare: bool,
 }
 
 impl Geometry {
     /// Splits `memory_size` among `shard_count` shards, with one index slot per
     /// `bytes_per_slot` bytes of data area (rounded up to a power of two, at most a quarter
-    /// of the shard) and the spare block after the data area. Returns `None` when a shard
-    /// would be too small to hold its fixed parts and two of the largest records.
+    /// of the shard), and a spare block after the data area if `spare`. Returns `None` when a
+    /// shard would be too small to hold its fixed parts and two of the largest records.
     pub fn compute(
         memory_size: usize,
         shard_count: usize,
         max_value_len: usize,
         bytes_per_slot: usize,
+        spare: bool,
     ) -> Option<Self> {
         debug_assert!(shard_count.is_power_of_two());
         let per_shard = memory_size.checked_sub(HEADER_SIZE)? / shard_count / 128 * 128;
@@ -290,8 +294,9 @@ impl Geometry {
         }
         let class_sizes = class_sizes(RECORD_HEADER + MAX_KEY_LEN + max_value_len)?;
         let largest = *class_sizes.last()? as usize;
+        let spare_bytes = if spare { largest } else { 0 };
         let data_bytes =
-            after_fixed.checked_sub(slots * per_slot + largest)? / BLOCK_ALIGN * BLOCK_ALIGN;
+            after_fixed.checked_sub(slots * per_slot + spare_bytes)? / BLOCK_ALIGN * BLOCK_ALIGN;
         if data_bytes > MAX_DATA_BYTES {
             return None;
         }
@@ -307,6 +312,7 @@ impl Geometry {
             data_bytes,
             max_value_len,
             class_sizes,
+            spare,
         })
     }
 
@@ -344,9 +350,9 @@ impl Geometry {
         self.stamps_start() + self.slots * STAMP_SIZE
     }
 
-    /// Data-area offset of the spare block: right after the blocks' area.
-    pub fn spare_offset(&self) -> usize {
-        self.data_bytes
+    /// Data-area offset of the spare block, right after the blocks' area, if there is one.
+    pub fn spare(&self) -> Option<usize> {
+        self.spare.then_some(self.data_bytes)
     }
 
     /// Size of the largest class's blocks, and of the spare block.
@@ -413,19 +419,23 @@ mod tests {
         for &(mem, shards, max) in
             &[(1 << 20, 4, 4096), (64 << 20, 64, 65536), (256 << 10, 1, 1024)]
         {
-            let g = Geometry::compute(mem, shards, max, BYTES_PER_SLOT).unwrap();
-            assert!(g.total_size <= mem);
-            assert_eq!(g.shard_stride % 128, 0);
-            assert!(g.slots.is_power_of_two());
-            assert!(g.data_start() + g.data_bytes + g.largest_class_size() <= g.guarded_len());
-            assert!(g.data_bytes >= 2 * *g.class_sizes.last().unwrap() as usize);
+            for spare in [false, true] {
+                let g = Geometry::compute(mem, shards, max, BYTES_PER_SLOT, spare).unwrap();
+                assert!(g.total_size <= mem);
+                assert_eq!(g.shard_stride % 128, 0);
+                assert!(g.slots.is_power_of_two());
+                let spare_bytes = if spare { g.largest_class_size() } else { 0 };
+                assert!(g.data_start() + g.data_bytes + spare_bytes <= g.guarded_len());
+                assert_eq!(g.spare(), spare.then_some(g.data_bytes));
+                assert!(g.data_bytes >= 2 * *g.class_sizes.last().unwrap() as usize);
+            }
         }
     }
 
     #[test]
     fn too_little_memory_is_refused() {
-        assert!(Geometry::compute(64 << 10, 64, 65536, BYTES_PER_SLOT).is_none());
-        assert!(Geometry::compute(100, 1, 16, BYTES_PER_SLOT).is_none());
+        assert!(Geometry::compute(64 << 10, 64, 65536, BYTES_PER_SLOT, false).is_none());
+        assert!(Geometry::compute(100, 1, 16, BYTES_PER_SLOT, false).is_none());
     }
 
     #[test]
@@ -434,8 +444,8 @@ mod tests {
         assert_eq!(bytes_per_slot(Some(1)), BYTES_PER_SLOT, "never more slots than the default");
         let per = bytes_per_slot(Some(1024));
         assert_eq!(per, record_len(TYPICAL_KEY_LEN, 1024));
-        let default = Geometry::compute(64 << 20, 64, 4096, BYTES_PER_SLOT).unwrap();
-        let sized = Geometry::compute(64 << 20, 64, 4096, per).unwrap();
+        let default = Geometry::compute(64 << 20, 64, 4096, BYTES_PER_SLOT, false).unwrap();
+        let sized = Geometry::compute(64 << 20, 64, 4096, per, false).unwrap();
         assert!(sized.slots < default.slots);
         assert!(sized.data_bytes > default.data_bytes);
         // Enough slots, under the load limit, for the data area full of such records.

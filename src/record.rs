@@ -37,7 +37,7 @@ pub(crate) fn view(g: &impl ShardView, geo: &Geometry, block: u32) -> Option<Rec
     let bump = usize::try_from(g.u64_at(S_BUMP)).ok()?.min(geo.data_bytes);
     let end = if off.checked_add(RECORD_HEADER)? <= bump {
         bump
-    } else if off == geo.spare_offset() {
+    } else if Some(off) == geo.spare() {
         off + geo.largest_class_size()
     } else {
         return None;
