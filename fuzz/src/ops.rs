@@ -260,11 +260,12 @@ impl Model {
     /// A forked writer stops for good at a fault point while it holds the shard lock; the
     /// write it was making may or may not have landed. The next locker repairs the shard.
     fn abandon(&mut self, k: String, len: u16, byte: u8, point: u8) {
-        const POINTS: [FaultPoint; 4] = [
+        const POINTS: [FaultPoint; 5] = [
             FaultPoint::LockHeld,
             FaultPoint::MidCopy,
             FaultPoint::BeforePublish,
             FaultPoint::AfterPublish,
+            FaultPoint::InSpare,
         ];
         let v = value(len, byte);
         // Rewriting the value a live key already has would leave the outcome unreadable:
