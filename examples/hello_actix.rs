@@ -1,9 +1,14 @@
 //! The seed's example with actix-web and actix-session over this store: one master, a
-//! worker per CPU on one port, one session shared by all of them. Same routes, answers and
-//! master as `hello_cluster` (`cluster/mod.rs`).
+//! worker per CPU on one port, one session shared by all of them. Same routes (`GET /hello`,
+//! `POST /echo`), answers and master as `hello_cluster` (`cluster/mod.rs`).
 //!
 //! The cookie signing key must be the same in every worker, so the master makes it before
-//! forking. Each worker then starts its own single-threaded actix system.
+//! forking. Each worker then starts its own single-threaded actix system and serves until
+//! SIGTERM or SIGINT: it then stops accepting, answers the requests it has begun (actix's
+//! graceful stop, for up to its 30 s shutdown timeout, within the master's grace) and exits.
+//!
+//! A store error is logged to the worker's stderr and answered 500 `internal error`, as is
+//! every other server error: the details stay in the log.
 //!
 //! ```sh
 //! cargo run --release --features actix-session --example hello_actix
@@ -12,34 +17,68 @@
 
 mod cluster;
 
+use std::collections::HashMap;
+use std::error::Error;
 use std::net::TcpListener;
 
 use actix_session::config::PersistentSession;
+use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::{time::Duration, Key};
-use actix_web::{get, web, App, HttpResponse, HttpServer};
+use actix_web::dev::Service;
+use actix_web::error::ErrorInternalServerError;
+use actix_web::{get, post, web, App, HttpResponse, HttpServer};
 use cluster_session_store::ClusterStore;
 use serde_json::json;
+use tokio::signal::unix::{signal, SignalKind};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn Error>> {
     let key = Key::generate();
     cluster::run(&|id, listener| worker(id, listener, key.clone()))
 }
 
-/// A worker, after the fork: attach to the store, start an actix system, serve.
-fn worker(id: usize, listener: TcpListener, key: Key) -> Result<(), Box<dyn std::error::Error>> {
-    let store = ClusterStore::new()?;
+/// A worker, after the fork: attach to the store, start an actix system, serve until SIGTERM
+/// or SIGINT.
+fn worker(id: usize, listener: TcpListener, key: Key) -> Result<(), Box<dyn Error>> {
+    let store = Logged { id, store: ClusterStore::new()? };
     actix_web::rt::System::new().block_on(async move {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(store.clone(), key.clone())
                 // Plain HTTP on 127.0.0.1 for the example; keep the default (Secure) behind TLS.
                 .cookie_secure(false)
                 .session_lifecycle(PersistentSession::default().session_ttl(Duration::hours(1)))
                 .build();
-            App::new().app_data(web::Data::new(id)).wrap(sessions).service(hello)
+            App::new()
+                .app_data(web::Data::new(id))
+                .wrap(sessions)
+                // Outside the session middleware, which fails a request whose session could
+                // not be loaded or saved with an empty 500.
+                .wrap_fn(|request, app| {
+                    let answer = app.call(request);
+                    async move {
+                        match answer.await {
+                            Ok(response) if response.status().is_server_error() => {
+                                Ok(response.into_response(internal_error()))
+                            }
+                            Ok(response) => Ok(response.map_into_boxed_body()),
+                            // Answered with the error's own response: 500, its text as body.
+                            Err(_) => Err(ErrorInternalServerError("internal error")),
+                        }
+                    }
+                })
+                .service(hello)
+                .service(echo)
         })
         .workers(1)
-        .disable_signals()
+        // Stops accepting on the signal, then waits for the connections being served.
+        .shutdown_signal(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
         .listen(listener)?
         .run()
         .await
@@ -47,14 +86,92 @@ fn worker(id: usize, listener: TcpListener, key: Key) -> Result<(), Box<dyn std:
     Ok(())
 }
 
+/// The answer to every server error: what went wrong is in the log only.
+fn internal_error() -> HttpResponse {
+    HttpResponse::InternalServerError().content_type("text/plain").body("internal error")
+}
+
 #[get("/hello")]
 async fn hello(id: web::Data<usize>, session: Session) -> actix_web::Result<HttpResponse> {
     let id = **id;
-    let visited: Option<String> = session.get("visited")?;
-    session.insert("visited", "1")?;
+    let error = |e: &dyn Error| eprintln!("worker {id}: GET /hello: {e}");
+    let visited: Option<String> = session.get("visited").inspect_err(|e| error(e))?;
+    session.insert("visited", "1").inspect_err(|e| error(e))?;
     let msg = match visited {
         Some(_) => format!("Hello again from worker {id}"),
         None => format!("Hello from worker {id}"),
     };
     Ok(HttpResponse::Ok().json(json!({ "msg": msg })))
+}
+
+#[post("/echo")]
+async fn echo(body: web::Bytes) -> HttpResponse {
+    HttpResponse::Ok().body(body)
+}
+
+/// The session store, with every error it returns logged to stderr: actix-session answers a
+/// failed load or save with a bare 500 and does not report the error.
+#[derive(Clone)]
+struct Logged {
+    id: usize,
+    store: ClusterStore,
+}
+
+impl Logged {
+    fn log<T, E: Error + 'static>(&self, result: Result<T, E>) -> Result<T, E> {
+        if let Err(e) = &result {
+            eprintln!("worker {}: session store: {}", self.id, causes(e));
+        }
+        result
+    }
+}
+
+/// `e` and its sources, `: `-separated (actix-session's errors say what failed, their
+/// sources why).
+fn causes(e: &(dyn Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+type State = HashMap<String, String>;
+
+impl SessionStore for Logged {
+    async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
+        self.log(SessionStore::load(&self.store, key).await)
+    }
+
+    async fn save(&self, state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
+        self.log(SessionStore::save(&self.store, state, ttl).await)
+    }
+
+    async fn update(
+        &self,
+        key: SessionKey,
+        state: State,
+        ttl: &Duration,
+    ) -> Result<SessionKey, UpdateError> {
+        self.log(SessionStore::update(&self.store, key, state, ttl).await)
+    }
+
+    async fn update_ttl(&self, key: &SessionKey, ttl: &Duration) -> anyhow::Result<()> {
+        let result = SessionStore::update_ttl(&self.store, key, ttl).await;
+        if let Err(e) = &result {
+            eprintln!("worker {}: session store: {e:#}", self.id);
+        }
+        result
+    }
+
+    async fn delete(&self, key: &SessionKey) -> anyhow::Result<()> {
+        let result = SessionStore::delete(&self.store, key).await;
+        if let Err(e) = &result {
+            eprintln!("worker {}: session store: {e:#}", self.id);
+        }
+        result
+    }
 }

@@ -3,12 +3,17 @@
 //!
 //! `GET /hello` answers `{"msg":"Hello from worker N"}` on a session's first visit and
 //! `{"msg":"Hello again from worker N"}` after, whichever worker served the first visit.
-//! The master (`cluster/mod.rs`) sets up the store and binds the port, forks the workers,
-//! logs them coming online and exiting, starts a new one when one dies, and on SIGTERM or
-//! SIGINT stops them and releases the store.
+//! `POST /echo` answers its body: a request whose body comes late is one in flight, which is
+//! how the tests hold one open across a shutdown. The master (`cluster/mod.rs`) sets up the
+//! store and binds the port, forks the workers, logs them coming online and exiting, starts
+//! a new one when one dies, and on SIGTERM or SIGINT stops them and releases the store.
 //!
 //! Forking comes first: the master never starts an async runtime; each worker builds its own
-//! Tokio runtime after the fork, then serves.
+//! Tokio runtime after the fork, then serves until SIGTERM or SIGINT: it then stops
+//! accepting, answers the requests it has begun (axum's graceful shutdown) and exits.
+//!
+//! A store error is logged to the worker's stderr and answered 500 `internal error`, as is
+//! every other server error: the details stay in the log.
 //!
 //! `STORE=memory` swaps in tower-sessions' `MemoryStore`, one per worker process: sessions
 //! are then not shared (a client sent to another worker starts over). It exists only so that
@@ -23,13 +28,20 @@ mod cluster;
 
 use std::net::TcpListener;
 
+use async_trait::async_trait;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::map_response;
+use axum::response::Response;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use cluster_session_store::ClusterStore;
 use serde_json::{json, Value};
-use tower_sessions::{Expiry, MemoryStore, Session, SessionManagerLayer, SessionStore};
+use tokio::signal::unix::{signal, SignalKind};
+use tower_sessions::session::{Id, Record};
+use tower_sessions::SessionStore;
+use tower_sessions::{session_store, Expiry, MemoryStore, Session, SessionManagerLayer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     cluster::run(&worker)
@@ -43,33 +55,50 @@ fn worker(id: usize, listener: TcpListener) -> Result<(), Box<dyn std::error::Er
     }
 }
 
-/// Starts a Tokio runtime (only now, after the fork) and serves the app.
+/// Starts a Tokio runtime (only now, after the fork) and serves the app until SIGTERM or
+/// SIGINT.
 fn serve(
     id: usize,
     listener: TcpListener,
     store: impl SessionStore + Clone,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let sessions = SessionManagerLayer::new(store)
+    let sessions = SessionManagerLayer::new(Logged { id, store })
         // Plain HTTP on 127.0.0.1 for the example; keep the default (Secure) behind TLS.
         .with_secure(false)
         // Save on every request, so that the expiry below counts from the last visit.
         .with_always_save(true)
         .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::hours(1)));
-    let app = Router::new().route("/hello", get(hello)).layer(sessions).with_state(id);
+    let app = Router::new()
+        .route("/hello", get(hello))
+        .route("/echo", post(echo))
+        .layer(sessions)
+        // Outside the session layer, which answers a failed save with an empty 500.
+        .layer(map_response(generic_server_errors))
+        .with_state(id);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
         listener.set_nonblocking(true)?;
-        axum::serve(tokio::net::TcpListener::from_std(listener)?, app).await
+        // Stops accepting on the signal, then waits for the connections being served.
+        axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
+            .with_graceful_shutdown(stop)
+            .await
     })?;
     Ok(())
 }
 
-async fn hello(
-    State(id): State<usize>,
-    session: Session,
-) -> Result<Json<Value>, (StatusCode, String)> {
-    let error =
-        |e: tower_sessions::session::Error| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+async fn hello(State(id): State<usize>, session: Session) -> Result<Json<Value>, StatusCode> {
+    let error = |e: tower_sessions::session::Error| {
+        eprintln!("worker {id}: GET /hello: {e}");
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
     let visited: Option<String> = session.get("visited").await.map_err(error)?;
     session.insert("visited", "1").await.map_err(error)?;
     let msg = match visited {
@@ -77,4 +106,55 @@ async fn hello(
         None => format!("Hello from worker {id}"),
     };
     Ok(Json(json!({ "msg": msg })))
+}
+
+async fn echo(body: String) -> String {
+    body
+}
+
+/// Every 5xx answer gets the body `internal error`: what went wrong is in the log only.
+async fn generic_server_errors(response: Response) -> Response {
+    if !response.status().is_server_error() {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Response::from_parts(parts, Body::from("internal error"))
+}
+
+/// The session store, with every error it returns logged to stderr: tower-sessions answers
+/// a failed save with a bare 500 and reports the error only through `tracing`.
+#[derive(Clone, Debug)]
+struct Logged<S> {
+    id: usize,
+    store: S,
+}
+
+impl<S> Logged<S> {
+    fn log<T>(&self, result: session_store::Result<T>) -> session_store::Result<T> {
+        if let Err(e) = &result {
+            eprintln!("worker {}: session store: {e}", self.id);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore + Clone> SessionStore for Logged<S> {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.log(self.store.create(record).await)
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.log(self.store.save(record).await)
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        self.log(self.store.load(id).await)
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.log(self.store.delete(id).await)
+    }
 }

@@ -5,20 +5,31 @@
 //! spreads one client's requests over the workers (the seed's own test used keep-alive and
 //! could not tell a shared store from a per-worker one).
 //!
-//! Asserted: the first answer is "Hello from worker N"; every later one is "Hello again";
-//! answers came from both workers; after a worker is SIGKILLed, requests keep succeeding and
-//! the session is still there, the master logs the death and a new worker in that slot, and
-//! the new worker serves the same session; SIGTERM stops the master cleanly (status 0).
-//! And for the master itself: a slot whose workers keep dying is restarted after a growing
-//! delay, and a worker that does not exit on SIGTERM is SIGKILLed after the grace period.
+//! Asserted, for each example: the first answer is "Hello from worker N"; every later one is
+//! "Hello again"; answers came from both workers; after a worker is SIGKILLed, requests keep
+//! succeeding and the session is still there, the master logs the death and a new worker in
+//! that slot, and the new worker serves the same session; SIGTERM stops the master cleanly
+//! (status 0). On SIGTERM a request in flight (its body not yet sent) is answered after every
+//! worker has stopped accepting, and the workers exit 0. A store error is answered 500 with
+//! a generic body, and the worker logs the error.
+//!
+//! For the master (with `prefork`): a worker SIGKILLed from outside is replaced at once
+//! however often it happens; a slot whose workers crash soon after starting is restarted
+//! after a delay, its socket closed meanwhile so that every request reaches the other worker;
+//! a worker that does not exit on SIGTERM is SIGKILLed after the grace period; the
+//! connections it leaves in TIME_WAIT do not keep a new server off the port. For `prefork`'s
+//! hand-written HTTP: a request head past 8 KiB is answered 431, a cookie that is not UTF-8
+//! gets an answer, and idle connections do not hold up a request.
 //!
 //! Every wait has a deadline; the master runs in its own process group, which the guard
-//! SIGKILLs and reaps if the test fails.
+//! SIGKILLs and reaps if the test fails. The log read is the master's and the workers' stdout
+//! and stderr.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -100,24 +111,40 @@ impl Server {
 
     #[allow(clippy::zombie_processes)]
     fn start_with(name: &str, env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(example(name))
+        let mut command = Command::new(example(name));
+        command
             .envs(env.iter().copied())
             .env("WORKERS", "2")
             .env("PORT", "0")
             .process_group(0)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the example");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
+            .stderr(Stdio::piped());
+        // SAFETY: setrlimit is async-signal-safe and touches only the child. No core files
+        // from the workers the tests crash with SIGABRT.
+        unsafe {
+            command.pre_exec(|| {
+                let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                if libc::setrlimit(libc::RLIMIT_CORE, &none) != 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-            }
-        });
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("start the example");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        // Both end at the end of the log: when the master and every worker have exited.
+        for output in [Box::new(stdout) as Box<dyn Read + Send>, Box::new(stderr)] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(output).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         let master = common::Child::adopt(child.id());
         let mut server = Server { master, lines, log: Vec::new(), port: 0, stopped: false };
         let line = server.expect(|l| l.contains("listening on http://127.0.0.1:"));
@@ -156,6 +183,12 @@ impl Server {
     /// SIGTERM; returns the master's exit code (within `WAIT`) and reads the rest of its log.
     fn stop(&mut self) -> i32 {
         kill(self.master.pid, Signal::SIGTERM).expect("SIGTERM");
+        self.finish()
+    }
+
+    /// After a SIGTERM: returns the master's exit code (within `WAIT`) and reads the rest of
+    /// its log.
+    fn finish(&mut self) -> i32 {
         let code = self.master.wait(WAIT);
         self.stopped = true;
         // The master has exited: its stdout is closed, so this ends at the log's end.
@@ -185,10 +218,15 @@ struct Client {
 
 impl Client {
     fn new(port: u16) -> Client {
+        Client::with_timeout(port, WAIT)
+    }
+
+    /// A client whose requests fail if not answered within `timeout`.
+    fn with_timeout(port: u16, timeout: Duration) -> Client {
         let agent = ureq::Agent::config_builder()
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
-            .timeout_global(Some(WAIT))
+            .timeout_global(Some(timeout))
             .build()
             .into();
         Client { agent, url: format!("http://127.0.0.1:{port}/hello"), jar: BTreeMap::new() }
@@ -290,38 +328,332 @@ fn wait_until_stopped(pid: Pid) {
     }
 }
 
-/// The master's restart backoff and shutdown deadline, with the `prefork` example: worker 1
-/// is SIGKILLed twice within seconds of starting (the first death is restarted at once, the
-/// second after a delay); worker 2 is stopped with SIGSTOP, so it cannot act on the master's
-/// SIGTERM, and must be SIGKILLed when the grace period ends.
+/// The pid in a "worker N (pid P) ..." log line.
+fn pid_in(line: &str) -> Pid {
+    let pid = line.split("(pid ").nth(1).and_then(|rest| rest.split(')').next());
+    Pid::from_raw(pid.and_then(|p| p.parse().ok()).expect("pid in the log line"))
+}
+
+/// The master's restart policy and shutdown deadline, with the `prefork` example (the master
+/// is the same for every example). Worker 1 is SIGKILLed five times within seconds of
+/// starting: each time it is replaced at once. Then it is crashed with SIGABRT twice: the
+/// first crash is restarted at once, the second after the delay (60 s here), and meanwhile
+/// its slot's socket is closed: every request, each on a new connection, reaches worker 2
+/// within 5 s, none waits in a queue nobody serves. Worker 2 is then stopped with SIGSTOP,
+/// so it cannot act on the master's SIGTERM, and must be SIGKILLed when the grace period
+/// ends.
 #[test]
-fn master_backs_off_restarts_and_kills_a_worker_that_will_not_stop() {
-    let mut server = Server::start_with("prefork", &[("SHUTDOWN_GRACE_MS", "200")]);
+fn master_replaces_killed_workers_at_once_and_backs_off_crashing_ones() {
+    let env = [("SHUTDOWN_GRACE_MS", "200"), ("RESTART_DELAY_MS", "60000")];
+    let mut server = Server::start_with("prefork", &env);
     let mut pid = server.online(1);
     let stuck = server.online(2);
-    for deaths in 1..=2 {
-        kill(pid, Signal::SIGKILL).expect("SIGKILL worker 1");
-        server.expect(|l| l.starts_with(&format!("worker 1 (pid {pid}) was killed by SIGKILL")));
-        if deaths == 2 {
-            server.expect(|l| l == "worker 1: 2 quick deaths in a row; restarting it in 100ms");
-        }
-        let replaced = server.online(1);
-        assert_ne!(replaced, pid);
-        pid = replaced;
-    }
     let mut client = Client::new(server.port);
     let (first, _) = client.hello();
-    assert!(first.starts_with("Hello from worker "), "after the restarts: {first:?}");
+    assert!(first.starts_with("Hello from worker "), "first visit: {first:?}");
+
+    let next_of_worker_1 = |server: &mut Server| {
+        server.expect(|l| {
+            l.starts_with("worker 1 (pid ") && l.ends_with("is online")
+                || l.starts_with("worker 1: ")
+        })
+    };
+    for _ in 0..5 {
+        kill(pid, Signal::SIGKILL).expect("SIGKILL worker 1");
+        server.expect(|l| l.starts_with(&format!("worker 1 (pid {pid}) was killed by SIGKILL")));
+        let next = next_of_worker_1(&mut server);
+        assert!(next.ends_with("is online"), "a killed worker not replaced at once: {next}");
+        assert_ne!(pid_in(&next), pid);
+        pid = pid_in(&next);
+        client.again();
+    }
+
+    kill(pid, Signal::SIGABRT).expect("SIGABRT worker 1");
+    server.expect(|l| l.starts_with(&format!("worker 1 (pid {pid}) was killed by SIGABRT")));
+    let next = next_of_worker_1(&mut server);
+    assert!(next.ends_with("is online"), "a first crash not restarted at once: {next}");
+    pid = pid_in(&next);
+    kill(pid, Signal::SIGABRT).expect("SIGABRT worker 1");
+    server.expect(|l| l.starts_with(&format!("worker 1 (pid {pid}) was killed by SIGABRT")));
+    let next = next_of_worker_1(&mut server);
+    assert_eq!(
+        next,
+        "worker 1: 2 quick failures in a row; restarting it in 60s, its socket closed meanwhile"
+    );
+    let mut quick = Client::with_timeout(server.port, Duration::from_secs(5));
+    quick.jar = client.jar.clone();
+    for _ in 0..20 {
+        assert_eq!(quick.again(), 2, "answered by the slot waiting to restart");
+    }
 
     kill(stuck, Signal::SIGSTOP).expect("SIGSTOP worker 2");
     // SIGSTOP takes effect when the worker next runs; a SIGTERM that reached it before then
-    // would still be fatal. Only a worker already stopped keeps its SIGTERM pending.
+    // would still be acted on. Only a worker already stopped keeps its SIGTERM pending.
     wait_until_stopped(stuck);
     let code = server.stop();
     let log = server.log.join("\n");
-    eprintln!("prefork (backoff, grace):\n{log}");
+    eprintln!("prefork (restarts, grace):\n{log}");
     assert_eq!(code, 0, "master exit status; log:\n{log}");
     let killed = format!("worker 2 (pid {stuck}) still running after 200ms: SIGKILL");
     assert!(server.log.contains(&killed), "no {killed:?} in the log:\n{log}");
     assert!(log.contains("store released"), "{log}");
+}
+
+/// Sends `request` on a new connection and reads the answer until the server closes the
+/// connection (so the server closes first). Bytes read before a reset are kept.
+fn raw_request(port: u16, request: &[u8]) -> Vec<u8> {
+    let mut stream = connect(port).expect("connect");
+    stream.write_all(request).expect("send the request");
+    read_all(&mut stream)
+}
+
+fn connect(port: u16) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), WAIT)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    stream.set_write_timeout(Some(WAIT))?;
+    Ok(stream)
+}
+
+/// Reads until end of stream (or a reset); panics after `WAIT`.
+fn read_all(stream: &mut TcpStream) -> Vec<u8> {
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return answer,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return answer,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("reading the answer: {e}; read so far: {:?}", text(&answer)),
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// An answer's status line and body.
+fn status_and_body(answer: &[u8]) -> (String, String) {
+    let answer = text(answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+/// On SIGTERM, a request in flight is answered: its head is sent and acknowledged
+/// (`Expect: 100-continue`), then the master gets SIGTERM; once the port refuses connections
+/// (every worker has stopped accepting), the body is sent and the answer must come back.
+/// Both workers exit 0, none is SIGKILLed.
+fn graceful_shutdown_answers_the_request_in_flight(name: &str) {
+    let mut server = Server::start(name);
+    let pids = [server.online(1), server.online(2)];
+    let mut held = connect(server.port).expect("connect");
+    held.write_all(
+        b"POST /echo HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 5\r\n\
+          expect: 100-continue\r\nconnection: close\r\n\r\n",
+    )
+    .expect("send the head");
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        assert_eq!(held.read(&mut byte).expect("read 100 Continue"), 1, "{:?}", text(&interim));
+        interim.push(byte[0]);
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100 "), "interim answer: {:?}", text(&interim));
+
+    kill(server.master.pid, Signal::SIGTERM).expect("SIGTERM");
+    server.expect(|l| l == "master: SIGTERM, stopping the workers");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match connect(server.port) {
+            Ok(probe) => drop(probe),
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(Instant::now() < deadline, "{name}: the port still accepts {WAIT:?} after SIGTERM");
+        std::thread::yield_now();
+    }
+    held.write_all(b"hello").expect("send the body");
+    let answer = read_all(&mut held);
+    let (status, body) = status_and_body(&answer);
+    assert!(status.starts_with("HTTP/1.1 200"), "{name}: answer {:?}", text(&answer));
+    assert_eq!(body, "hello");
+
+    let code = server.finish();
+    let log = server.log.join("\n");
+    eprintln!("{name} (graceful shutdown):\n{log}");
+    assert_eq!(code, 0, "master exit status; log:\n{log}");
+    for (id, pid) in (1..).zip(pids) {
+        let exited = format!("worker {id} (pid {pid}) exited with status 0;");
+        assert!(log.contains(&exited), "no {exited:?} in the log:\n{log}");
+    }
+    assert!(!log.contains("SIGKILL"), "{log}");
+}
+
+#[test]
+fn hello_cluster_graceful_shutdown() {
+    graceful_shutdown_answers_the_request_in_flight("hello_cluster");
+}
+
+#[test]
+fn hello_actix_graceful_shutdown() {
+    graceful_shutdown_answers_the_request_in_flight("hello_actix");
+}
+
+#[test]
+fn prefork_graceful_shutdown() {
+    graceful_shutdown_answers_the_request_in_flight("prefork");
+}
+
+/// A store error (here every session is larger than the store accepts) is answered 500 with
+/// the body "internal error", and the worker logs what failed.
+fn a_store_error_is_a_generic_500(name: &str) {
+    let mut server = Server::start_with(name, &[("MAX_SESSION_BYTES", "1")]);
+    server.online(1);
+    server.online(2);
+    let answer = raw_request(
+        server.port,
+        b"GET /hello HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
+    );
+    let (status, body) = status_and_body(&answer);
+    assert!(status.starts_with("HTTP/1.1 500"), "{name}: answer {:?}", text(&answer));
+    assert_eq!(body, "internal error", "{name}");
+
+    let code = server.stop();
+    let log = server.log.join("\n");
+    eprintln!("{name} (store error):\n{log}");
+    assert_eq!(code, 0, "master exit status; log:\n{log}");
+    assert!(
+        server.log.iter().any(|l| l.starts_with("worker ") && l.contains(": session store: ")),
+        "no store error in the log:\n{log}"
+    );
+}
+
+#[test]
+fn hello_cluster_store_error() {
+    a_store_error_is_a_generic_500("hello_cluster");
+}
+
+#[test]
+fn hello_actix_store_error() {
+    a_store_error_is_a_generic_500("hello_actix");
+}
+
+#[test]
+fn prefork_store_error() {
+    a_store_error_is_a_generic_500("prefork");
+}
+
+/// Connections on 127.0.0.1 to `port` in TIME_WAIT, from `/proc/net/tcp`.
+fn time_wait_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"06")
+        })
+        .count()
+}
+
+/// The master's sockets have `SO_REUSEADDR`: the connections its workers closed first stay
+/// in TIME_WAIT on the port after the master is gone, and a server binding the port the
+/// usual way (std's `TcpListener::bind`, which sets `SO_REUSEADDR`, not `SO_REUSEPORT`) can
+/// bind it only if the listener that accepted them had the option too.
+#[test]
+fn a_new_server_binds_the_port_right_after_the_master_stops() {
+    let mut server = Server::start("prefork");
+    server.online(1);
+    server.online(2);
+    for _ in 0..4 {
+        let answer = raw_request(
+            server.port,
+            b"GET /hello HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
+        );
+        let (status, _) = status_and_body(&answer);
+        assert!(status.starts_with("HTTP/1.1 200"), "answer {:?}", text(&answer));
+    }
+    assert!(time_wait_on(server.port) > 0, "no connection in TIME_WAIT on the port");
+    let code = server.stop();
+    assert_eq!(code, 0, "master exit status; log:\n{}", server.log.join("\n"));
+    assert!(time_wait_on(server.port) > 0, "no connection left in TIME_WAIT on the port");
+    if let Err(e) = TcpListener::bind(("127.0.0.1", server.port)) {
+        panic!("binding port {} after the master stopped: {e}", server.port);
+    }
+}
+
+/// `prefork` answers a request head past 8 KiB with 431 and serves one just under it.
+#[test]
+fn prefork_bounds_request_heads() {
+    let mut server = Server::start("prefork");
+    server.online(1);
+    server.online(2);
+    let request = |pad: usize| {
+        let mut request = b"GET /hello HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pad: ".to_vec();
+        request.extend(std::iter::repeat_n(b'a', pad));
+        request.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+        request
+    };
+    let answer = raw_request(server.port, &request(16 << 10));
+    let (status, _) = status_and_body(&answer);
+    assert!(status.starts_with("HTTP/1.1 431"), "oversized head: {:?}", text(&answer));
+    let answer = raw_request(server.port, &request(6 << 10));
+    let (status, _) = status_and_body(&answer);
+    assert!(status.starts_with("HTTP/1.1 200"), "6 KiB head: {:?}", text(&answer));
+    assert_eq!(server.stop(), 0, "master exit status; log:\n{}", server.log.join("\n"));
+}
+
+/// `prefork` answers a request whose cookie header is not UTF-8: a session id that is not
+/// UTF-8 is no session (a new one is made), and the other cookies of the header still count.
+#[test]
+fn prefork_answers_a_cookie_that_is_not_utf8() {
+    let mut server = Server::start("prefork");
+    server.online(1);
+    server.online(2);
+    let mut client = Client::new(server.port);
+    client.hello();
+    let sid = client.jar.get("sid").expect("a session cookie").clone();
+
+    let answer = raw_request(
+        server.port,
+        b"GET /hello HTTP/1.1\r\nhost: 127.0.0.1\r\ncookie: sid=\xff\xfe\x80\r\n\r\n",
+    );
+    let (status, body) = status_and_body(&answer);
+    assert!(status.starts_with("HTTP/1.1 200"), "answer {:?}", text(&answer));
+    assert!(body.contains("\"Hello from worker "), "a new session: {body}");
+    assert!(text(&answer).contains("set-cookie: sid="), "{:?}", text(&answer));
+
+    let mut request =
+        b"GET /hello HTTP/1.1\r\nhost: 127.0.0.1\r\ncookie: theme=\xff\xfe; sid=".to_vec();
+    request.extend_from_slice(sid.as_bytes());
+    request.extend_from_slice(b"\r\n\r\n");
+    let answer = raw_request(server.port, &request);
+    let (status, body) = status_and_body(&answer);
+    assert!(status.starts_with("HTTP/1.1 200"), "answer {:?}", text(&answer));
+    assert!(body.contains("\"Hello again from worker "), "the session kept: {body}");
+    assert_eq!(server.stop(), 0, "master exit status; log:\n{}", server.log.join("\n"));
+}
+
+/// `prefork` serves requests while 8 connections that send nothing are open: each request
+/// must be answered within 5 s (each idle connection may be held for 10 s). On SIGTERM the
+/// idle connections are closed: the workers exit within the grace period (5 s here, less
+/// than the 10 s an idle connection could otherwise hold a worker).
+#[test]
+fn prefork_serves_while_connections_idle() {
+    let mut server = Server::start_with("prefork", &[("SHUTDOWN_GRACE_MS", "5000")]);
+    server.online(1);
+    server.online(2);
+    let idle: Vec<TcpStream> = (0..8).map(|_| connect(server.port).expect("connect")).collect();
+    let mut client = Client::with_timeout(server.port, Duration::from_secs(5));
+    client.hello();
+    for _ in 0..10 {
+        client.again();
+    }
+    let code = server.stop();
+    let log = server.log.join("\n");
+    assert_eq!(code, 0, "master exit status; log:\n{log}");
+    assert!(!log.contains("SIGKILL"), "{log}");
+    drop(idle);
 }

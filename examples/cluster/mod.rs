@@ -3,23 +3,39 @@
 //!
 //! 1. `ClusterStore::setup()`, before any fork and before any async runtime: workers find the
 //!    store through memory `fork()` copies, and a runtime's threads would not survive the fork.
-//! 2. One listening socket per worker slot, bound here with `SO_REUSEPORT` on one port. The
-//!    kernel spreads new connections over them (so one client's requests reach several
-//!    workers, which is what shows the sessions are shared), and a slot's socket belongs to
-//!    the master: connections that reach it while its worker is being replaced wait in its
-//!    queue for the new worker instead of being refused.
+//! 2. One listening socket per worker slot, bound here on one port with `SO_REUSEPORT` (every
+//!    slot binds the port) and `SO_REUSEADDR` (the connections it leaves in TIME_WAIT do not
+//!    keep the next server off the port). The kernel spreads new connections over the slots'
+//!    sockets (so one client's requests reach several workers, which is what shows the
+//!    sessions are shared), and a slot's socket belongs to the master: connections that reach
+//!    it while its worker is being replaced wait in its queue for the new worker.
 //! 3. Forks one worker per CPU (`WORKERS` overrides), logs each online and each exit, tells
-//!    the store a worker exited (a shard it died holding is repaired at once), and starts a
-//!    new one in its slot: at once, or after a growing delay when workers of that slot keep
-//!    dying within seconds of starting. On SIGTERM or SIGINT it sends the workers SIGTERM,
-//!    gives them 10 s to exit (`SHUTDOWN_GRACE_MS` overrides), SIGKILLs any left, and drops
-//!    the store.
+//!    the store a worker exited (a shard it died holding is repaired at once), and starts
+//!    another in its slot:
+//!    - at once, keeping the slot's socket and its queue, when the worker was stopped or
+//!      killed from outside: exit status 0 (our workers exit 0 after a SIGTERM or SIGINT) or
+//!      a signal that is not a crash (SIGKILL from an operator or the OOM killer, SIGTERM);
+//!    - when the worker failed on its own (a non-zero exit status, or SIGSEGV, SIGBUS, SIGILL,
+//!      SIGFPE, SIGABRT, SIGSYS, SIGTRAP) within 10 s of starting, the first such failure in a
+//!      row is restarted at once and each further one after twice the last delay, from
+//!      100 ms (`RESTART_DELAY_MS`) up to 10 s. While it waits, the slot's socket is closed,
+//!      so that the kernel sends new connections to the other slots only (connections queued
+//!      on it then are reset), and a new one is bound when the worker starts;
+//!    - never, when a worker exits with a non-zero status within 1 s of starting and no
+//!      worker of its slot has run longer (a configuration error: it would only fail again);
+//!      the master exits with an error when that happens to every slot.
+//! 4. On SIGTERM or SIGINT it closes its copies of the sockets, sends the workers SIGTERM
+//!    (each stops accepting, finishes the requests it has begun and exits), gives them 10 s
+//!    (`SHUTDOWN_GRACE_MS` overrides), SIGKILLs any left, and drops the store.
 //!
 //! `PORT` picks the port (default 8080; 0 lets the kernel choose, and the log says which).
+//! `MAX_SESSION_BYTES` sets the largest session the store accepts (`Config::max_value_size`,
+//! default 64 KiB); a request whose session would be larger is answered 500.
 
 use std::error::Error;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use cluster_session_store::{ClusterStore, Config};
@@ -31,31 +47,60 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use socket2::{Domain, Socket, Type};
 
-/// What a worker runs, in the forked child: it owns its slot's listener.
+/// What a worker runs, in the forked child: it owns its slot's listener. It should return
+/// `Ok` (exit status 0) after a SIGTERM or SIGINT, once its requests in flight are answered.
 pub type Worker<'a> = &'a dyn Fn(usize, TcpListener) -> Result<(), Box<dyn Error>>;
 
-/// A worker that fails this soon after starting is not restarted (it would only fail again).
+/// A slot whose workers have all run less than this is retired when one exits with a
+/// non-zero status.
 const FAILED_AT_START: Duration = Duration::from_secs(1);
-/// A worker that dies sooner than this after it started counts as a quick death. The first
-/// is restarted at once; each further one in a row waits twice as long as the last, from
-/// `RESTART_DELAY_MIN` up to `RESTART_DELAY_MAX`, so that a worker killed at every start
-/// (out of memory, a crashing request retried by a client) does not spin the master.
+/// A worker that fails on its own sooner than this after it started is a quick failure. The
+/// first in a row is restarted at once; each further one waits twice as long as the last,
+/// from `RESTART_DELAY_MS` (default `RESTART_DELAY_MIN`) up to `RESTART_DELAY_MAX`, so that
+/// a worker that crashes at every start does not spin the master.
 const STABLE: Duration = Duration::from_secs(10);
 const RESTART_DELAY_MIN: Duration = Duration::from_millis(100);
 const RESTART_DELAY_MAX: Duration = Duration::from_secs(10);
+/// How long a slot waits before trying again when its worker could not be started (no
+/// socket, or `fork` failed).
+const START_RETRY: Duration = Duration::from_secs(1);
 /// How long workers get to exit after SIGTERM before the master sends SIGKILL, unless
 /// `SHUTDOWN_GRACE_MS` says otherwise.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How a worker ended, as far as restarting it goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Exit status 0, or a signal that is not a crash: stopped or killed from outside.
+    Stopped,
+    /// A non-zero exit status.
+    Failed,
+    /// A crash signal.
+    Crashed,
+}
+
+impl End {
+    fn of(signal: Signal) -> End {
+        use Signal::*;
+        match signal {
+            SIGSEGV | SIGBUS | SIGILL | SIGFPE | SIGABRT | SIGSYS | SIGTRAP => End::Crashed,
+            _ => End::Stopped,
+        }
+    }
+}
+
 struct Slot {
     id: usize,
-    /// The running worker; `None` while its restart waits for `due`.
+    /// The running worker; `None` while its start waits for `due`.
     pid: Option<Pid>,
     started: Instant,
     due: Option<Instant>,
-    /// Quick deaths in a row (see `STABLE`).
-    quick_deaths: u32,
-    listener: TcpListener,
+    /// Quick failures in a row (see `STABLE`).
+    quick_failures: u32,
+    /// A worker of this slot ran for `FAILED_AT_START` or longer.
+    proven: bool,
+    /// `None` while the slot waits out a restart delay, and once the master is stopping.
+    listener: Option<TcpListener>,
 }
 
 impl Slot {
@@ -66,41 +111,63 @@ impl Slot {
         signals: &SigSet,
         worker: Worker<'_>,
     ) -> Result<(), Box<dyn Error>> {
-        self.pid = Some(spawn(self.id, &self.listener, all, signals, worker)?);
+        let listener = self.listener.as_ref().ok_or("the slot has no socket")?;
+        self.pid = Some(spawn(self.id, listener, all, signals, worker)?);
         self.started = Instant::now();
         self.due = None;
         Ok(())
     }
 
-    /// After the worker died having run `lived`: how long to wait before starting another.
-    fn restart_delay(&mut self, lived: Duration) -> Duration {
-        self.quick_deaths = if lived < STABLE { self.quick_deaths.saturating_add(1) } else { 0 };
-        match self.quick_deaths {
-            0 | 1 => Duration::ZERO,
-            n => RESTART_DELAY_MIN.saturating_mul(1 << (n - 2).min(16)).min(RESTART_DELAY_MAX),
+    /// After its worker ended having run `lived`: how long to wait before starting another;
+    /// `None` if the slot is to be retired.
+    fn restart_delay(&mut self, end: End, lived: Duration, first: Duration) -> Option<Duration> {
+        let proven = self.proven;
+        self.proven |= lived >= FAILED_AT_START;
+        if lived >= STABLE {
+            self.quick_failures = 0;
         }
+        match end {
+            End::Stopped => return Some(Duration::ZERO),
+            End::Failed if !proven && lived < FAILED_AT_START => return None,
+            End::Failed | End::Crashed => {}
+        }
+        if lived < STABLE {
+            self.quick_failures = self.quick_failures.saturating_add(1);
+        }
+        Some(match self.quick_failures {
+            0 | 1 => Duration::ZERO,
+            n => first.saturating_mul(1 << (n - 2).min(16)).min(RESTART_DELAY_MAX.max(first)),
+        })
+    }
+}
+
+/// `name`'s value parsed, or `default` if it is not set.
+fn setting<T: FromStr>(name: &str, default: T) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) => value.parse().map_err(|e| format!("{name}={value}: {e}")),
+        Err(_) => Ok(default),
     }
 }
 
 /// Runs the master until SIGTERM or SIGINT.
 pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
-    let workers: usize = match std::env::var("WORKERS") {
-        Ok(n) => n.parse().map_err(|e| format!("WORKERS={n}: {e}"))?,
-        Err(_) => std::thread::available_parallelism().map_or(2, |n| n.get()),
-    };
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers: usize = setting("WORKERS", cpus)?;
     if workers == 0 {
         return Err("WORKERS=0: at least one worker is needed to serve".into());
     }
-    let port: u16 = match std::env::var("PORT") {
-        Ok(p) => p.parse().map_err(|e| format!("PORT={p}: {e}"))?,
-        Err(_) => 8080,
-    };
-    let grace = match std::env::var("SHUTDOWN_GRACE_MS") {
-        Ok(ms) => {
-            Duration::from_millis(ms.parse().map_err(|e| format!("SHUTDOWN_GRACE_MS={ms}: {e}"))?)
-        }
-        Err(_) => SHUTDOWN_GRACE,
-    };
+    let port: u16 = setting("PORT", 8080)?;
+    let ms = |d: Duration| d.as_millis() as u64;
+    let grace = Duration::from_millis(setting("SHUTDOWN_GRACE_MS", ms(SHUTDOWN_GRACE))?);
+    let first_delay = Duration::from_millis(setting("RESTART_DELAY_MS", ms(RESTART_DELAY_MIN))?);
+    let mut config = Config::new().default_ttl(Duration::from_secs(3600));
+    if let Ok(bytes) = std::env::var("MAX_SESSION_BYTES") {
+        let bytes = bytes.parse().map_err(|e| format!("MAX_SESSION_BYTES={bytes}: {e}"))?;
+        config = config.max_value_size(bytes);
+    }
 
     // Blocked so that they are read from `signal_fd` below (each child unblocks them), and
     // blocked before `setup()` starts the coordinator thread, which inherits the mask: a
@@ -112,7 +179,7 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     signals.thread_block()?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
 
-    let master = ClusterStore::setup(Config::new().default_ttl(Duration::from_secs(3600)))?;
+    let master = ClusterStore::setup(config)?;
     let first = listen(SocketAddr::from(([127, 0, 0, 1], port)))?;
     let addr = first.local_addr()?;
     let mut listeners = vec![first];
@@ -128,8 +195,9 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
             pid: None,
             started: Instant::now(),
             due: Some(Instant::now()),
-            quick_deaths: 0,
-            listener,
+            quick_failures: 0,
+            proven: false,
+            listener: Some(listener),
         })
         .collect();
     // When the master began stopping the workers, and when it stops waiting for them.
@@ -137,10 +205,28 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     loop {
         let now = Instant::now();
         if stopping.is_none() {
-            let mut all: Vec<RawFd> = slots.iter().map(|s| s.listener.as_raw_fd()).collect();
+            let due = |s: &Slot| s.due.is_some_and(|due| due <= now);
+            // Sockets first, so that every child forked below closes all of them.
+            for slot in slots.iter_mut().filter(|s| due(s) && s.listener.is_none()) {
+                match listen(addr) {
+                    Ok(listener) => slot.listener = Some(listener),
+                    Err(e) => {
+                        println!(
+                            "worker {}: cannot listen ({e}); trying in {START_RETRY:?}",
+                            slot.id
+                        );
+                        slot.due = Some(now + START_RETRY);
+                    }
+                }
+            }
+            let mut all: Vec<RawFd> =
+                slots.iter().filter_map(|s| s.listener.as_ref().map(|l| l.as_raw_fd())).collect();
             all.push(signal_fd.as_raw_fd());
-            for slot in slots.iter_mut().filter(|s| s.due.is_some_and(|due| due <= now)) {
-                slot.start(&all, &signals, worker)?;
+            for slot in slots.iter_mut().filter(|s| due(s)) {
+                if let Err(e) = slot.start(&all, &signals, worker) {
+                    println!("worker {}: cannot start ({e}); trying in {START_RETRY:?}", slot.id);
+                    slot.due = Some(now + START_RETRY);
+                }
             }
             if slots.is_empty() {
                 return Err("every worker failed at start".into());
@@ -157,12 +243,13 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
         };
         match next_signal(&signal_fd, wake.map(|at| at.saturating_duration_since(now)))? {
             Some(Signal::SIGCHLD) => loop {
-                let (pid, how, by_signal) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                let (pid, how, end) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::Exited(pid, code)) => {
-                        (pid, format!("exited with status {code}"), false)
+                        let end = if code == 0 { End::Stopped } else { End::Failed };
+                        (pid, format!("exited with status {code}"), end)
                     }
                     Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                        (pid, format!("was killed by {sig:?}"), true)
+                        (pid, format!("was killed by {sig:?}"), End::of(sig))
                     }
                     Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
                     Ok(_) => continue,
@@ -174,20 +261,22 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
                 let slot = &mut slots[at];
                 slot.pid = None;
                 println!("worker {} (pid {pid}) {how}; {repaired} shards repaired", slot.id);
-                let lived = slot.started.elapsed();
                 if stopping.is_some() {
                     continue;
                 }
-                if !by_signal && lived < FAILED_AT_START {
+                let Some(delay) = slot.restart_delay(end, slot.started.elapsed(), first_delay)
+                else {
                     println!("worker {} failed at start; not restarting it", slot.id);
                     slots.remove(at);
                     continue;
-                }
-                let delay = slot.restart_delay(lived);
+                };
                 if !delay.is_zero() {
+                    // Nobody would accept the connections the kernel queued on it meanwhile.
+                    slot.listener = None;
                     println!(
-                        "worker {}: {} quick deaths in a row; restarting it in {delay:?}",
-                        slot.id, slot.quick_deaths
+                        "worker {}: {} quick failures in a row; restarting it in {delay:?}, \
+                         its socket closed meanwhile",
+                        slot.id, slot.quick_failures
                     );
                 }
                 slot.due = Some(Instant::now() + delay);
@@ -195,6 +284,8 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
             Some(signal) if stopping.is_none() => {
                 println!("master: {signal:?}, stopping the workers");
                 for slot in &mut slots {
+                    // The workers' own copies keep each socket open until they stop accepting.
+                    slot.listener = None;
                     slot.due = None;
                     if let Some(pid) = slot.pid {
                         let _ = kill(pid, Signal::SIGTERM);
@@ -245,9 +336,14 @@ fn next_signal(signal_fd: &SignalFd, timeout: Option<Duration>) -> nix::Result<O
     Ok(info.and_then(|info| Signal::try_from(info.ssi_signo as i32).ok()))
 }
 
-/// A listening socket with `SO_REUSEPORT`, so that every slot can bind the same port.
+/// A listening socket with `SO_REUSEPORT`, so that every slot can bind the same port, and
+/// `SO_REUSEADDR`, so that the connections it accepted, which stay in TIME_WAIT for a minute
+/// after they close, do not keep the next server from binding the port once the master is
+/// gone (the kernel lets a bind share a port with TIME_WAIT connections only if both the new
+/// socket and the listener that accepted them have the option).
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
@@ -256,9 +352,10 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Forks a worker that serves `listener`. The child closes its copies of every slot's
 /// socket and of the master's signalfd (`all`), keeping its own socket through `listener`:
-/// a slot's socket must be open only in the master and that slot's worker, or a slot the
-/// master retires would stay in the `SO_REUSEPORT` group, held open by other workers, and
-/// keep receiving connections nobody accepts.
+/// a slot's socket must be open only in the master and that slot's worker, or a socket the
+/// master closes (a slot retired, or waiting out a restart delay) would stay in the
+/// `SO_REUSEPORT` group, held open by other workers, and keep receiving connections nobody
+/// accepts.
 fn spawn(
     id: usize,
     listener: &TcpListener,
