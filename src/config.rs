@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::error::SetupError;
-use crate::layout::{bytes_per_slot, max_value_limit, Geometry, MAX_NAME_LEN};
+use crate::format::layout::{bytes_per_slot, max_value_limit, Geometry, MAX_NAME_LEN};
 
 /// What a full shard does with a write that needs room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,9 +264,11 @@ impl Config {
             return invalid("sweep_budget", self.sweep_budget.to_string(), "16 to 65536".into());
         }
         let per_shard = self.memory_size / self.shards;
-        if per_shard > crate::layout::MAX_DATA_BYTES {
-            let needed =
-                self.memory_size.div_ceil(crate::layout::MAX_DATA_BYTES).next_power_of_two();
+        if per_shard > crate::format::layout::MAX_DATA_BYTES {
+            let needed = self
+                .memory_size
+                .div_ceil(crate::format::layout::MAX_DATA_BYTES)
+                .next_power_of_two();
             return invalid(
                 "shards",
                 self.shards.to_string(),
@@ -365,7 +367,8 @@ mod tests {
 
     #[test]
     fn minimum_memory_is_accepted_and_the_message_names_it() {
-        let compute = |m| Geometry::compute(m, 8, 4096, crate::layout::BYTES_PER_SLOT, false);
+        let compute =
+            |m| Geometry::compute(m, 8, 4096, crate::format::layout::BYTES_PER_SLOT, false);
         let need = minimum_memory(compute);
         assert!(compute(need).is_some());
         let err = Config::new().shards(8).max_value_size(4096).memory_size(need / 2);

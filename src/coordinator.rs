@@ -19,9 +19,9 @@ use std::time::Duration;
 use crate::clock::now_ms;
 use crate::config::{valid_name, Backing, Config, DEFAULT_NAME};
 use crate::error::{AttachError, SetupError};
-use crate::header::{self, HeaderError, Settings};
-use crate::layout::{FORMAT_VERSION, SHARD_MUTEX};
-use crate::lock::fork_gate;
+use crate::format::header::{self, HeaderError, Settings};
+use crate::format::layout::{FORMAT_VERSION, SHARD_MUTEX};
+use crate::lock::{fork_gate, init_shard_mutex};
 use crate::segment::{
     effective_uid, signals, CreateError, FreshSegment, OpenError, Owner, Segment,
 };
@@ -296,9 +296,9 @@ impl ClusterStore {
                 created_ms: now_ms(),
             };
             for shard in 0..geo.shard_count {
-                fresh.init_mutex(geo.shard_offset(shard) + SHARD_MUTEX).map_err(|source| {
-                    SetupError::Os { action: "initialise a shard mutex", source }
-                })?;
+                init_shard_mutex(&mut fresh, geo.shard_offset(shard) + SHARD_MUTEX).map_err(
+                    |source| SetupError::Os { action: "initialise a shard mutex", source },
+                )?;
             }
             fresh.write_header(&header::encode(&geo, &settings));
             let shared = Arc::new(Shared { segment: fresh.into_segment(), geo, settings });

@@ -47,24 +47,19 @@
 //! (the public API). The format, lock protocol and crash model are in SAFETY.md.
 #![warn(missing_docs)]
 
-mod alloc;
-mod audit;
 mod clock;
 mod config;
 mod coordinator;
+mod crc;
 mod error;
-mod header;
+mod format;
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
 pub mod integrations;
-mod layout;
 mod lock;
-mod record;
 mod segment;
 mod shard;
-mod simd;
 mod stats;
 mod store;
-mod table;
 
 /// Test-only fault injection (feature `fault-injection`).
 #[cfg(feature = "fault-injection")]
@@ -75,7 +70,7 @@ mod fault;
 pub use config::{Backing, Config, Eviction, DEFAULT_NAME};
 pub use coordinator::Master;
 pub use error::{AttachError, SetupError, StoreError};
-pub use layout::MAX_KEY_LEN;
+pub use format::layout::MAX_KEY_LEN;
 pub use stats::{ClassUsage, IntegrityProblem, IntegrityReport, MemoryUsage, Stats};
 pub use store::{ClusterStore, Expiry};
 

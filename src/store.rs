@@ -15,14 +15,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::audit::{self, shard_of};
 use crate::clock::{now_ms, Clock};
 use crate::error::StoreError;
-use crate::header::{self, Settings};
-use crate::layout::*;
+use crate::format::header::{self, Settings};
+use crate::format::layout::*;
 use crate::lock::{LockFailure, OptimisticRead, ShardGuard};
-use crate::record::{self, NewRecord};
 use crate::segment::Segment;
+use crate::shard::audit::{self, shard_of};
+use crate::shard::record::{self, NewRecord};
 use crate::shard::{self, Corrupt, Expect, Freed, Removed, Written};
 use crate::stats::{ClassUsage, IntegrityProblem, IntegrityReport, MemoryUsage, Stats};
 use crate::Result;
@@ -337,10 +337,11 @@ impl ClusterStore {
         let geo = &self.shared.geo;
         let state = geo.shard_offset(shard) + SHARD_STATE;
         // The index's size, read without the lock (a hint: the lookup reads it again).
-        let active = crate::table::active_of(self.shared.segment.hint_u32(state + S_GROWN), geo);
-        let home = crate::table::home(active, crate::table::tag_of(hash));
-        self.shared.segment.prefetch(state + crate::table::slot_at(geo, home));
-        self.shared.segment.prefetch(state + crate::table::stamp_at(geo, home));
+        let active =
+            crate::shard::index::active_of(self.shared.segment.hint_u32(state + S_GROWN), geo);
+        let home = crate::shard::index::home(active, crate::shard::index::tag_of(hash));
+        self.shared.segment.prefetch(state + crate::shard::index::slot_at(geo, home));
+        self.shared.segment.prefetch(state + crate::shard::index::stamp_at(geo, home));
     }
 
     /// Starts loading, with intent to write, the block the write will most likely take: the
@@ -350,7 +351,7 @@ impl ClusterStore {
     fn prefetch_free_block(&self, shard: usize, class: usize, record_len: usize) {
         let geo = &self.shared.geo;
         let state = geo.shard_offset(shard) + SHARD_STATE;
-        let head = self.shared.segment.hint_u32(state + crate::alloc::head_at(class));
+        let head = self.shared.segment.hint_u32(state + crate::shard::alloc::head_at(class));
         if let Some(off) = block_offset(head).filter(|&off| off < geo.data_bytes) {
             self.shared.segment.prefetch_write(state + geo.data_start() + off, record_len);
         }
@@ -881,7 +882,7 @@ impl ClusterStore {
         };
         for shard in 0..geo.shard_count {
             let (uncarved, per_class) = self.shared.with_shard(shard, |g, geo| {
-                let walk = crate::alloc::walk(g, geo);
+                let walk = crate::shard::alloc::walk(g, geo);
                 let mut per_class = vec![(0u64, 0u64); geo.class_sizes.len()];
                 let mut fillers = 0;
                 for b in &walk.blocks {
@@ -925,7 +926,7 @@ impl ClusterStore {
             stats.data_bytes += shared.geo.data_bytes as u64;
             let grown =
                 shared.segment.hint_u32(shared.geo.shard_offset(shard) + SHARD_STATE + S_GROWN);
-            stats.index_slots += crate::table::active_of(grown, &shared.geo) as u64;
+            stats.index_slots += crate::shard::index::active_of(grown, &shared.geo) as u64;
             stats.index_capacity += shared.geo.slots as u64;
             lock_wait_ns += read(STAT_LOCK_WAIT_NS);
         }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use super::mutex::{Acquired, LockFailure, RobustMutex};
 use super::optimistic::{Guarded, ShardView};
-use crate::layout::{Geometry, MUTEX_AREA, SHARD_MUTEX, STAMP_SIZE, S_DIRTY};
+use crate::format::layout::{Geometry, MUTEX_AREA, SHARD_MUTEX, STAMP_SIZE, S_DIRTY};
 use crate::segment::Segment;
 
 /// Exclusive access to one shard's guarded bytes while its lock is held.

@@ -23,5 +23,5 @@ mod mutex;
 mod optimistic;
 
 pub(crate) use guard::ShardGuard;
-pub(crate) use mutex::{init_mutex, LockFailure};
+pub(crate) use mutex::{init_shard_mutex, LockFailure};
 pub(crate) use optimistic::{OptimisticRead, ShardView};

@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, clockid_t, pthread_mutex_t, timespec};
 
-use crate::layout::MUTEX_AREA;
+use crate::format::layout::MUTEX_AREA;
+use crate::segment::FreshSegment;
 
 const _: () = assert!(std::mem::size_of::<pthread_mutex_t>() <= MUTEX_AREA);
 const _: () = assert!(std::mem::align_of::<pthread_mutex_t>() <= 128);
@@ -78,6 +79,16 @@ pub(crate) struct RobustMutex {
     ptr: *mut pthread_mutex_t,
 }
 
+/// Initialises the robust mutex at byte `offset` of a segment not yet shared.
+pub(crate) fn init_shard_mutex(fresh: &mut FreshSegment, offset: usize) -> io::Result<()> {
+    assert!(offset.is_multiple_of(128), "mutex at unaligned offset {offset}");
+    let ptr = fresh.raw_range_unshared(offset, MUTEX_AREA);
+    // SAFETY: the range is inside the mapping (`raw_range` checks), 128-aligned (asserted,
+    // the mapping being page-aligned), and a FreshSegment is used by no other thread or
+    // process, so no one uses these bytes as a mutex yet.
+    unsafe { init_mutex(ptr) }
+}
+
 /// Initialises a robust, process-shared, error-checking mutex in place.
 ///
 /// # Safety
@@ -85,7 +96,7 @@ pub(crate) struct RobustMutex {
 ///   aligned to 128;
 /// - no thread of any process is using those bytes as a mutex yet (setup, before the segment
 ///   is shared).
-pub(crate) unsafe fn init_mutex(ptr: *mut u8) -> io::Result<()> {
+unsafe fn init_mutex(ptr: *mut u8) -> io::Result<()> {
     // SAFETY: the caller's contract is `init_with`'s.
     unsafe { init_with(ptr, true) }
 }

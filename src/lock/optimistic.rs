@@ -32,7 +32,7 @@
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-use crate::layout::{Geometry, SHARD_STATE};
+use crate::format::layout::{Geometry, SHARD_STATE};
 use crate::segment::Segment;
 
 /// Read access to a shard's guarded bytes, by a lock holder or an optimistic reader.
@@ -44,7 +44,7 @@ pub(crate) trait ShardView {
     /// Whether the `expected.len()` bytes at `offset` equal `expected`.
     fn bytes_eq(&self, offset: usize, expected: &[u8]) -> bool;
     /// Appends the `len` bytes at `offset` to `out`. A view that computes their CRC-32 in
-    /// the same pass (an optimistic reader where `simd::copy_crc32` takes `len`) returns it,
+    /// the same pass (an optimistic reader where `crc::copy_crc32` takes `len`) returns it,
     /// continued from `crc()`; a lock holder returns `None`, and the CRC is computed after
     /// unlocking.
     fn append_to(
@@ -314,7 +314,7 @@ impl ShardView for OptimisticRead<'_> {
         // `volatile_copy` initialises before `set_len`.
         unsafe {
             let dst = out.as_mut_ptr().add(start);
-            let fused = crate::simd::copy_crc32(src, dst, len, crc);
+            let fused = crate::crc::copy_crc32(src, dst, len, crc);
             if fused.is_none() {
                 volatile_copy(src, dst, len);
             }

@@ -22,10 +22,9 @@ use nix::sys::stat::Mode;
 
 pub(crate) mod signals;
 
-use crate::layout::{
-    Geometry, HEADER_SIZE, H_MAGIC, MAGIC, MUTEX_AREA, SHARD_STATE, SHARD_STATS, SHARD_VERSION,
+use crate::format::layout::{
+    Geometry, HEADER_SIZE, H_MAGIC, MAGIC, SHARD_STATE, SHARD_STATS, SHARD_VERSION,
 };
-use crate::lock::init_mutex;
 
 /// Prefix of named segments in the POSIX shm namespace (`/dev/shm` on Linux).
 const SHM_PREFIX: &str = "/cluster-session-store.";
@@ -115,14 +114,10 @@ impl FreshSegment {
         })
     }
 
-    /// Initialises the robust mutex at byte `offset`.
-    pub fn init_mutex(&mut self, offset: usize) -> io::Result<()> {
-        assert!(offset.is_multiple_of(128), "mutex at unaligned offset {offset}");
-        let ptr = self.0.raw_range(offset, MUTEX_AREA);
-        // SAFETY: the range is inside the mapping (raw_range checks), 128-aligned (asserted,
-        // the mapping being page-aligned), and a FreshSegment is used by no other thread or
-        // process, so no one uses these bytes as a mutex yet.
-        unsafe { init_mutex(ptr) }
+    /// Raw pointer to `len` bytes at `offset` that no other thread or process uses yet: the
+    /// segment is still private to its creator (`&mut self`).
+    pub fn raw_range_unshared(&mut self, offset: usize, len: usize) -> *mut u8 {
+        self.0.raw_range(offset, len)
     }
 
     /// Writes the header. The magic is stored last, as one atomic release store, so an

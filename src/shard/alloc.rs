@@ -24,9 +24,9 @@
 #![forbid(unsafe_code)]
 
 use crate::fault::{self, FaultPoint};
-use crate::layout::*;
+use crate::format::layout::*;
 use crate::lock::ShardGuard;
-use crate::record::at;
+use crate::shard::record::at;
 use crate::shard::Corrupt;
 
 /// Offset of `class`'s free-list head in the shard state.

@@ -17,7 +17,7 @@
 #![forbid(unsafe_code)]
 
 use crate::fault::{self, FaultPoint};
-use crate::layout::*;
+use crate::format::layout::*;
 use crate::lock::{ShardGuard, ShardView};
 use crate::shard::Corrupt;
 

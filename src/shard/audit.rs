@@ -12,12 +12,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::alloc::{self, Walk};
 use crate::fault::{self, FaultPoint};
-use crate::layout::*;
+use crate::format::layout::*;
 use crate::lock::ShardGuard;
-use crate::record::{self, at, NewRecord, Rec};
-use crate::table::{self, Slot};
+use crate::shard::alloc::{self, Walk};
+use crate::shard::index::{self, Slot};
+use crate::shard::record::{self, at, NewRecord, Rec};
 
 /// The record slot `slot` refers to, if it is a sound record of this shard whose hash
 /// agrees with the slot's tag.
@@ -34,7 +34,7 @@ fn sound_record(
     }
     let rec = record::view(g, geo, slot.block).ok_or("refers to a record with bad lengths")?;
     let hash = rec.hash(g, geo);
-    if table::tag_of(hash) != slot.tag || shard_of(hash, geo.shard_bits) != shard {
+    if index::tag_of(hash) != slot.tag || shard_of(hash, geo.shard_bits) != shard {
         return Err("tag or shard does not match the record's hash");
     }
     if !rec.crc_ok(g, geo) {
@@ -74,19 +74,19 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     let walk = alloc::walk(g, geo);
     // The active slots, made to cover every used slot: only damage leaves one past them.
     let mut grown = g.u32_at(S_GROWN);
-    if !table::grown_valid(grown, geo) {
+    if !index::grown_valid(grown, geo) {
         grown = (geo.slots / MIN_ACTIVE_SLOTS).trailing_zeros();
     }
-    let last_used = (0..geo.slots).rev().find(|&i| table::read(g, geo, i).block != 0);
-    while last_used.is_some_and(|i| i >= table::active_of(grown, geo)) {
+    let last_used = (0..geo.slots).rev().find(|&i| index::read(g, geo, i).block != 0);
+    while last_used.is_some_and(|i| i >= index::active_of(grown, geo)) {
         grown += 1;
     }
     g.set_u32(S_GROWN, grown);
-    let slots = table::active(g, geo);
+    let slots = index::active(g, geo);
     // The block each key keeps: its sound record with the highest sequence number.
     let mut best: HashMap<Vec<u8>, (usize, u64)> = HashMap::new();
     for i in 0..slots {
-        let slot = table::read(g, geo, i);
+        let slot = index::read(g, geo, i);
         if let Ok(rec) = sound_record(g, geo, shard, &walk, slot) {
             let seq = rec.seq(g, geo);
             let entry = best.entry(rec.key(g, geo).to_vec()).or_insert((rec.off, seq));
@@ -100,14 +100,14 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     // starting after an empty slot: a removal shifts only later slots of the same cluster
     // back into the position just examined, which is examined again.
     let mask = slots - 1;
-    let start = (0..slots).find(|&i| table::read(g, geo, i).block == 0).unwrap_or(mask);
+    let start = (0..slots).find(|&i| index::read(g, geo, i).block == 0).unwrap_or(mask);
     let mut seen = HashSet::new();
     let mut dropped = 0;
     let (mut i, mut examined) = ((start + 1) & mask, 0);
     while examined < slots {
-        let block = table::read(g, geo, i).block;
+        let block = index::read(g, geo, i).block;
         if block_offset(block).is_some_and(|off| !keep.contains(&off) || !seen.insert(off)) {
-            table::remove(g, geo, i);
+            index::remove(g, geo, i);
             dropped += 1;
             continue;
         }
@@ -116,17 +116,17 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     }
     // Every remaining slot refers to a kept record. Align slot expiries with their records
     // (a writer may have died between the two stores), then re-seat every unreachable slot
-    // (left by a writer killed while the index grew, or by stray writes; `table::reseat`).
+    // (left by a writer killed while the index grew, or by stray writes; `index::reseat`).
     for i in 0..slots {
-        let slot = table::read(g, geo, i);
+        let slot = index::read(g, geo, i);
         if let Some(rec) = record::view(g, geo, slot.block) {
             let expires = rec.expires(g, geo);
             if slot.expires_ms != expires {
-                table::set_expires(g, geo, i, expires);
+                index::set_expires(g, geo, i, expires);
             }
         }
     }
-    table::reseat(g, geo);
+    index::reseat(g, geo);
     let unkept: Vec<usize> = walk
         .blocks
         .iter()
@@ -146,7 +146,7 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     let mut live = 0;
     let mut earliest = u64::MAX;
     for i in 0..slots {
-        if let Some(rec) = record::view(g, geo, table::read(g, geo, i).block) {
+        if let Some(rec) = record::view(g, geo, index::read(g, geo, i).block) {
             max_seq = max_seq.max(rec.seq(g, geo));
             earliest = earliest.min(rec.expires(g, geo));
             used_bytes += rec.size(geo);
@@ -159,7 +159,7 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     g.set_u64(S_MIN_EXPIRES, earliest);
     g.set_u32(S_CURSOR, 0);
     // Damage may have left more records than the active slots should hold.
-    table::grow(g, geo, live);
+    index::grow(g, geo, live);
     Rebuilt { kept: live, dropped }
 }
 
@@ -171,7 +171,7 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
 fn vacate_spare(g: &mut ShardGuard<'_>, geo: &Geometry) {
     let Some(spare) = geo.spare() else { return };
     let Some(i) =
-        (0..table::active(g, geo)).find(|&i| table::read(g, geo, i).block == block_ref(spare))
+        (0..index::active(g, geo)).find(|&i| index::read(g, geo, i).block == block_ref(spare))
     else {
         alloc::free(g, geo, spare);
         return;
@@ -190,7 +190,7 @@ fn vacate_spare(g: &mut ShardGuard<'_>, geo: &Geometry) {
         class,
     };
     record::write(g, geo, off, &moved, rec.seq(g, geo));
-    table::replace(g, geo, i, block_ref(off), moved.expires_ms);
+    index::replace(g, geo, i, block_ref(off), moved.expires_ms);
     alloc::free(g, geo, spare);
 }
 
@@ -217,12 +217,12 @@ pub(crate) fn check(
     let mut used_bytes = 0;
     let mut records = 0;
     let grown = g.u32_at(S_GROWN);
-    if !table::grown_valid(grown, geo) {
+    if !index::grown_valid(grown, geo) {
         problems.push(format!("the index's grown count {grown} is out of range"));
     }
-    let slots = table::active(g, geo);
+    let slots = index::active(g, geo);
     for i in 0..geo.slots {
-        let slot = table::read(g, geo, i);
+        let slot = index::read(g, geo, i);
         if slot.block == 0 {
             continue;
         }
@@ -244,7 +244,7 @@ pub(crate) fn check(
         if rec.expires(g, geo) < g.u64_at(S_MIN_EXPIRES) {
             problems.push(format!("slot {i} expires before the shard's min_expires"));
         }
-        if !table::reachable(g, geo, i) {
+        if !index::reachable(g, geo, i) {
             problems.push(format!("slot {i} is not reachable from its home slot"));
         }
         if let Some(other) = referenced.insert(rec.off, i) {

@@ -226,11 +226,11 @@ pub const MAX_LOAD_NUM: usize = 7;
 pub const MAX_LOAD_DEN: usize = 8;
 
 /// Active index slots of a fresh shard. A shard uses the first `active` slots of its index
-/// (`table::active`), doubling them while a new record would fill more than
+/// (`index::active`), doubling them while a new record would fill more than
 /// `GROW_LOAD_NUM / GROW_LOAD_DEN` of them, up to `slots`: an index as large as the data area
 /// could need, but only as spread out as the records it holds, so that a lookup's slot is
 /// more often in cache. Slots past `active` are empty. The expiry sweep halves them again
-/// while the records fill at most `SHRINK_LOAD_NUM / SHRINK_LOAD_DEN` (`table::shrink`), so
+/// while the records fill at most `SHRINK_LOAD_NUM / SHRINK_LOAD_DEN` (`index::shrink`), so
 /// an index spread out by a spike of sessions is dense again once they are gone; the gap
 /// between the two bounds (a grown index is over 3/8 full, a shrunk one at most 3/8) keeps
 /// a shard from growing and shrinking in turn.

@@ -8,18 +8,14 @@
 //! (`audit::rebuild`) and retries, so corruption is a counted repair, never a panic.
 #![forbid(unsafe_code)]
 
-use crate::alloc;
 use crate::clock::Clock;
 use crate::config::Eviction;
 use crate::fault::{self, FaultPoint};
-use crate::layout::*;
+use crate::format::layout::*;
 use crate::lock::{OptimisticRead, ShardGuard, ShardView};
-use crate::record::{self, NewRecord, Rec};
-use crate::table::{self, Probe, Slot};
-
-/// Shared memory is inconsistent; the message says what was found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Corrupt(pub &'static str);
+use crate::shard::index::{self, Probe, Slot};
+use crate::shard::record::{self, NewRecord, Rec};
+use crate::shard::{alloc, Corrupt};
 
 /// Index slots probed per write for opportunistic expiry cleanup.
 const CLEANUP_PER_WRITE: usize = 2;
@@ -124,7 +120,7 @@ pub(crate) fn find(
     key: &[u8],
 ) -> Result<Lookup, Corrupt> {
     let mut matched = None;
-    let probe = table::probe(g, geo, hash, |g, block| {
+    let probe = index::probe(g, geo, hash, |g, block| {
         let rec = rec_at(g, geo, block)?;
         let is = rec.is(g, geo, hash, key);
         if is {
@@ -134,7 +130,7 @@ pub(crate) fn find(
     })?;
     Ok(match (probe, matched) {
         (Probe::Found(index), Some(rec)) => {
-            Lookup::Found { index, rec, expires_ms: table::read(g, geo, index).expires_ms }
+            Lookup::Found { index, rec, expires_ms: index::read(g, geo, index).expires_ms }
         }
         (Probe::Vacant(index), _) => Lookup::Vacant(index),
         // The probe reports Found only when the closure matched, which sets `matched`.
@@ -171,7 +167,7 @@ fn copy_live(
     }
     rec.prefetch_value(v, geo);
     let clock = v.u32_at(S_CLOCK);
-    let restamp = table::stamp(v, geo, index) != clock;
+    let restamp = index::stamp(v, geo, index) != clock;
     let computed =
         rec.append_value(v, geo, out, || record::checksum_head(hash, key, rec.value_len));
     let hit = Hit { crc: rec.crc(v, geo), computed, seq: rec.seq(v, geo) };
@@ -190,7 +186,7 @@ pub(crate) fn get(
 ) -> Result<Option<Hit>, Corrupt> {
     let Some(c) = copy_live(g, geo, hash, key, now, out)? else { return Ok(None) };
     if c.restamp {
-        table::set_stamp(g, geo, c.index, c.clock);
+        index::set_stamp(g, geo, c.index, c.clock);
     }
     Ok(Some(c.hit))
 }
@@ -221,7 +217,7 @@ pub(crate) fn peek(
     }
     Ok(copy_live(r, geo, hash, key, now, out)?.map(|c| {
         let restamp =
-            c.restamp.then(|| Restamp { at: table::stamp_at(geo, c.index), stamp: c.clock });
+            c.restamp.then(|| Restamp { at: index::stamp_at(geo, c.index), stamp: c.clock });
         (c.hit, restamp)
     }))
 }
@@ -258,7 +254,7 @@ pub(crate) fn put(
         return rewrite_through_spare(g, geo, new);
     };
     // A new key: grow the index first if it would be loaded past its limit.
-    let grew = protect.is_none() && table::grow(g, geo, live(g) + 1);
+    let grew = protect.is_none() && index::grow(g, geo, live(g) + 1);
     if moved || grew {
         lookup = find(g, geo, new.hash, new.key)?;
     }
@@ -270,15 +266,15 @@ pub(crate) fn put(
     let block = block_ref(off);
     match lookup {
         Lookup::Found { index, rec: old, .. } => {
-            table::set_stamp(g, geo, index, stamp);
-            table::replace(g, geo, index, block, new.expires_ms);
+            index::set_stamp(g, geo, index, stamp);
+            index::replace(g, geo, index, block, new.expires_ms);
             fault::hit(FaultPoint::AfterPublish);
             add_used(g, -(old.size(geo) as i64));
             alloc::free(g, geo, old.off);
         }
         Lookup::Vacant(i) => {
-            let slot = Slot { block, tag: table::tag_of(new.hash), expires_ms: new.expires_ms };
-            table::insert(g, geo, i, slot, stamp);
+            let slot = Slot { block, tag: index::tag_of(new.hash), expires_ms: new.expires_ms };
+            index::insert(g, geo, i, slot, stamp);
             g.set_u32(S_LIVE, live(g) as u32 + 1);
         }
     }
@@ -315,11 +311,11 @@ fn rewrite_through_spare(
     let stamp = next_stamp(g);
     lower_min_expires(g, new.expires_ms);
     record::write(g, geo, spare, new, seq);
-    table::set_stamp(g, geo, index, stamp);
-    table::replace(g, geo, index, block_ref(spare), new.expires_ms);
+    index::set_stamp(g, geo, index, stamp);
+    index::replace(g, geo, index, block_ref(spare), new.expires_ms);
     fault::hit(FaultPoint::InSpare);
     record::write(g, geo, old.off, new, seq);
-    table::replace(g, geo, index, block_ref(old.off), new.expires_ms);
+    index::replace(g, geo, index, block_ref(old.off), new.expires_ms);
     alloc::free(g, geo, spare);
     Ok(Written::Done)
 }
@@ -391,7 +387,7 @@ fn make_room(
 fn evict_block(g: &mut ShardGuard<'_>, geo: &Geometry, off: usize) -> Result<(), Corrupt> {
     let target = block_ref(off);
     let hash = rec_at(g, geo, target)?.hash(g, geo);
-    match table::probe(g, geo, hash, |_, block| Ok(block == target))? {
+    match index::probe(g, geo, hash, |_, block| Ok(block == target))? {
         Probe::Found(i) => remove_slot(g, geo, i),
         Probe::Vacant(_) => Err(Corrupt("a used block is not in the index")),
     }
@@ -405,7 +401,7 @@ fn lru_victim(
     min_class: usize,
     protect: Option<u32>,
 ) -> Result<Option<usize>, Corrupt> {
-    let slots = table::active(g, geo);
+    let slots = index::active(g, geo);
     let mask = slots - 1;
     let clock = g.u32_at(S_CLOCK);
     let start = clock.wrapping_mul(0x9E37_79B9) as usize & mask;
@@ -413,7 +409,7 @@ fn lru_victim(
     let mut sampled = 0;
     for step in 0..slots {
         let i = (start + step) & mask;
-        let slot = table::read(g, geo, i);
+        let slot = index::read(g, geo, i);
         if slot.block == 0 || Some(slot.block) == protect {
             continue;
         }
@@ -421,7 +417,7 @@ fn lru_victim(
         if rec.class < min_class {
             continue;
         }
-        let age = clock.wrapping_sub(table::stamp(g, geo, i));
+        let age = clock.wrapping_sub(index::stamp(g, geo, i));
         if best.is_none_or(|(oldest, _)| age > oldest) {
             best = Some((age, i));
         }
@@ -435,8 +431,8 @@ fn lru_victim(
 
 /// Removes the record in used slot `i` and frees its block.
 fn remove_slot(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize) -> Result<(), Corrupt> {
-    let rec = rec_at(g, geo, table::read(g, geo, i).block)?;
-    table::remove(g, geo, i);
+    let rec = rec_at(g, geo, index::read(g, geo, i).block)?;
+    index::remove(g, geo, i);
     let remaining = live(g).saturating_sub(1);
     g.set_u32(S_LIVE, remaining as u32);
     if remaining == 0 {
@@ -470,10 +466,10 @@ pub(crate) fn expire_scan(
     if now < g.u64_at(S_MIN_EXPIRES) {
         return Ok(scanned);
     }
-    let mask = table::active(g, geo) - 1;
+    let mask = index::active(g, geo) - 1;
     let mut cursor = g.u32_at(S_CURSOR) as usize & mask;
     for _ in 0..budget {
-        let slot = table::read(g, geo, cursor);
+        let slot = index::read(g, geo, cursor);
         if slot.block != 0 {
             scanned.seen += 1;
         }
@@ -496,14 +492,14 @@ pub(crate) fn expire_all(g: &mut ShardGuard<'_>, geo: &Geometry, now: u64) -> Re
     if now < g.u64_at(S_MIN_EXPIRES) {
         return Ok(0);
     }
-    let slots = table::active(g, geo);
+    let slots = index::active(g, geo);
     let mask = slots - 1;
-    let Some(empty) = (0..slots).find(|&i| table::read(g, geo, i).block == 0) else {
+    let Some(empty) = (0..slots).find(|&i| index::read(g, geo, i).block == 0) else {
         return Err(Corrupt("index has no empty slot"));
     };
     let (mut i, mut examined, mut removed, mut earliest) = ((empty + 1) & mask, 0, 0, u64::MAX);
     while examined < slots {
-        let slot = table::read(g, geo, i);
+        let slot = index::read(g, geo, i);
         if slot.block != 0 && slot.expires_ms <= now {
             remove_slot(g, geo, i)?;
             removed += 1;
@@ -520,10 +516,10 @@ pub(crate) fn expire_all(g: &mut ShardGuard<'_>, geo: &Geometry, now: u64) -> Re
 }
 
 /// Halves the shard's active index slots while its records would fill at most
-/// `SHRINK_LOAD_NUM / SHRINK_LOAD_DEN` of them (`table::shrink`); the expiry sweep and
+/// `SHRINK_LOAD_NUM / SHRINK_LOAD_DEN` of them (`index::shrink`); the expiry sweep and
 /// `purge_expired` call it after freeing records. Returns whether it shrank.
 pub(crate) fn shrink_index(g: &mut ShardGuard<'_>, geo: &Geometry) -> Result<bool, Corrupt> {
-    table::shrink(g, geo, live(g))
+    index::shrink(g, geo, live(g))
 }
 
 /// Keeps `min_expires` a lower bound of every expiry in the shard as a record expiring at
@@ -600,9 +596,9 @@ pub(crate) fn touch(
     }
     lower_min_expires(g, expires_ms);
     rec.set_expires(g, geo, expires_ms);
-    table::set_expires(g, geo, i, expires_ms);
+    index::set_expires(g, geo, i, expires_ms);
     let stamp = next_stamp(g);
-    table::set_stamp(g, geo, i, stamp);
+    index::set_stamp(g, geo, i, stamp);
     Ok(true)
 }
 
@@ -613,8 +609,8 @@ pub(crate) fn for_each_live(
     now: u64,
     mut f: impl FnMut(&ShardGuard<'_>, Rec),
 ) -> Result<(), Corrupt> {
-    for i in 0..table::active(g, geo) {
-        let slot = table::read(g, geo, i);
+    for i in 0..index::active(g, geo) {
+        let slot = index::read(g, geo, i);
         if slot.block != 0 && slot.expires_ms > now {
             f(g, rec_at(g, geo, slot.block)?);
         }
@@ -624,15 +620,15 @@ pub(crate) fn for_each_live(
 
 /// Number of live records: an index scan, no record is read.
 pub(crate) fn count_live(g: &ShardGuard<'_>, geo: &Geometry, now: u64) -> usize {
-    (0..table::active(g, geo))
-        .map(|i| table::read(g, geo, i))
+    (0..index::active(g, geo))
+        .map(|i| index::read(g, geo, i))
         .filter(|s| s.block != 0 && s.expires_ms > now)
         .count()
 }
 
 /// Removes every record.
 pub(crate) fn clear(g: &mut ShardGuard<'_>, geo: &Geometry) {
-    table::clear(g, geo);
+    index::clear(g, geo);
     alloc::reset(g, geo);
     g.set_u32(S_LIVE, 0);
     g.set_u32(S_CURSOR, 0);

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use crate::config::{valid_name, Backing, Eviction};
-use crate::layout::*;
+use crate::format::layout::*;
 
 /// Settings stored in the header besides the geometry.
 #[derive(Clone, Debug)]
@@ -184,7 +184,8 @@ mod tests {
     use super::*;
 
     fn sample() -> (Geometry, Settings) {
-        let geo = Geometry::compute(1 << 20, 4, 4096, crate::layout::BYTES_PER_SLOT, true).unwrap();
+        let geo = Geometry::compute(1 << 20, 4, 4096, crate::format::layout::BYTES_PER_SLOT, true)
+            .unwrap();
         let s = Settings {
             name: "sample".into(),
             default_ttl_ms: 1000,

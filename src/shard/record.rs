@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use crate::fault::{self, FaultPoint};
-use crate::layout::*;
+use crate::format::layout::*;
 use crate::lock::{ShardGuard, ShardView};
 
 /// A record whose block header and lengths were checked against the shard's geometry.
@@ -115,18 +115,18 @@ impl Rec {
 /// CRC-32 of the fields a record never changes: hash, key length, value length (native
 /// byte order), key, value.
 pub(crate) fn checksum(hash: u64, key: &[u8], value: &[u8]) -> u32 {
-    crate::simd::crc32(checksum_head(hash, key, value.len()), value)
+    crate::crc::crc32(checksum_head(hash, key, value.len()), value)
 }
 
 /// [`checksum`] of everything before the value, which the value's CRC continues. The
 /// hash and the two lengths make the first 16 bytes, handed over as words (see
-/// `simd::crc32_after`).
+/// `crc::crc32_after`).
 pub(crate) fn checksum_head(hash: u64, key: &[u8], value_len: usize) -> u32 {
     let (k, v) = (u64::from(key.len() as u32), u64::from(value_len as u32));
     // The key length's 4 bytes, then the value length's, as one native word, computed in a
     // register (bytes stored and reloaded as a word would stall the load).
     let lens = if cfg!(target_endian = "little") { k | v << 32 } else { k << 32 | v };
-    crate::simd::crc32_after(0, [hash, lens], key)
+    crate::crc::crc32_after(0, [hash, lens], key)
 }
 
 /// A record to write, its CRC already computed.
@@ -179,7 +179,7 @@ mod tests {
 
     /// The checksum is the CRC-32 of hash, lengths, key and value laid end to end, however it
     /// is fed (values of 64 bytes or more go through a wide VPCLMULQDQ kernel of
-    /// `simd::crc32` where the CPU has one): records written by any version of the feeding
+    /// `crc::crc32` where the CPU has one): records written by any version of the feeding
     /// code, on any CPU, check the same.
     #[test]
     fn checksum_is_the_crc_of_the_concatenation() {
