@@ -5,7 +5,7 @@
 //! The cookie signing key must be the same in every worker, so the master makes it before
 //! forking. Each worker then starts its own single-threaded actix system and serves until
 //! SIGTERM or SIGINT: it then stops accepting, answers the requests it has begun (actix's
-//! graceful stop, for up to its 30 s shutdown timeout, within the master's grace) and exits.
+//! graceful stop; the master's grace period bounds it) and exits.
 //!
 //! A store error is logged to the worker's stderr and answered 500 `internal error`, as is
 //! every other server error: the details stay in the log.
@@ -44,6 +44,8 @@ fn worker(id: usize, listener: TcpListener, key: Key) -> Result<(), Box<dyn Erro
     actix_web::rt::System::new().block_on(async move {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        // Handled from here on: one that came while the worker started is delivered now.
+        cluster::stop_signals().thread_unblock()?;
         HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(store.clone(), key.clone())
                 // Plain HTTP on 127.0.0.1 for the example; keep the default (Secure) behind TLS.

@@ -40,8 +40,9 @@ use cluster_session_store::ClusterStore;
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 use tower_sessions::session::{Id, Record};
-use tower_sessions::SessionStore;
-use tower_sessions::{session_store, Expiry, MemoryStore, Session, SessionManagerLayer};
+use tower_sessions::{
+    session_store, Expiry, MemoryStore, Session, SessionManagerLayer, SessionStore,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     cluster::run(&worker)
@@ -79,6 +80,8 @@ fn serve(
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        // Handled from here on: one that came while the worker started is delivered now.
+        cluster::stop_signals().thread_unblock()?;
         let stop = async move {
             tokio::select! {
                 _ = term.recv() => {}

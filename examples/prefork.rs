@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use cluster_session_store::{ClusterStore, Expiry};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::{Deserialize, Serialize};
 
@@ -89,13 +88,9 @@ impl Drop for Counted {
 /// A worker: attach to the master's store, then accept until SIGTERM or SIGINT, then wait
 /// for the connections being served.
 fn worker(id: usize, listener: TcpListener) -> Result<(), Box<dyn Error>> {
-    // Read from a signalfd; blocked before any thread starts, so that every thread inherits
-    // the mask and none takes the signals' default action.
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGTERM);
-    signals.add(Signal::SIGINT);
-    signals.thread_block()?;
-    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC)?;
+    // Read from a signalfd. They are blocked from the fork on, and every thread started
+    // here inherits the mask, so none takes their default action.
+    let signal_fd = SignalFd::with_flags(&cluster::stop_signals(), SfdFlags::SFD_CLOEXEC)?;
     let store = ClusterStore::new()?;
     listener.set_nonblocking(true)?;
     // Closing the write end tells every connection thread that the worker is stopping.

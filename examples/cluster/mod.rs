@@ -49,7 +49,18 @@ use socket2::{Domain, Socket, Type};
 
 /// What a worker runs, in the forked child: it owns its slot's listener. It should return
 /// `Ok` (exit status 0) after a SIGTERM or SIGINT, once its requests in flight are answered.
+/// It starts with those two blocked (see `stop_signals`).
 pub type Worker<'a> = &'a dyn Fn(usize, TcpListener) -> Result<(), Box<dyn Error>>;
+
+/// SIGTERM and SIGINT, which stop a worker. A worker starts with them blocked, so that one
+/// sent while it starts stays pending instead of killing it: it unblocks them once it
+/// handles them (or reads them from a signalfd, blocked).
+pub fn stop_signals() -> SigSet {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals
+}
 
 /// A slot whose workers have all run less than this is retired when one exits with a
 /// non-zero status.
@@ -377,7 +388,13 @@ fn spawn(
                 // Our own slot's socket is served through `listener`, a separate descriptor.
                 let _ = nix::unistd::close(fd);
             }
-            let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(signals), None);
+            // SIGCHLD only: the worker unblocks `stop_signals()` once it handles them.
+            let mut unblock = *signals;
+            for s in stop_signals().iter() {
+                unblock.remove(s);
+            }
+            let _ =
+                nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
             // A worker must not outlive its master: it would hold the port and the store.
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
             if nix::unistd::getppid() != master {
