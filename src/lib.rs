@@ -49,13 +49,13 @@
 
 mod clock;
 mod config;
-mod coordinator;
 mod crc;
 mod error;
 mod format;
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
 pub mod integrations;
 mod lock;
+mod master;
 mod segment;
 mod shard;
 mod stats;
@@ -68,9 +68,9 @@ pub mod fault;
 mod fault;
 
 pub use config::{Backing, Config, Eviction, DEFAULT_NAME};
-pub use coordinator::Master;
 pub use error::{AttachError, SetupError, StoreError};
 pub use format::layout::MAX_KEY_LEN;
+pub use master::Master;
 pub use stats::{ClassUsage, IntegrityProblem, IntegrityReport, MemoryUsage, Stats};
 pub use store::{ClusterStore, Expiry};
 

@@ -1,10 +1,8 @@
-//! The master's side: `setup()` before fork, the per-process registry through which forked
-//! workers find their master's segments, attaching by name for exec'd workers, and the
-//! `Master` handle that owns the segment's life and its coordinator thread.
+//! The master's side: `setup()` before fork, and the `Master` handle that owns the
+//! segment's life and its coordinator thread.
 //!
-//! The registry is a process-global list of set-up stores. `fork()` copies it into every
-//! child together with the `MAP_SHARED` mappings it points to, so `ClusterStore::new()` in a
-//! forked worker finds its master's segment with no argument and no syscall.
+//! `setup()` creates the segment, initialises it while it is still private to this process,
+//! and pushes it into the registry (`store::open`) through which forked workers find it.
 //!
 //! The coordinator thread sweeps expired sessions every `sweep_interval` and, by locking
 //! every shard, repairs any shard whose holder died. Forked children never have it (fork
@@ -12,27 +10,20 @@
 //! (`lock::fork_gate`), so a fork never catches it holding a shard lock or a logger's lock.
 #![forbid(unsafe_code)]
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::clock::now_ms;
-use crate::config::{valid_name, Backing, Config, DEFAULT_NAME};
-use crate::error::{AttachError, SetupError};
-use crate::format::header::{self, HeaderError, Settings};
-use crate::format::layout::{FORMAT_VERSION, SHARD_MUTEX};
+use crate::config::{Backing, Config};
+use crate::error::SetupError;
+use crate::format::header::{self, Settings};
+use crate::format::layout::SHARD_MUTEX;
 use crate::lock::{fork_gate, init_shard_mutex};
 use crate::segment::{
     effective_uid, signals, CreateError, FreshSegment, OpenError, Owner, Segment,
 };
-use crate::store::{ClusterStore, Shared};
-
-static REGISTRY: Mutex<Vec<(String, Arc<Shared>)>> = Mutex::new(Vec::new());
-
-fn registry() -> MutexGuard<'static, Vec<(String, Arc<Shared>)>> {
-    // A panic while holding this lock leaves the list itself intact.
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::store::{registry, ClusterStore, Shared};
 
 /// The master's handle to a store it set up. Dereferences to [`ClusterStore`].
 ///
@@ -329,74 +320,5 @@ impl ClusterStore {
             Backing::Memfd => None,
         };
         Ok(Master { store, pid, coordinator: Some(coordinator), on_signal })
-    }
-
-    /// The store of namespace `"default"` that the master set up before forking this
-    /// worker. The seed's `new ClusterStore()`.
-    ///
-    /// # Errors
-    /// [`AttachError::NotSetUp`] at once if no master called `setup()` for it.
-    pub fn new() -> Result<Self, AttachError> {
-        Self::open(DEFAULT_NAME)
-    }
-
-    /// The store of namespace `name` that the master set up before forking this worker.
-    pub fn open(name: &str) -> Result<Self, AttachError> {
-        registry()
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, shared)| ClusterStore { shared: Arc::clone(shared) })
-            .ok_or_else(|| AttachError::NotSetUp { namespace: name.to_owned() })
-    }
-
-    /// Attaches to the named segment a master created with `Backing::Named`: for workers
-    /// started by exec rather than fork.
-    ///
-    /// # Errors
-    /// [`AttachError::NotFound`] if there is none, [`AttachError::PermissionDenied`] if it
-    /// belongs to another user, [`AttachError::UntrustedSegment`] if it opened but is not
-    /// this user's alone (owned by another user, or open to group or others: another user
-    /// could have planted it), [`AttachError::VersionMismatch`] or
-    /// [`AttachError::NotASegment`] if it is not a segment this build can use.
-    pub fn attach(name: &str) -> Result<Self, AttachError> {
-        if !valid_name(name) {
-            return Err(AttachError::InvalidName { name: name.to_owned() });
-        }
-        let segment = Segment::open_named(name).map_err(|e| match e {
-            OpenError::NotFound => AttachError::NotFound { name: name.to_owned() },
-            OpenError::PermissionDenied(owner) => AttachError::PermissionDenied {
-                name: name.to_owned(),
-                path: Segment::named_path(name),
-                owner_uid: owner.uid,
-            },
-            OpenError::Untrusted(owner) => AttachError::UntrustedSegment {
-                name: name.to_owned(),
-                path: Segment::named_path(name),
-                owner_uid: owner.uid,
-                mode: owner.mode,
-                user_uid: effective_uid(),
-            },
-            OpenError::TooSmall(len) => AttachError::NotASegment {
-                name: name.to_owned(),
-                reason: format!("{len} bytes, smaller than a header"),
-            },
-            OpenError::Os(action, source) => AttachError::Os { action, source },
-        })?;
-        let not_ours = |reason: String| AttachError::NotASegment { name: name.to_owned(), reason };
-        let (geo, settings) =
-            header::decode(&segment.read_header(), segment.len()).map_err(|e| match e {
-                HeaderError::Magic => {
-                    not_ours("no magic number: not ours, or still being set up".into())
-                }
-                HeaderError::Version(found) => {
-                    AttachError::VersionMismatch { found, expected: FORMAT_VERSION }
-                }
-                HeaderError::Checksum => not_ours("header checksum mismatch".into()),
-                HeaderError::Field(field) => not_ours(format!("header field {field} is not valid")),
-            })?;
-        if settings.name != name {
-            return Err(not_ours(format!("header names it {:?}", settings.name)));
-        }
-        Ok(ClusterStore { shared: Arc::new(Shared { segment, geo, settings }) })
     }
 }

@@ -2,10 +2,21 @@
 //! express-session's semantics, for raw bytes and for serde types (MessagePack).
 //!
 //! Each call validates its input, hashes the key and computes the CRC before locking, does
-//! only memory work under the shard lock, and verifies or decodes after unlocking. A read
-//! first tries without the lock (`lock::optimistic`), and takes it only if a writer keeps the
-//! shard busy or a repair is owed.
+//! only memory work under the shard lock (`locked`), and verifies or decodes after unlocking
+//! (`codec`). A read first tries without the lock (`lock::optimistic`), and takes it only if
+//! a writer keeps the shard busy or a repair is owed. `open` finds or attaches to a segment;
+//! `maintenance` holds what the master and monitoring call: expiry, integrity, statistics.
 #![forbid(unsafe_code)]
+
+mod codec;
+mod locked;
+mod maintenance;
+mod open;
+
+use codec::decode;
+pub(crate) use codec::encode;
+pub(crate) use locked::Shared;
+pub(crate) use open::registry;
 
 use std::hash::Hasher;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,14 +28,11 @@ use serde::Serialize;
 
 use crate::clock::{now_ms, Clock};
 use crate::error::StoreError;
-use crate::format::header::{self, Settings};
 use crate::format::layout::*;
-use crate::lock::{LockFailure, OptimisticRead, ShardGuard};
-use crate::segment::Segment;
-use crate::shard::audit::{self, shard_of};
+use crate::lock::OptimisticRead;
+use crate::shard::audit::shard_of;
 use crate::shard::record::{self, NewRecord};
-use crate::shard::{self, Corrupt, Expect, Freed, Removed, Written};
-use crate::stats::{ClassUsage, IntegrityProblem, IntegrityReport, MemoryUsage, Stats};
+use crate::shard::{self, Expect, Freed, Removed, Written};
 use crate::Result;
 
 /// Attempts `update` makes before [`StoreError::Contended`].
@@ -57,187 +65,6 @@ impl Expiry {
         }
     }
 }
-
-/// A repair made while a lock was held, reported once the lock is released. Handed around
-/// boxed (repairs are rare): `lock` returns it beside the guard on every write, and a smaller
-/// return value is moved out with fewer stalls (a 1 KiB `set` in cache, 211 → 196 ns with
-/// `lock` inlined too).
-#[derive(Clone, Copy, Debug)]
-struct Repaired {
-    cause: &'static str,
-    kept: usize,
-    dropped: usize,
-}
-
-/// Everything a handle needs: the mapping and what its header says.
-pub(crate) struct Shared {
-    pub segment: Segment,
-    pub geo: Geometry,
-    pub settings: Settings,
-}
-
-impl Shared {
-    /// Adds `n` to counter `which` of the shard whose lock `held` proves is held. The lock
-    /// serialises every writer of these counters, so a plain load and store (no locked
-    /// instruction) is exact, and readers without the lock still see whole values.
-    fn count(&self, held: &ShardGuard<'_>, which: usize, n: u64) {
-        // The read counters are added to by optimistic readers, without the lock.
-        debug_assert!(![STAT_HITS, STAT_MISSES, STAT_LOCKED_READS].contains(&which));
-        if n > 0 {
-            let counter = self.segment.stat(&self.geo, held.shard(), which);
-            counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
-        }
-    }
-
-    /// Copies the shard's record count and used bytes into its stats line, so that `stats()`
-    /// reads them without locking. Called at the end of every locked operation that may
-    /// change them.
-    fn mirror(&self, held: &ShardGuard<'_>) {
-        let set =
-            |which, value| self.segment.stat(&self.geo, held.shard(), which).store(value, Relaxed);
-        set(STAT_RECORDS, u64::from(held.u32_at(S_LIVE)));
-        set(STAT_USED_BYTES, held.u64_at(S_USED_BYTES));
-    }
-
-    fn count_freed(&self, held: &ShardGuard<'_>, freed: Freed) {
-        self.count(held, STAT_EXPIRATIONS, freed.expired);
-        self.count(held, STAT_EVICTIONS, freed.evicted);
-    }
-
-    /// Locks a shard, repairing it first if its last holder died or a repair is pending.
-    #[inline]
-    fn lock(&self, shard: usize) -> Result<(ShardGuard<'_>, Option<Box<Repaired>>)> {
-        self.lock_within(shard, Duration::from_millis(self.settings.lock_timeout_ms))
-    }
-
-    /// `lock` with its own timeout.
-    #[inline]
-    fn lock_within(
-        &self,
-        shard: usize,
-        timeout: Duration,
-    ) -> Result<(ShardGuard<'_>, Option<Box<Repaired>>)> {
-        let (mut g, acquired) = ShardGuard::lock(&self.segment, &self.geo, shard, timeout)
-            .map_err(|failure| match failure {
-                LockFailure::Timeout(waited) => StoreError::LockTimeout { shard, waited },
-                LockFailure::Errno(errno) => StoreError::Lock { shard, errno },
-            })?;
-        self.count(&g, STAT_LOCK_WAIT_NS, acquired.waited_ns);
-        let repaired = if acquired.owner_died {
-            Some(self.repair(&mut g, shard, "a process died holding the shard lock"))
-        } else if acquired.kind_restored {
-            Some(self.repair(&mut g, shard, "a stray write changed the shard mutex's kind"))
-        } else if g.u32_at(S_DIRTY) != 0 {
-            Some(self.repair(&mut g, shard, "a previous repair or write did not finish"))
-        } else {
-            None
-        };
-        g.mark_consistent();
-        Ok((g, repaired))
-    }
-
-    /// Rebuilds a locked shard. The dirty word stays set until the rebuild is complete, so
-    /// a repairer that dies is followed by another repair.
-    #[cold]
-    #[inline(never)]
-    fn repair(&self, g: &mut ShardGuard<'_>, shard: usize, cause: &'static str) -> Box<Repaired> {
-        g.set_u32(S_DIRTY, 1);
-        let rebuilt = audit::rebuild(g, &self.geo, shard);
-        g.set_u32(S_DIRTY, 0);
-        self.mirror(g);
-        self.count(g, STAT_RECOVERIES, 1);
-        self.count(g, STAT_CORRUPT_DROPPED, rebuilt.dropped as u64);
-        Box::new(Repaired { cause, kept: rebuilt.kept, dropped: rebuilt.dropped })
-    }
-
-    /// Reports a repair; called with no lock held, since a tracing subscriber is user code.
-    fn report(&self, shard: usize, repaired: Option<Box<Repaired>>) {
-        if let Some(r) = repaired {
-            tracing::warn!(
-                namespace = %self.settings.name,
-                shard,
-                kept = r.kept,
-                dropped = r.dropped,
-                cause = r.cause,
-                "shard repaired"
-            );
-        }
-    }
-
-    /// Runs `op`, which may add or remove records, on a locked shard, then mirrors the
-    /// shard's occupancy into its stats line; see [`with_shard`](Self::with_shard).
-    fn with_shard_mut<R>(
-        &self,
-        shard: usize,
-        op: impl FnMut(&mut ShardGuard<'_>, &Geometry) -> Result<R, Corrupt>,
-    ) -> Result<R> {
-        self.run_locked(shard, true, op)
-    }
-
-    /// Runs `op` on a locked shard. Corruption found by `op` is repaired and `op` retried
-    /// once; if the retry finds corruption too, the shard is repaired again and the call
-    /// fails with `Corrupted`.
-    fn with_shard<R>(
-        &self,
-        shard: usize,
-        op: impl FnMut(&mut ShardGuard<'_>, &Geometry) -> Result<R, Corrupt>,
-    ) -> Result<R> {
-        self.run_locked(shard, false, op)
-    }
-
-    fn run_locked<R>(
-        &self,
-        shard: usize,
-        mirror: bool,
-        mut op: impl FnMut(&mut ShardGuard<'_>, &Geometry) -> Result<R, Corrupt>,
-    ) -> Result<R> {
-        let (mut g, mut repaired) = self.lock(shard)?;
-        let result = op(&mut g, &self.geo).or_else(|Corrupt(what)| {
-            repaired = Some(self.repair(&mut g, shard, what));
-            op(&mut g, &self.geo).map_err(|Corrupt(what)| {
-                repaired = Some(self.repair(&mut g, shard, what));
-                StoreError::Corrupted { shard, what }
-            })
-        });
-        if mirror {
-            self.mirror(&g);
-        }
-        drop(g);
-        self.report(shard, repaired);
-        result
-    }
-
-    /// Repairs a shard in which a copied-out record failed its CRC. A `get` that copied it
-    /// (`was_hit`) is recounted as the miss it became.
-    fn repair_damaged(&self, shard: usize, was_hit: bool) -> Result<()> {
-        let (mut g, first) = self.lock(shard)?;
-        let repaired = self.repair(&mut g, shard, "a record failed its CRC");
-        if was_hit {
-            // Optimistic readers add to these without the lock: atomic read-modify-writes.
-            let hits = self.segment.stat(&self.geo, shard, STAT_HITS);
-            let _ = hits.fetch_update(Relaxed, Relaxed, |h| Some(h.saturating_sub(1)));
-            self.segment.stat(&self.geo, shard, STAT_MISSES).fetch_add(1, Relaxed);
-        }
-        drop(g);
-        self.report(shard, first);
-        self.report(shard, Some(repaired));
-        Ok(())
-    }
-}
-
-/// What one sweep tick did.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Swept {
-    pub expired: u64,
-    pub repaired: usize,
-}
-
-/// Index-slot rounds a sweep may spend on one shard per tick.
-const SWEEP_ROUNDS: usize = 4;
-/// How long the coordinator waits for a shard lock before skipping the shard this time: it
-/// holds the fork gate, so it must not wait long. A dead holder's lock comes back at once
-/// (`EOWNERDEAD`); only a live holder makes it wait.
-const COORDINATOR_LOCK_WAIT: Duration = Duration::from_millis(10);
 
 /// A handle to a shared-memory session store. Cheap to clone; `Send` and `Sync`.
 ///
@@ -279,24 +106,6 @@ fn key_bytes(sid: &str) -> Result<&[u8]> {
         len if len > MAX_KEY_LEN => Err(StoreError::KeyTooLong { len, max: MAX_KEY_LEN }),
         _ => Ok(sid.as_bytes()),
     }
-}
-
-/// Bytes reserved for an encoded session before encoding it: a small session's MessagePack
-/// fits, where a `Vec` grown from empty would reallocate several times on its way there.
-const ENCODE_CAPACITY: usize = 256;
-
-/// `value` as MessagePack with named fields (a struct as a map, self-describing), the
-/// encoding of `set` and of both framework adapters (what `get` decodes).
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(ENCODE_CAPACITY);
-    rmp_serde::encode::write_named(&mut bytes, value)
-        .map_err(|e| StoreError::Encode(e.to_string()))?;
-    Ok(bytes)
-}
-
-fn decode<T: DeserializeOwned>(sid: &str, bytes: &[u8]) -> Result<T> {
-    rmp_serde::from_slice(bytes)
-        .map_err(|e| StoreError::Decode { key: sid.to_owned(), message: e.to_string() })
 }
 
 impl ClusterStore {
@@ -739,29 +548,6 @@ impl ClusterStore {
         Ok(total)
     }
 
-    /// Frees every expired session now, shard by shard, and returns how many. The
-    /// coordinator already does this incrementally every `Config::sweep_interval`, and a
-    /// full shard does it before evicting; this is for callers that want it done at once
-    /// (tower-sessions' `ExpiredDeletion`). Each shard is locked for one pass over its index,
-    /// skipped when its earliest expiry is still ahead; then, as the sweep does, an index its
-    /// sessions fill at most 3/16 of is halved (while that holds).
-    pub fn purge_expired(&self) -> Result<u64> {
-        let shared = &self.shared;
-        let mut total = 0;
-        for shard in 0..shared.geo.shard_count {
-            let now = now_ms();
-            // Summed across a retry: a shrink that finds damage after the expiry pass makes
-            // the shard repaired and the pass run again, finding nothing more.
-            shared.with_shard_mut(shard, |g, geo| {
-                let removed = shard::expire_all(g, geo, now)?;
-                shared.count(g, STAT_EXPIRATIONS, removed);
-                total += removed;
-                shard::shrink_index(g, geo).map(drop)
-            })?;
-        }
-        Ok(total)
-    }
-
     /// Removes every session.
     pub fn clear(&self) -> Result<()> {
         for shard in 0..self.shared.geo.shard_count {
@@ -771,166 +557,5 @@ impl ClusterStore {
             })?;
         }
         Ok(())
-    }
-
-    /// Walks the whole segment (header, then each shard under its lock) and reports every
-    /// inconsistency found. A shard whose last lock holder died is repaired when its lock is
-    /// taken, before it is checked.
-    pub fn check_integrity(&self) -> IntegrityReport {
-        let shared = &self.shared;
-        let mut report = IntegrityReport::default();
-        match header::decode(&shared.segment.read_header(), shared.segment.len()) {
-            Ok((geo, _)) if geo == shared.geo => {}
-            Ok(_) => report.problems.push(IntegrityProblem {
-                shard: None,
-                description: "the header's geometry changed since attach".into(),
-            }),
-            Err(e) => report
-                .problems
-                .push(IntegrityProblem { shard: None, description: format!("header: {e:?}") }),
-        }
-        for shard in 0..shared.geo.shard_count {
-            let mut found = Vec::new();
-            match shared.lock(shard) {
-                Ok((g, repaired)) => {
-                    report.records += audit::check(&g, &shared.geo, shard, &mut found);
-                    drop(g);
-                    shared.report(shard, repaired);
-                }
-                Err(e) => found.push(e.to_string()),
-            }
-            report.shards_checked += 1;
-            report.problems.extend(
-                found
-                    .into_iter()
-                    .map(|description| IntegrityProblem { shard: Some(shard), description }),
-            );
-        }
-        report
-    }
-
-    /// One incremental expiry sweep over every shard, as the coordinator runs it: each shard
-    /// is locked in turn (which repairs it if its holder died), `budget` index slots are
-    /// examined from its cursor, and up to `SWEEP_ROUNDS` rounds follow while more than a
-    /// quarter of the records seen had expired (Redis's active expiry cycle). The lock is
-    /// released between rounds.
-    pub(crate) fn sweep(&self, budget: usize) -> Swept {
-        let shared = &self.shared;
-        let mut swept = Swept::default();
-        for shard in 0..shared.geo.shard_count {
-            for round in 0..SWEEP_ROUNDS {
-                let Ok((mut g, repaired)) = shared.lock_within(shard, COORDINATOR_LOCK_WAIT) else {
-                    break;
-                };
-                swept.repaired += usize::from(repaired.is_some());
-                let now = now_ms();
-                // The expiry pass, then the shrink; damage found by either is repaired here,
-                // and the records the pass freed before it are counted all the same.
-                let (scanned, done) = match shard::expire_scan(&mut g, &shared.geo, now, budget) {
-                    Ok(scanned) => (scanned, shard::shrink_index(&mut g, &shared.geo).map(drop)),
-                    Err(corrupt) => (shard::Scanned::default(), Err(corrupt)),
-                };
-                shared.count(&g, STAT_EXPIRATIONS, scanned.removed);
-                swept.expired += scanned.removed;
-                if let Err(Corrupt(what)) = done {
-                    let fixed = shared.repair(&mut g, shard, what);
-                    drop(g);
-                    shared.report(shard, repaired);
-                    shared.report(shard, Some(fixed));
-                    break;
-                }
-                shared.count(&g, STAT_SWEEPS, u64::from(round == 0));
-                shared.mirror(&g);
-                drop(g);
-                shared.report(shard, repaired);
-                if scanned.removed * 4 <= scanned.seen || scanned.seen == 0 {
-                    break;
-                }
-            }
-        }
-        swept
-    }
-
-    /// Locks every shard once, so that any shard whose lock holder died is repaired now.
-    /// Returns how many were. A shard a live process holds for more than a few milliseconds
-    /// is skipped: its holder is not dead.
-    pub(crate) fn recover(&self) -> usize {
-        let shared = &self.shared;
-        let mut repaired = 0;
-        for shard in 0..shared.geo.shard_count {
-            if let Ok((g, fixed)) = shared.lock_within(shard, COORDINATOR_LOCK_WAIT) {
-                drop(g);
-                repaired += usize::from(fixed.is_some());
-                shared.report(shard, fixed);
-            }
-        }
-        repaired
-    }
-
-    /// Used and free blocks of every size class, and the bytes not carved yet, summed over
-    /// the shards. Walks each shard's blocks under its lock, one shard at a time: for
-    /// monitoring, not for the request path.
-    pub fn memory(&self) -> Result<MemoryUsage> {
-        let geo = &self.shared.geo;
-        let mut usage = MemoryUsage {
-            classes: geo
-                .class_sizes
-                .iter()
-                .map(|&size| ClassUsage { block_size: size as usize, ..ClassUsage::default() })
-                .collect(),
-            uncarved_bytes: 0,
-        };
-        for shard in 0..geo.shard_count {
-            let (uncarved, per_class) = self.shared.with_shard(shard, |g, geo| {
-                let walk = crate::shard::alloc::walk(g, geo);
-                let mut per_class = vec![(0u64, 0u64); geo.class_sizes.len()];
-                let mut fillers = 0;
-                for b in &walk.blocks {
-                    match per_class.get_mut(b.class as usize) {
-                        Some((used, _)) if b.used => *used += 1,
-                        Some((_, free)) => *free += 1,
-                        None => fillers += b.size,
-                    }
-                }
-                Ok(((geo.data_bytes - walk.end + fillers) as u64, per_class))
-            })?;
-            usage.uncarved_bytes += uncarved;
-            for (c, (used, free)) in usage.classes.iter_mut().zip(per_class) {
-                c.used_blocks += used;
-                c.free_blocks += free;
-            }
-        }
-        Ok(usage)
-    }
-
-    /// Counters and occupancy, summed over the shards. Reads only atomics: takes no lock,
-    /// so it neither waits for nor repairs anything.
-    pub fn stats(&self) -> Result<Stats> {
-        let shared = &self.shared;
-        let mut stats = Stats::default();
-        let mut lock_wait_ns = 0;
-        for shard in 0..shared.geo.shard_count {
-            let read = |which| shared.segment.stat(&shared.geo, shard, which).load(Relaxed);
-            stats.hits += read(STAT_HITS);
-            stats.misses += read(STAT_MISSES);
-            stats.locked_reads += read(STAT_LOCKED_READS);
-            stats.sets += read(STAT_SETS);
-            stats.destroys += read(STAT_DESTROYS);
-            stats.evictions += read(STAT_EVICTIONS);
-            stats.expirations += read(STAT_EXPIRATIONS);
-            stats.recoveries += read(STAT_RECOVERIES);
-            stats.corrupt_dropped += read(STAT_CORRUPT_DROPPED);
-            stats.sweeps += read(STAT_SWEEPS);
-            stats.records += read(STAT_RECORDS);
-            stats.used_bytes += read(STAT_USED_BYTES);
-            stats.data_bytes += shared.geo.data_bytes as u64;
-            let grown =
-                shared.segment.hint_u32(shared.geo.shard_offset(shard) + SHARD_STATE + S_GROWN);
-            stats.index_slots += crate::shard::index::active_of(grown, &shared.geo) as u64;
-            stats.index_capacity += shared.geo.slots as u64;
-            lock_wait_ns += read(STAT_LOCK_WAIT_NS);
-        }
-        stats.lock_wait = Duration::from_nanos(lock_wait_ns);
-        Ok(stats)
     }
 }
