@@ -42,7 +42,7 @@ if ! command -v wrk >/dev/null; then
     echo "wrk is not installed (apt-get install wrk): nothing measured"; exit 1
   fi
 fi
-cargo build --release --quiet --features tower-sessions --example hello_cluster
+cargo build --release --quiet -p examples --example hello_cluster
 bin=target/release/examples/hello_cluster
 tmp=$(mktemp -d)
 server=""

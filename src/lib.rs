@@ -176,6 +176,7 @@
 //!   Each has a readable `Display`. Repairs, evictions, stale segments, worker exits and sweeps
 //!   are `tracing` events; the library never prints.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod config;
@@ -183,6 +184,7 @@ mod crc;
 mod error;
 mod format;
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tower-sessions", feature = "actix-session"))))]
 pub mod integrations;
 mod lock;
 mod master;
@@ -205,7 +207,8 @@ pub use stats::{ClassUsage, IntegrityProblem, IntegrityReport, MemoryUsage, Stat
 pub use store::{ClusterStore, Expiry};
 
 /// The README's examples run as doctests.
-#[cfg(doctest)]
+/// (They use both adapters.)
+#[cfg(all(doctest, feature = "tower-sessions", feature = "actix-session"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

@@ -3,7 +3,7 @@
 //! input, 96 cases each; asserts that most cases made the store repair something, so the
 //! writes landed where reads look.
 mod common;
-#[path = "../fuzz/src/scribble.rs"]
+#[path = "fuzz/scribble.rs"]
 #[allow(dead_code)] // `run` serves the fuzz target
 mod scribble;
 

@@ -3,9 +3,9 @@
 //! through the targets' own code (`fuzz/src`, included here). Deterministic and bounded
 //! (a few seconds). `cargo fuzz` explores further; see README's development section.
 mod common;
-#[path = "../fuzz/src/ops.rs"]
+#[path = "fuzz/ops.rs"]
 mod ops;
-#[path = "../fuzz/src/scribble.rs"]
+#[path = "fuzz/scribble.rs"]
 mod scribble;
 
 use std::path::Path;

@@ -49,11 +49,10 @@ const ATTEMPTS: usize = 200;
 /// Longest wait for building an example (run alone, the test builds it from scratch).
 const BUILD_WAIT: Duration = Duration::from_secs(20 * 60);
 
-/// The example binary, built or confirmed up to date once per test binary: run alone
-/// (`cargo test --test hello_examples`), cargo builds no examples, and a binary left by an
-/// earlier build would be stale. Under `cargo test` the examples were built with the same
-/// features (the dev-dependency on this crate enables them all), so the build finds nothing
-/// to do. The path is the one cargo reports, whatever the target directory or target.
+/// The example binary, built or confirmed up to date once per test binary, as a user builds
+/// it (the `examples` package, without the test-only hooks): a binary left by an earlier
+/// build would be stale. The path is the one cargo reports, whatever the target directory or
+/// target.
 // The build is reaped through `common::Child` (pidfd wait, or SIGKILL and reap on drop).
 #[allow(clippy::zombie_processes)]
 fn example(name: &str) -> PathBuf {
@@ -73,7 +72,7 @@ fn example(name: &str) -> PathBuf {
     let messages =
         std::env::temp_dir().join(format!("hello-build-{}-{name}.json", std::process::id()));
     let build = Command::new(env!("CARGO"))
-        .args(["build", "--all-features", "--message-format=json-render-diagnostics"])
+        .args(["build", "-p", "examples", "--message-format=json-render-diagnostics"])
         .args(["--example", name, "--profile", profile])
         .stdout(std::fs::File::create(&messages).expect("create the build's message file"))
         .spawn()

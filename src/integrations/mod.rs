@@ -9,8 +9,10 @@
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "actix-session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
 pub mod actix_session;
 #[cfg(feature = "tower-sessions")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower-sessions")))]
 pub mod tower_sessions;
 
 /// Attempts at minting an unused session id before giving up. Ids carry 128 bits or more

@@ -151,8 +151,10 @@ pub fn wait_past(instant: std::time::SystemTime) {
 /// back when dropped: time passes for expiry without waiting, whatever the machine's load.
 /// The offset is process-wide, so take `serial()` first and keep every test of the file under
 /// it.
+#[cfg(feature = "fault-injection")]
 pub struct ClockJump;
 
+#[cfg(feature = "fault-injection")]
 impl ClockJump {
     pub fn forward(by: Duration) -> ClockJump {
         cluster_session_store::fault::shift_clock(by.as_millis() as i64);
@@ -160,6 +162,7 @@ impl ClockJump {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 impl Drop for ClockJump {
     fn drop(&mut self) {
         cluster_session_store::fault::reset_clock();
