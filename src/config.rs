@@ -92,11 +92,10 @@ impl Config {
 
     /// Total bytes of the segment (header, shards, index and data). Size it for the sessions
     /// expected at peak, with room to spare, rather than many times that: each shard's index
-    /// has a slot for every record the segment can hold, so a segment mostly empty spreads
-    /// its sessions over a larger index, and more reads miss the caches on it (README,
-    /// Benchmarks: 1 KiB reads over 10,000 sessions ran about 1.1 to 1.3 times faster in a
-    /// 16 MiB segment than in a 64 MiB one). A full shard evicts, or refuses under
-    /// [`Eviction::Refuse`].
+    /// array has a slot for every record the segment can hold; a shard uses only as many of
+    /// them as its records need (growing and shrinking with them), but a segment sized far
+    /// beyond its sessions still spreads them over more memory, and more reads miss the
+    /// caches (BENCHMARKS.md). A full shard evicts, or refuses under [`Eviction::Refuse`].
     pub fn memory_size(mut self, bytes: usize) -> Self {
         self.memory_size = bytes;
         self
@@ -117,8 +116,8 @@ impl Config {
     /// The size of a typical encoded session, in bytes (1 to `max_value_size`), to size each
     /// shard's index by: one slot (20 bytes) per record of that size with a 32-byte id,
     /// instead of one per 128 bytes of data area. Sessions of a kilobyte or more then leave
-    /// fewer slots unused, and the same `memory_size` holds more of them (16 % more 1 KiB and
-    /// 8 KiB sessions in `cargo bench --bench memory`). Sessions much smaller than this fill
+    /// fewer slots unused, and the same `memory_size` holds more of them (17 to 18 % more
+    /// 1 KiB and 8 KiB sessions in `cargo bench --bench memory`, BENCHMARKS.md). Sessions much smaller than this fill
     /// the index before the data area: the shard then evicts (or refuses, under
     /// `Eviction::Refuse`) with data room left. Sizes under about 50 bytes change nothing.
     ///

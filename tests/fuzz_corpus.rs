@@ -1,7 +1,7 @@
 //! The fuzz targets in CI, without libFuzzer: every input of the seed corpus kept in
 //! `fuzz/corpus/<target>/`, then 200 inputs per target from a fixed-seed generator, run
 //! through the targets' own code (`fuzz/src`, included here). Deterministic and bounded
-//! (a few seconds). `cargo fuzz` explores further; see README's development section.
+//! (a few seconds). `cargo fuzz` explores further; see docs/robustness.md.
 mod common;
 #[path = "fuzz/ops.rs"]
 mod ops;
