@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use cluster_session_store::{ClusterStore, Config, Expiry};
@@ -117,7 +117,7 @@ fn run(
                 let _ = nix::unistd::write(&ready_write, &[1]);
                 drop(ready_write);
                 let mut byte = [0u8; 1];
-                let _ = nix::unistd::read(go_read.as_raw_fd(), &mut byte);
+                let _ = nix::unistd::read(&go_read, &mut byte);
                 let mut out = Vec::with_capacity(VALUE);
                 let mut i = w * 7919;
                 for n in 0..per_worker {
@@ -166,7 +166,7 @@ fn await_bytes(pipe: &OwnedFd, workers: usize, what: &str) {
     let mut got = 0;
     while got < workers {
         let mut bytes = [0u8; 64];
-        match nix::unistd::read(pipe.as_raw_fd(), &mut bytes) {
+        match nix::unistd::read(pipe, &mut bytes) {
             Ok(0) => panic!("a worker exited before it was {what}"),
             Ok(n) => got += n,
             Err(nix::errno::Errno::EINTR) => {}

@@ -320,6 +320,6 @@ fn drain(stream: &TcpStream) {
 /// 128 random bits from the operating system's CSPRNG, as hex.
 fn new_session_id() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes)?;
+    getrandom::fill(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

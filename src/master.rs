@@ -218,7 +218,7 @@ fn create_named_reclaiming(
 
 fn random_u64s<const N: usize>() -> Result<[u64; N], SetupError> {
     let mut bytes = vec![0u8; 8 * N];
-    getrandom::getrandom(&mut bytes).map_err(|e| SetupError::Os {
+    getrandom::fill(&mut bytes).map_err(|e| SetupError::Os {
         action: "read random bytes for the hash key",
         source: std::io::Error::other(e),
     })?;

@@ -113,7 +113,7 @@ fn workers_keep_serving_after_the_master_dies() {
         }
     });
     let mut pid = [0u8; 4];
-    assert_eq!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&pid_read), &mut pid).unwrap(), 4);
+    assert_eq!(nix::unistd::read(&pid_read, &mut pid).unwrap(), 4);
     let mut worker = Child::adopt(u32::from_le_bytes(pid));
     assert!(worker_ready.wait(WAIT));
     assert_eq!(master.kill(), 128 + 9);

@@ -429,7 +429,7 @@ mod campaign {
     //! fails. At the end every session is destroyed and the free space is back where it began.
     //! The figures are printed: kills, recoveries, writes acknowledged, key states verified,
     //! in-flight writes that landed, acknowledged writes lost (asserted to be 0).
-    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use std::os::fd::{AsFd, OwnedFd};
     use std::time::Duration;
 
     use std::sync::atomic::Ordering;
@@ -582,7 +582,7 @@ mod campaign {
             return None;
         }
         let mut buf = [0u8; ACK];
-        let n = nix::unistd::read(fd.as_raw_fd(), &mut buf).unwrap_or(0);
+        let n = nix::unistd::read(fd, &mut buf).unwrap_or(0);
         if n == 0 {
             return None;
         }
@@ -714,7 +714,7 @@ mod campaign {
             assert_eq!(slot.child.kill(), 128 + 9, "worker {w} had already exited");
         }
         for (w, slot) in slots.iter().enumerate() {
-            fcntl(slot.acks.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+            fcntl(&slot.acks, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
             while let Some((k, a)) = read_ack(&slot.acks, false) {
                 acked[w][k] = a;
                 writes += 1;

@@ -67,7 +67,7 @@ fn expiry(ttl: &Duration) -> Expiry {
 /// 256 bits from the OS CSPRNG as 64 hex characters.
 fn new_key() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes)?;
+    getrandom::fill(&mut bytes)?;
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut key = String::with_capacity(2 * bytes.len());
     for b in bytes {

@@ -10,13 +10,13 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::OFlag;
-use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::Mode;
 
@@ -92,7 +92,7 @@ impl FreshSegment {
     pub fn create_memfd(name: &str, len: usize) -> Result<Self, CreateError> {
         let label = std::ffi::CString::new(format!("cluster-session-store.{name}"))
             .map_err(|e| CreateError::Os("name the memfd", io::Error::other(e)))?;
-        let fd = memfd_create(&label, MemFdCreateFlag::MFD_CLOEXEC)
+        let fd = memfd_create(label.as_c_str(), MFdFlags::MFD_CLOEXEC)
             .map_err(|e| CreateError::Os("create a memfd", e.into()))?;
         Self::size_and_map(fd, len)
     }
@@ -145,7 +145,7 @@ impl FreshSegment {
     }
 
     fn size_and_map(fd: OwnedFd, len: usize) -> Result<Self, CreateError> {
-        nix::fcntl::posix_fallocate(fd.as_raw_fd(), 0, len as i64).map_err(|e| {
+        nix::fcntl::posix_fallocate(&fd, 0, len as i64).map_err(|e| {
             CreateError::Os("reserve the segment's memory (posix_fallocate)", e.into())
         })?;
         let file = File::from(fd);

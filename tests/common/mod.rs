@@ -131,7 +131,7 @@ impl Signal1 {
             return false;
         }
         let mut byte = [0u8; 1];
-        nix::unistd::read(self.read.as_raw_fd(), &mut byte).unwrap_or(0) == 1
+        nix::unistd::read(&self.read, &mut byte).unwrap_or(0) == 1
     }
 }
 
