@@ -38,12 +38,19 @@ pub(crate) struct ShardGuard<'a> {
 }
 
 impl<'a> ShardGuard<'a> {
+    /// The geometry of the segment the shard is in, for as long as the mapping: held apart
+    /// from the guard's borrow, so that it stays at hand while the guard writes.
+    #[inline]
+    pub fn geo(&self) -> &'a Geometry {
+        self.range.geo
+    }
+
     /// Locks shard `shard` of a segment with geometry `geo` and guards its state, index and
     /// data area.
     #[inline]
     pub fn lock(
         segment: &'a Segment,
-        geo: &Geometry,
+        geo: &'a Geometry,
         shard: usize,
         timeout: Duration,
     ) -> Result<(Self, Acquired), LockFailure> {
@@ -218,6 +225,10 @@ impl Drop for ShardGuard<'_> {
 }
 
 impl ShardView for ShardGuard<'_> {
+    fn geo(&self) -> &Geometry {
+        self.range.geo
+    }
+
     #[inline]
     fn u8_at(&self, offset: usize) -> u8 {
         ShardGuard::u8_at(self, offset)

@@ -38,6 +38,8 @@ use crate::segment::Segment;
 /// Read access to a shard's guarded bytes, by a lock holder or an optimistic reader.
 /// Offsets are relative to the guarded range (the shard's state), as for `ShardGuard`.
 pub(crate) trait ShardView {
+    /// The geometry of the segment the shard is in.
+    fn geo(&self) -> &Geometry;
     fn u8_at(&self, offset: usize) -> u8;
     fn u32_at(&self, offset: usize) -> u32;
     fn u64_at(&self, offset: usize) -> u64;
@@ -72,7 +74,7 @@ impl<'a> OptimisticRead<'a> {
     /// Starts a read of shard `shard`; `None` while the version is odd (a writer at work, or
     /// a dead one not yet repaired: the caller takes the lock instead).
     #[inline]
-    pub fn begin(segment: &'a Segment, geo: &Geometry, shard: usize) -> Option<Self> {
+    pub fn begin(segment: &'a Segment, geo: &'a Geometry, shard: usize) -> Option<Self> {
         let version = segment.version(geo, shard);
         let seen = version.load(Ordering::Acquire);
         if seen % 2 == 1 {
@@ -138,16 +140,18 @@ unsafe fn volatile_load<T: Copy, const N: usize>(src: *const u8, from: fn([u8; N
 #[derive(Clone, Copy)]
 pub(super) struct Guarded<'a> {
     segment: &'a Segment,
+    /// The geometry the shard's offsets are computed with.
+    pub geo: &'a Geometry,
     start: usize,
     pub base: *mut u8,
     pub len: usize,
 }
 
 impl<'a> Guarded<'a> {
-    pub fn new(segment: &'a Segment, geo: &Geometry, shard: usize) -> Self {
+    pub fn new(segment: &'a Segment, geo: &'a Geometry, shard: usize) -> Self {
         let start = geo.shard_offset(shard) + SHARD_STATE;
         let len = geo.guarded_len();
-        Guarded { segment, start, base: segment.raw_range(start, len), len }
+        Guarded { segment, geo, start, base: segment.raw_range(start, len), len }
     }
 
     /// Panics unless `[offset, offset + len)` lies inside the range: offsets come from this
@@ -275,6 +279,10 @@ unsafe fn volatile_eq(src: *const u8, expected: &[u8]) -> bool {
 }
 
 impl ShardView for OptimisticRead<'_> {
+    fn geo(&self) -> &Geometry {
+        self.range.geo
+    }
+
     #[inline]
     fn u8_at(&self, offset: usize) -> u8 {
         self.load(offset, |[b]: [u8; 1]| b)

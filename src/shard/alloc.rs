@@ -34,99 +34,101 @@ pub(crate) fn head_at(class: usize) -> usize {
     S_FREE_HEADS + 4 * class
 }
 
-fn bump(g: &ShardGuard<'_>) -> u64 {
-    g.u64_at(S_BUMP)
+fn bump(guard: &ShardGuard<'_>) -> u64 {
+    guard.u64_at(S_BUMP)
 }
 
 /// Takes a block that holds a record of class `class`: from that class's free list, else
 /// the bump region, else the free list of the smallest larger class that has one.
-pub(crate) fn alloc(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
-    class: usize,
-) -> Result<Option<usize>, Corrupt> {
-    if let Some(off) = pop(g, geo, class)? {
+pub(crate) fn alloc(guard: &mut ShardGuard<'_>, class: usize) -> Result<Option<usize>, Corrupt> {
+    let geo = guard.geo();
+    if let Some(off) = pop(guard, class)? {
         return Ok(Some(off));
     }
     let size = geo.class_sizes[class] as usize;
-    let bump = usize::try_from(bump(g)).unwrap_or(usize::MAX);
+    let bump = usize::try_from(bump(guard)).unwrap_or(usize::MAX);
     if bump > geo.data_bytes || bump % BLOCK_ALIGN != 0 {
         return Err(Corrupt("bump is not an aligned offset in the data area"));
     }
     if bump + size <= geo.data_bytes {
         // The block header goes first, then the bump: a crash in between leaves the bytes
         // past the bump, which nothing reads.
-        write_header(g, geo, bump, class as u8);
-        g.publish_u64(S_BUMP, (bump + size) as u64);
+        write_header(guard, bump, class as u8);
+        guard.publish_u64(S_BUMP, (bump + size) as u64);
         return Ok(Some(bump));
     }
     for larger in class + 1..geo.class_sizes.len() {
-        if let Some(off) = pop(g, geo, larger)? {
+        if let Some(off) = pop(guard, larger)? {
             return Ok(Some(off));
         }
     }
     Ok(None)
 }
 
-fn write_header(g: &mut ShardGuard<'_>, geo: &Geometry, off: usize, class: u8) {
-    g.set_u8(at(geo, off) + B_STATE, BLOCK_FREE);
-    g.set_u8(at(geo, off) + B_CLASS, class);
+fn write_header(guard: &mut ShardGuard<'_>, off: usize, class: u8) {
+    let geo = guard.geo();
+    guard.set_u8(at(geo, off) + B_STATE, BLOCK_FREE);
+    guard.set_u8(at(geo, off) + B_CLASS, class);
 }
 
 /// Pops the head of `class`'s free list, checking it is a free block of that class.
-fn pop(g: &mut ShardGuard<'_>, geo: &Geometry, class: usize) -> Result<Option<usize>, Corrupt> {
-    let head = g.u32_at(head_at(class));
+fn pop(guard: &mut ShardGuard<'_>, class: usize) -> Result<Option<usize>, Corrupt> {
+    let geo = guard.geo();
+    let head = guard.u32_at(head_at(class));
     let Some(off) = block_offset(head) else { return Ok(None) };
     let size = geo.class_sizes[class] as usize;
-    let bump = usize::try_from(bump(g)).unwrap_or(usize::MAX).min(geo.data_bytes);
+    let bump = usize::try_from(bump(guard)).unwrap_or(usize::MAX).min(geo.data_bytes);
     if off.checked_add(size).is_none_or(|end| end > bump)
-        || g.u8_at(at(geo, off) + B_STATE) != BLOCK_FREE
-        || g.u8_at(at(geo, off) + B_CLASS) as usize != class
+        || guard.u8_at(at(geo, off) + B_STATE) != BLOCK_FREE
+        || guard.u8_at(at(geo, off) + B_CLASS) as usize != class
     {
         return Err(Corrupt("free list head is not a free block of its class"));
     }
-    let next = g.u32_at(at(geo, off) + B_LINK);
-    g.set_u32(head_at(class), next);
+    let next = guard.u32_at(at(geo, off) + B_LINK);
+    guard.set_u32(head_at(class), next);
     Ok(Some(off))
 }
 
 /// The spare block, marked free and of the largest class, unless a record rests in it.
-pub(crate) fn lend_spare(g: &mut ShardGuard<'_>, geo: &Geometry) -> Option<usize> {
+pub(crate) fn lend_spare(guard: &mut ShardGuard<'_>) -> Option<usize> {
+    let geo = guard.geo();
     let off = geo.spare()?;
-    if g.u8_at(at(geo, off) + B_STATE) == BLOCK_USED {
+    if guard.u8_at(at(geo, off) + B_STATE) == BLOCK_USED {
         return None;
     }
-    write_header(g, geo, off, (geo.class_sizes.len() - 1) as u8);
+    write_header(guard, off, (geo.class_sizes.len() - 1) as u8);
     Some(off)
 }
 
 /// Returns the (validated, unreferenced, not FILLER) block at `off` to its class's list; the
 /// spare block is marked free instead.
-pub(crate) fn free(g: &mut ShardGuard<'_>, geo: &Geometry, off: usize) {
+pub(crate) fn free(guard: &mut ShardGuard<'_>, off: usize) {
+    let geo = guard.geo();
     if Some(off) == geo.spare() {
-        g.set_u8(at(geo, off) + B_STATE, BLOCK_FREE);
+        guard.set_u8(at(geo, off) + B_STATE, BLOCK_FREE);
         return;
     }
-    let class = g.u8_at(at(geo, off) + B_CLASS) as usize;
+    let class = guard.u8_at(at(geo, off) + B_CLASS) as usize;
     debug_assert!(class < geo.class_sizes.len());
-    let head = g.u32_at(head_at(class));
-    g.set_u8(at(geo, off) + B_STATE, BLOCK_FREE);
-    g.set_u32(at(geo, off) + B_LINK, head);
-    g.set_u32(head_at(class), block_ref(off));
+    let head = guard.u32_at(head_at(class));
+    guard.set_u8(at(geo, off) + B_STATE, BLOCK_FREE);
+    guard.set_u32(at(geo, off) + B_LINK, head);
+    guard.set_u32(head_at(class), block_ref(off));
 }
 
 /// Forgets every block: the shard holds no record (its index is empty).
-pub(crate) fn reset(g: &mut ShardGuard<'_>, geo: &Geometry) {
+pub(crate) fn reset(guard: &mut ShardGuard<'_>) {
+    let geo = guard.geo();
     if let Some(spare) = geo.spare() {
-        g.set_u8(at(geo, spare) + B_STATE, BLOCK_FREE);
+        guard.set_u8(at(geo, spare) + B_STATE, BLOCK_FREE);
     }
-    g.publish_u64(S_BUMP, 0);
-    g.set_u64(S_USED_BYTES, 0);
-    g.bytes_mut(S_FREE_HEADS, 4 * FREE_HEADS).fill(0);
+    guard.publish_u64(S_BUMP, 0);
+    guard.set_u64(S_USED_BYTES, 0);
+    guard.bytes_mut(S_FREE_HEADS, 4 * FREE_HEADS).fill(0);
     // No merge can be pending over blocks that no longer exist (a dead merger's shard is
     // repaired when locked, before this; only a stray write leaves a marker here).
-    g.set_u32(S_MERGE_START, 0);
-    g.set_u32(S_MERGE_LEN, 0);
+    guard.set_u32(S_MERGE_START, 0);
+    guard.set_u32(S_MERGE_LEN, 0);
 }
 
 /// One block found by walking the data area.
@@ -153,8 +155,9 @@ impl Walk {
 }
 
 /// Walks the blocks of the data area from offset 0 to the bump.
-pub(crate) fn walk(g: &ShardGuard<'_>, geo: &Geometry) -> Walk {
-    let raw_bump = bump(g);
+pub(crate) fn walk(guard: &ShardGuard<'_>) -> Walk {
+    let geo = guard.geo();
+    let raw_bump = bump(guard);
     let mut broken = None;
     let mut limit = usize::try_from(raw_bump).unwrap_or(usize::MAX);
     if limit > geo.data_bytes || limit % BLOCK_ALIGN != 0 {
@@ -164,8 +167,8 @@ pub(crate) fn walk(g: &ShardGuard<'_>, geo: &Geometry) -> Walk {
     let mut blocks = Vec::new();
     let mut off = 0;
     while off < limit {
-        let state = g.u8_at(at(geo, off) + B_STATE);
-        let class = g.u8_at(at(geo, off) + B_CLASS);
+        let state = guard.u8_at(at(geo, off) + B_STATE);
+        let class = guard.u8_at(at(geo, off) + B_CLASS);
         let size = geo.block_size(class).unwrap_or(usize::MAX);
         let state_ok = state == BLOCK_FREE || (state == BLOCK_USED && class != FILLER);
         if !state_ok || off.saturating_add(size) > limit {
@@ -180,54 +183,58 @@ pub(crate) fn walk(g: &ShardGuard<'_>, geo: &Geometry) -> Walk {
 
 /// Empties every free list, then puts the blocks at `offs` (free or to be freed, never
 /// FILLER) on their lists.
-pub(crate) fn relist(g: &mut ShardGuard<'_>, geo: &Geometry, offs: &[usize]) {
-    g.bytes_mut(S_FREE_HEADS, 4 * FREE_HEADS).fill(0);
+pub(crate) fn relist(guard: &mut ShardGuard<'_>, offs: &[usize]) {
+    guard.bytes_mut(S_FREE_HEADS, 4 * FREE_HEADS).fill(0);
     for &off in offs.iter().rev() {
-        free(g, geo, off);
+        free(guard, off);
     }
 }
 
 /// Lays free blocks over `[start, start + len)`: one of class `first` if given, then the
 /// largest classes that fit, then FILLERs.
-fn tile(g: &mut ShardGuard<'_>, geo: &Geometry, start: usize, len: usize, first: Option<usize>) {
+fn tile(guard: &mut ShardGuard<'_>, start: usize, len: usize, first: Option<usize>) {
+    let geo = guard.geo();
     let end = start + len;
     let mut off = start;
     if let Some(class) = first {
-        write_header(g, geo, off, class as u8);
+        write_header(guard, off, class as u8);
         off += geo.class_sizes[class] as usize;
         fault::hit(FaultPoint::MidMerge);
     }
     while let Some(class) = geo.class_sizes.iter().rposition(|&s| s as usize <= end - off) {
-        write_header(g, geo, off, class as u8);
+        write_header(guard, off, class as u8);
         off += geo.class_sizes[class] as usize;
     }
     while off < end {
-        write_header(g, geo, off, FILLER);
+        write_header(guard, off, FILLER);
         off += BLOCK_ALIGN;
     }
 }
 
 /// Completes a merge a dead process left half done: re-tiles its run with free blocks.
 /// Returns whether there was one. The run held only free blocks when it was recorded.
-pub(crate) fn finish_merge(g: &mut ShardGuard<'_>, geo: &Geometry) -> bool {
-    let Some(start) = block_offset(g.u32_at(S_MERGE_START)) else { return false };
-    let len = g.u32_at(S_MERGE_LEN) as usize * BLOCK_ALIGN;
+pub(crate) fn finish_merge(guard: &mut ShardGuard<'_>) -> bool {
+    let geo = guard.geo();
+    let Some(start) = block_offset(guard.u32_at(S_MERGE_START)) else { return false };
+    let len = guard.u32_at(S_MERGE_LEN) as usize * BLOCK_ALIGN;
     let end = start.checked_add(len);
-    let in_range = end.is_some_and(|end| len > 0 && end as u64 <= bump(g) && end <= geo.data_bytes);
+    let in_range =
+        end.is_some_and(|end| len > 0 && end as u64 <= bump(guard) && end <= geo.data_bytes);
     // Only a run that starts on a block boundary can be one a merge recorded (the blocks
     // before it are untouched by the merge): anything else is a stray value, left alone.
-    if in_range && starts_a_block(g, geo, start) {
-        tile(g, geo, start, len, None);
+    if in_range && starts_a_block(guard, start) {
+        tile(guard, start, len, None);
     }
-    g.publish_u32(S_MERGE_START, 0);
+    guard.publish_u32(S_MERGE_START, 0);
     true
 }
 
 /// Whether walking the blocks from offset 0 lands exactly on `start`.
-fn starts_a_block(g: &ShardGuard<'_>, geo: &Geometry, start: usize) -> bool {
+fn starts_a_block(guard: &ShardGuard<'_>, start: usize) -> bool {
+    let geo = guard.geo();
     let mut off = 0;
     while off < start {
-        let class = g.u8_at(at(geo, off) + B_CLASS);
+        let class = guard.u8_at(at(geo, off) + B_CLASS);
         match geo.block_size(class) {
             Some(size) => off += size,
             None => return false,
@@ -241,14 +248,14 @@ fn starts_a_block(g: &ShardGuard<'_>, geo: &Geometry, start: usize) -> bool {
 /// unindex and free it. Used blocks are allowed only when `allow_used`; the block at
 /// `protect` never is. The new block is free and on no list; the caller uses it at once.
 pub(crate) fn merge(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &mut ShardGuard<'_>,
     class: usize,
     allow_used: bool,
     protect: Option<usize>,
     mut evict: impl FnMut(&mut ShardGuard<'_>, usize) -> Result<(), Corrupt>,
 ) -> Result<Option<usize>, Corrupt> {
-    let walk = walk(g, geo);
+    let geo = guard.geo();
+    let walk = walk(guard);
     if walk.broken.is_some() {
         return Err(Corrupt("the blocks do not tile the data area"));
     }
@@ -279,24 +286,24 @@ pub(crate) fn merge(
     let Some((_, first, last)) = best else { return Ok(None) };
     let run = &walk.blocks[first..last];
     for b in run.iter().filter(|b| b.used) {
-        evict(g, b.off)?;
+        evict(guard, b.off)?;
     }
     let start = run[0].off;
     let end = run[run.len() - 1].off + run[run.len() - 1].size;
-    if bump(g) < end as u64 {
+    if bump(guard) < end as u64 {
         // The evictions emptied the shard, which reset the bump: carve from it instead.
-        return alloc(g, geo, class);
+        return alloc(guard, class);
     }
-    g.set_u32(S_MERGE_LEN, ((end - start) / BLOCK_ALIGN) as u32);
-    g.publish_u32(S_MERGE_START, block_ref(start));
-    tile(g, geo, start, end - start, Some(class));
-    g.publish_u32(S_MERGE_START, 0);
-    let listed: Vec<usize> = self::walk(g, geo)
+    guard.set_u32(S_MERGE_LEN, ((end - start) / BLOCK_ALIGN) as u32);
+    guard.publish_u32(S_MERGE_START, block_ref(start));
+    tile(guard, start, end - start, Some(class));
+    guard.publish_u32(S_MERGE_START, 0);
+    let listed: Vec<usize> = self::walk(guard)
         .blocks
         .iter()
         .filter(|b| !b.used && b.class != FILLER && b.off != start)
         .map(|b| b.off)
         .collect();
-    relist(g, geo, &listed);
+    relist(guard, &listed);
     Ok(Some(start))
 }

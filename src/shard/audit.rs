@@ -22,22 +22,22 @@ use crate::shard::record::{self, at, NewRecord, Rec};
 /// The record slot `slot` refers to, if it is a sound record of this shard whose hash
 /// agrees with the slot's tag.
 fn sound_record(
-    g: &ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &ShardGuard<'_>,
     shard: usize,
     walk: &Walk,
     slot: Slot,
 ) -> Result<Rec, &'static str> {
+    let geo = guard.geo();
     let off = block_offset(slot.block).ok_or("empty")?;
     if Some(off) != geo.spare() && walk.find(off).is_none_or(|b| !b.used) {
         return Err("refers to no used block");
     }
-    let rec = record::view(g, geo, slot.block).ok_or("refers to a record with bad lengths")?;
-    let hash = rec.hash(g, geo);
+    let rec = record::view(guard, slot.block).ok_or("refers to a record with bad lengths")?;
+    let hash = rec.hash(guard);
     if index::tag_of(hash) != slot.tag || shard_of(hash, geo.shard_bits) != shard {
         return Err("tag or shard does not match the record's hash");
     }
-    if !rec.crc_ok(g, geo) {
+    if !rec.crc_ok(guard) {
         return Err("record fails its CRC");
     }
     Ok(rec)
@@ -69,27 +69,28 @@ pub(crate) struct Rebuilt {
 /// and reachable, so a repairer killed at any point leaves an index from which the next
 /// repair recovers the same records. Everything else is recomputed from the index and the
 /// block walk.
-pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> Rebuilt {
-    alloc::finish_merge(g, geo);
-    let walk = alloc::walk(g, geo);
+pub(crate) fn rebuild(guard: &mut ShardGuard<'_>, shard: usize) -> Rebuilt {
+    let geo = guard.geo();
+    alloc::finish_merge(guard);
+    let walk = alloc::walk(guard);
     // The active slots, made to cover every used slot: only damage leaves one past them.
-    let mut grown = g.u32_at(S_GROWN);
+    let mut grown = guard.u32_at(S_GROWN);
     if !index::grown_valid(grown, geo) {
         grown = (geo.slots / MIN_ACTIVE_SLOTS).trailing_zeros();
     }
-    let last_used = (0..geo.slots).rev().find(|&i| index::read(g, geo, i).block != 0);
+    let last_used = (0..geo.slots).rev().find(|&i| index::read(guard, i).block != 0);
     while last_used.is_some_and(|i| i >= index::active_of(grown, geo)) {
         grown += 1;
     }
-    g.set_u32(S_GROWN, grown);
-    let slots = index::active(g, geo);
+    guard.set_u32(S_GROWN, grown);
+    let slots = index::active(guard);
     // The block each key keeps: its sound record with the highest sequence number.
     let mut best: HashMap<Vec<u8>, (usize, u64)> = HashMap::new();
     for i in 0..slots {
-        let slot = index::read(g, geo, i);
-        if let Ok(rec) = sound_record(g, geo, shard, &walk, slot) {
-            let seq = rec.seq(g, geo);
-            let entry = best.entry(rec.key(g, geo).to_vec()).or_insert((rec.off, seq));
+        let slot = index::read(guard, i);
+        if let Ok(rec) = sound_record(guard, shard, &walk, slot) {
+            let seq = rec.seq(guard);
+            let entry = best.entry(rec.key(guard).to_vec()).or_insert((rec.off, seq));
             if seq > entry.1 {
                 *entry = (rec.off, seq);
             }
@@ -100,14 +101,14 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     // starting after an empty slot: a removal shifts only later slots of the same cluster
     // back into the position just examined, which is examined again.
     let mask = slots - 1;
-    let start = (0..slots).find(|&i| index::read(g, geo, i).block == 0).unwrap_or(mask);
+    let start = (0..slots).find(|&i| index::read(guard, i).block == 0).unwrap_or(mask);
     let mut seen = HashSet::new();
     let mut dropped = 0;
     let (mut i, mut examined) = ((start + 1) & mask, 0);
     while examined < slots {
-        let block = index::read(g, geo, i).block;
+        let block = index::read(guard, i).block;
         if block_offset(block).is_some_and(|off| !keep.contains(&off) || !seen.insert(off)) {
-            index::remove(g, geo, i);
+            index::remove(guard, i);
             dropped += 1;
             continue;
         }
@@ -118,15 +119,15 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
     // (a writer may have died between the two stores), then re-seat every unreachable slot
     // (left by a writer killed while the index grew, or by stray writes; `index::reseat`).
     for i in 0..slots {
-        let slot = index::read(g, geo, i);
-        if let Some(rec) = record::view(g, geo, slot.block) {
-            let expires = rec.expires(g, geo);
+        let slot = index::read(guard, i);
+        if let Some(rec) = record::view(guard, slot.block) {
+            let expires = rec.expires(guard);
             if slot.expires_ms != expires {
-                index::set_expires(g, geo, i, expires);
+                index::set_expires(guard, i, expires);
             }
         }
     }
-    index::reseat(g, geo);
+    index::reseat(guard);
     let unkept: Vec<usize> = walk
         .blocks
         .iter()
@@ -134,32 +135,32 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
         .map(|b| b.off)
         .collect();
     let (first, second) = unkept.split_at(unkept.len() / 2);
-    alloc::relist(g, geo, second);
+    alloc::relist(guard, second);
     fault::hit(FaultPoint::MidRepair);
     for &off in first.iter().rev() {
-        alloc::free(g, geo, off);
+        alloc::free(guard, off);
     }
-    g.publish_u64(S_BUMP, walk.end as u64);
-    vacate_spare(g, geo);
+    guard.publish_u64(S_BUMP, walk.end as u64);
+    vacate_spare(guard);
     let mut used_bytes = 0;
-    let mut max_seq = g.u64_at(S_NEXT_SEQ);
+    let mut max_seq = guard.u64_at(S_NEXT_SEQ);
     let mut live = 0;
     let mut earliest = u64::MAX;
     for i in 0..slots {
-        if let Some(rec) = record::view(g, geo, index::read(g, geo, i).block) {
-            max_seq = max_seq.max(rec.seq(g, geo));
-            earliest = earliest.min(rec.expires(g, geo));
+        if let Some(rec) = record::view(guard, index::read(guard, i).block) {
+            max_seq = max_seq.max(rec.seq(guard));
+            earliest = earliest.min(rec.expires(guard));
             used_bytes += rec.size(geo);
             live += 1;
         }
     }
-    g.set_u32(S_LIVE, live as u32);
-    g.set_u64(S_USED_BYTES, used_bytes as u64);
-    g.set_u64(S_NEXT_SEQ, max_seq);
-    g.set_u64(S_MIN_EXPIRES, earliest);
-    g.set_u32(S_CURSOR, 0);
+    guard.set_u32(S_LIVE, live as u32);
+    guard.set_u64(S_USED_BYTES, used_bytes as u64);
+    guard.set_u64(S_NEXT_SEQ, max_seq);
+    guard.set_u64(S_MIN_EXPIRES, earliest);
+    guard.set_u32(S_CURSOR, 0);
     // Damage may have left more records than the active slots should hold.
-    index::grow(g, geo, live);
+    index::grow(guard, live);
     Rebuilt { kept: live, dropped }
 }
 
@@ -168,61 +169,58 @@ pub(crate) fn rebuild(g: &mut ShardGuard<'_>, geo: &Geometry, shard: usize) -> R
 /// its old value had is free again by now. Marks the spare free. Should no block be free
 /// (only damage could cause that), the record stays in the spare, whole and indexed, and the
 /// spare stays used until the record is rewritten or removed.
-fn vacate_spare(g: &mut ShardGuard<'_>, geo: &Geometry) {
+fn vacate_spare(guard: &mut ShardGuard<'_>) {
+    let geo = guard.geo();
     let Some(spare) = geo.spare() else { return };
     let Some(i) =
-        (0..index::active(g, geo)).find(|&i| index::read(g, geo, i).block == block_ref(spare))
+        (0..index::active(guard)).find(|&i| index::read(guard, i).block == block_ref(spare))
     else {
-        alloc::free(g, geo, spare);
+        alloc::free(guard, spare);
         return;
     };
     // The slot was kept: its record is sound.
-    let Some(rec) = record::view(g, geo, block_ref(spare)) else { return };
+    let Some(rec) = record::view(guard, block_ref(spare)) else { return };
     let Some(class) = geo.class_for(record_len(rec.key_len, rec.value_len)) else { return };
-    let Ok(Some(off)) = alloc::alloc(g, geo, class) else { return };
-    let (key, value) = (rec.key(g, geo).to_vec(), rec.value(g, geo).to_vec());
+    let Ok(Some(off)) = alloc::alloc(guard, class) else { return };
+    let (key, value) = (rec.key(guard).to_vec(), rec.value(guard).to_vec());
     let moved = NewRecord {
-        hash: rec.hash(g, geo),
+        hash: rec.hash(guard),
         key: &key,
         value: &value,
-        crc: rec.crc(g, geo),
-        expires_ms: rec.expires(g, geo),
+        crc: rec.crc(guard),
+        expires_ms: rec.expires(guard),
         class,
     };
-    record::write(g, geo, off, &moved, rec.seq(g, geo));
-    index::replace(g, geo, i, block_ref(off), moved.expires_ms);
-    alloc::free(g, geo, spare);
+    record::write(guard, off, &moved, rec.seq(guard));
+    index::replace(guard, i, block_ref(off), moved.expires_ms);
+    alloc::free(guard, spare);
 }
 
 /// Checks every invariant of the shard, appending a description of each violation.
 /// Returns the number of records indexed.
-pub(crate) fn check(
-    g: &ShardGuard<'_>,
-    geo: &Geometry,
-    shard: usize,
-    problems: &mut Vec<String>,
-) -> usize {
-    let walk = alloc::walk(g, geo);
+pub(crate) fn check(guard: &ShardGuard<'_>, shard: usize, problems: &mut Vec<String>) -> usize {
+    let geo = guard.geo();
+    let walk = alloc::walk(guard);
     if let Some(b) = &walk.broken {
         problems.push(b.clone());
     }
-    if g.u32_at(S_DIRTY) != 0 {
+    if guard.u32_at(S_DIRTY) != 0 {
         problems.push("a repair is pending (dirty)".into());
     }
-    if g.u32_at(S_MERGE_START) != 0 {
+    if guard.u32_at(S_MERGE_START) != 0 {
         problems.push("a merge of free blocks is unfinished".into());
     }
     let mut referenced: HashMap<usize, usize> = HashMap::new();
     let mut keys: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut used_bytes = 0;
     let mut records = 0;
-    let grown = g.u32_at(S_GROWN);
+    let grown = guard.u32_at(S_GROWN);
     if !index::grown_valid(grown, geo) {
         problems.push(format!("the index's grown count {grown} is out of range"));
     }
-    let slots = index::active(g, geo);
+    let slots = index::active(guard);
     for i in 0..geo.slots {
-        let slot = index::read(g, geo, i);
+        let slot = index::read(guard, i);
         if slot.block == 0 {
             continue;
         }
@@ -231,32 +229,32 @@ pub(crate) fn check(
             problems.push(format!("slot {i} is used, past the {slots} active slots"));
             continue;
         }
-        let rec = match sound_record(g, geo, shard, &walk, slot) {
+        let rec = match sound_record(guard, shard, &walk, slot) {
             Ok(rec) => rec,
             Err(why) => {
                 problems.push(format!("slot {i} {why}"));
                 continue;
             }
         };
-        if rec.expires(g, geo) != slot.expires_ms {
+        if rec.expires(guard) != slot.expires_ms {
             problems.push(format!("slot {i} expiry differs from its record's"));
         }
-        if rec.expires(g, geo) < g.u64_at(S_MIN_EXPIRES) {
+        if rec.expires(guard) < guard.u64_at(S_MIN_EXPIRES) {
             problems.push(format!("slot {i} expires before the shard's min_expires"));
         }
-        if !index::reachable(g, geo, i) {
+        if !index::reachable(guard, i) {
             problems.push(format!("slot {i} is not reachable from its home slot"));
         }
         if let Some(other) = referenced.insert(rec.off, i) {
             problems.push(format!("slots {other} and {i} refer to one block"));
         }
-        if let Some(other) = keys.insert(rec.key(g, geo).to_vec(), i) {
+        if let Some(other) = keys.insert(rec.key(guard).to_vec(), i) {
             problems.push(format!("slots {other} and {i} hold the same key"));
         }
         used_bytes += rec.size(geo);
     }
-    if records != g.u32_at(S_LIVE) as usize {
-        problems.push(format!("live count {} but {records} slots used", g.u32_at(S_LIVE)));
+    if records != guard.u32_at(S_LIVE) as usize {
+        problems.push(format!("live count {} but {records} slots used", guard.u32_at(S_LIVE)));
     }
     let limit = if slots < geo.slots {
         slots / GROW_LOAD_DEN * GROW_LOAD_NUM
@@ -266,13 +264,15 @@ pub(crate) fn check(
     if records > limit {
         problems.push(format!("{records} slots used, over the load limit of {slots} slots"));
     }
-    if used_bytes != g.u64_at(S_USED_BYTES) as usize {
-        problems
-            .push(format!("used_bytes {} but records use {used_bytes}", g.u64_at(S_USED_BYTES)));
+    if used_bytes != guard.u64_at(S_USED_BYTES) as usize {
+        problems.push(format!(
+            "used_bytes {} but records use {used_bytes}",
+            guard.u64_at(S_USED_BYTES)
+        ));
     }
     let mut listed: HashMap<usize, usize> = HashMap::new();
     for class in 0..FREE_HEADS {
-        let mut next = g.u32_at(S_FREE_HEADS + 4 * class);
+        let mut next = guard.u32_at(S_FREE_HEADS + 4 * class);
         if class >= geo.class_sizes.len() && next != 0 {
             problems.push(format!("free list of unused class {class} is not empty"));
             continue;
@@ -291,11 +291,11 @@ pub(crate) fn check(
                 problems.push(format!("free list {class} revisits data offset {off}"));
                 break;
             }
-            next = g.u32_at(at(geo, off) + B_LINK);
+            next = guard.u32_at(at(geo, off) + B_LINK);
         }
     }
     // A record in the spare is checked with the others; the spare holds none otherwise.
-    let spare_in_use = |spare| g.u8_at(at(geo, spare) + B_STATE) == BLOCK_USED;
+    let spare_in_use = |spare| guard.u8_at(at(geo, spare) + B_STATE) == BLOCK_USED;
     if geo.spare().is_some_and(|spare| spare_in_use(spare) && !referenced.contains_key(&spare)) {
         problems.push("the spare block is marked used, but no slot refers to it".into());
     }

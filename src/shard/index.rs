@@ -39,36 +39,39 @@ pub(crate) enum Probe {
 }
 
 #[inline]
-pub(crate) fn slot_at(geo: &Geometry, i: usize) -> usize {
-    debug_assert!(i < geo.slots);
-    geo.index_start() + i * SLOT_SIZE
+pub(crate) fn slot_at(geo: &Geometry, pos: usize) -> usize {
+    debug_assert!(pos < geo.slots);
+    geo.index_start() + pos * SLOT_SIZE
 }
 
-/// Guard offset of slot `i`'s recency stamp.
+/// Guard offset of slot `pos`'s recency stamp.
 #[inline]
-pub(crate) fn stamp_at(geo: &Geometry, i: usize) -> usize {
-    debug_assert!(i < geo.slots);
-    geo.stamps_start() + i * STAMP_SIZE
+pub(crate) fn stamp_at(geo: &Geometry, pos: usize) -> usize {
+    debug_assert!(pos < geo.slots);
+    geo.stamps_start() + pos * STAMP_SIZE
 }
 
-/// Slot `i`'s recency stamp.
+/// Slot `pos`'s recency stamp.
 #[inline]
-pub(crate) fn stamp(g: &impl ShardView, geo: &Geometry, i: usize) -> u32 {
-    g.stamp_at(stamp_at(geo, i))
-}
-
-#[inline]
-pub(crate) fn set_stamp(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, stamp: u32) {
-    g.set_stamp(stamp_at(geo, i), stamp);
+pub(crate) fn stamp(view: &impl ShardView, pos: usize) -> u32 {
+    let geo = view.geo();
+    view.stamp_at(stamp_at(geo, pos))
 }
 
 #[inline]
-pub(crate) fn read(g: &impl ShardView, geo: &Geometry, i: usize) -> Slot {
-    let at = slot_at(geo, i);
+pub(crate) fn set_stamp(guard: &mut ShardGuard<'_>, pos: usize, stamp: u32) {
+    let geo = guard.geo();
+    guard.set_stamp(stamp_at(geo, pos), stamp);
+}
+
+#[inline]
+pub(crate) fn read(view: &impl ShardView, pos: usize) -> Slot {
+    let geo = view.geo();
+    let at = slot_at(geo, pos);
     Slot {
-        block: g.u32_at(at + SLOT_BLOCK),
-        tag: g.u32_at(at + SLOT_TAG),
-        expires_ms: g.u64_at(at + SLOT_EXPIRES),
+        block: view.u32_at(at + SLOT_BLOCK),
+        tag: view.u32_at(at + SLOT_TAG),
+        expires_ms: view.u64_at(at + SLOT_EXPIRES),
     }
 }
 
@@ -80,8 +83,9 @@ pub(crate) fn tag_of(hash: u64) -> u32 {
 /// Slots in use of the shard's index array: the first [`MIN_ACTIVE_SLOTS`] doubled `grown`
 /// (the state's `S_GROWN`) times, never more than the array holds.
 #[inline]
-pub(crate) fn active(g: &impl ShardView, geo: &Geometry) -> usize {
-    active_of(g.u32_at(S_GROWN), geo)
+pub(crate) fn active(view: &impl ShardView) -> usize {
+    let geo = view.geo();
+    active_of(view.u32_at(S_GROWN), geo)
 }
 
 /// [`active`] for the stored `grown`. One too large (only damage or a torn optimistic read
@@ -108,80 +112,84 @@ pub(crate) fn home(active: usize, tag: u32) -> usize {
 /// Walks the probe sequence of `hash`, asking `matches` about each slot with its tag.
 #[inline]
 pub(crate) fn probe<V: ShardView>(
-    g: &V,
-    geo: &Geometry,
+    view: &V,
     hash: u64,
     mut matches: impl FnMut(&V, u32) -> Result<bool, Corrupt>,
 ) -> Result<Probe, Corrupt> {
     let tag = tag_of(hash);
-    let slots = active(g, geo);
+    let slots = active(view);
     let mask = slots - 1;
     let start = home(slots, tag);
     for step in 0..slots {
         let i = (start + step) & mask;
-        let slot = read(g, geo, i);
+        let slot = read(view, i);
         if slot.block == 0 {
             return Ok(Probe::Vacant(i));
         }
-        if slot.tag == tag && matches(g, slot.block)? {
+        if slot.tag == tag && matches(view, slot.block)? {
             return Ok(Probe::Found(i));
         }
     }
     Err(Corrupt("index has no empty slot"))
 }
 
-/// Fills the empty slot `i`; the block reference is stored last, as the publish point.
-pub(crate) fn insert(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, slot: Slot, stamp: u32) {
-    set_stamp(g, geo, i, stamp);
-    let at = slot_at(geo, i);
-    g.set_u32(at + SLOT_TAG, slot.tag);
-    g.set_u64(at + SLOT_EXPIRES, slot.expires_ms);
-    g.publish_u32(at + SLOT_BLOCK, slot.block);
+/// Fills the empty slot `pos`; the block reference is stored last, as the publish point.
+pub(crate) fn insert(guard: &mut ShardGuard<'_>, pos: usize, slot: Slot, stamp: u32) {
+    let geo = guard.geo();
+    set_stamp(guard, pos, stamp);
+    let at = slot_at(geo, pos);
+    guard.set_u32(at + SLOT_TAG, slot.tag);
+    guard.set_u64(at + SLOT_EXPIRES, slot.expires_ms);
+    guard.publish_u32(at + SLOT_BLOCK, slot.block);
 }
 
-/// Points used slot `i` at another block: the publish point of a replacing write.
-pub(crate) fn replace(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, block: u32, expires: u64) {
-    let at = slot_at(geo, i);
-    g.set_u64(at + SLOT_EXPIRES, expires);
-    g.publish_u32(at + SLOT_BLOCK, block);
+/// Points used slot `pos` at another block: the publish point of a replacing write.
+pub(crate) fn replace(guard: &mut ShardGuard<'_>, pos: usize, block: u32, expires: u64) {
+    let geo = guard.geo();
+    let at = slot_at(geo, pos);
+    guard.set_u64(at + SLOT_EXPIRES, expires);
+    guard.publish_u32(at + SLOT_BLOCK, block);
 }
 
-pub(crate) fn set_expires(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize, expires: u64) {
-    g.publish_u64(slot_at(geo, i) + SLOT_EXPIRES, expires);
+pub(crate) fn set_expires(guard: &mut ShardGuard<'_>, pos: usize, expires: u64) {
+    let geo = guard.geo();
+    guard.publish_u64(slot_at(geo, pos) + SLOT_EXPIRES, expires);
 }
 
-/// Empties slot `i`, shifting later members of its cluster back so that every remaining
+/// Empties slot `hole`, shifting later members of its cluster back so that every remaining
 /// slot stays reachable from its home.
-pub(crate) fn remove(g: &mut ShardGuard<'_>, geo: &Geometry, mut hole: usize) {
-    let slots = active(g, geo);
+pub(crate) fn remove(guard: &mut ShardGuard<'_>, mut hole: usize) {
+    let geo = guard.geo();
+    let slots = active(guard);
     let mask = slots - 1;
     let mut j = hole;
     loop {
         j = (j + 1) & mask;
-        let slot = read(g, geo, j);
+        let slot = read(guard, j);
         if slot.block == 0 || j == hole {
             break;
         }
         let k = home(slots, slot.tag);
         // Move j into the hole unless its home lies cyclically in (hole, j].
         if (j.wrapping_sub(k) & mask) >= (j.wrapping_sub(hole) & mask) {
-            let moved = stamp(g, geo, j);
-            set_stamp(g, geo, hole, moved);
-            g.copy_within(slot_at(geo, j), slot_at(geo, hole), SLOT_SIZE);
+            let moved = stamp(guard, j);
+            set_stamp(guard, hole, moved);
+            guard.copy_within(slot_at(geo, j), slot_at(geo, hole), SLOT_SIZE);
             fault::hit(FaultPoint::MidShift);
             hole = j;
         }
     }
-    g.publish_u32(slot_at(geo, hole) + SLOT_BLOCK, 0);
+    guard.publish_u32(slot_at(geo, hole) + SLOT_BLOCK, 0);
 }
 
 /// Empties every slot of the array, and shrinks the active slots back to a fresh shard's.
-pub(crate) fn clear(g: &mut ShardGuard<'_>, geo: &Geometry) {
-    g.bytes_mut(geo.index_start(), geo.slots * SLOT_SIZE).fill(0);
+pub(crate) fn clear(guard: &mut ShardGuard<'_>) {
+    let geo = guard.geo();
+    guard.bytes_mut(geo.index_start(), geo.slots * SLOT_SIZE).fill(0);
     for i in 0..geo.slots {
-        set_stamp(g, geo, i, 0);
+        set_stamp(guard, i, 0);
     }
-    g.set_u32(S_GROWN, 0);
+    guard.set_u32(S_GROWN, 0);
 }
 
 /// Grows the active slots, by doubling, until `records` fill at most
@@ -190,8 +198,9 @@ pub(crate) fn clear(g: &mut ShardGuard<'_>, geo: &Geometry) {
 /// stored first: a holder killed at any point leaves every record in the active slots,
 /// perhaps unreachable or twice, and the repair re-seats and deduplicates them, as after
 /// damage.
-pub(crate) fn grow(g: &mut ShardGuard<'_>, geo: &Geometry, records: usize) -> bool {
-    let was = g.u32_at(S_GROWN);
+pub(crate) fn grow(guard: &mut ShardGuard<'_>, records: usize) -> bool {
+    let geo = guard.geo();
+    let was = guard.u32_at(S_GROWN);
     let mut grown = was;
     while active_of(grown, geo) < geo.slots
         && records > active_of(grown, geo) / GROW_LOAD_DEN * GROW_LOAD_NUM
@@ -201,9 +210,9 @@ pub(crate) fn grow(g: &mut ShardGuard<'_>, geo: &Geometry, records: usize) -> bo
     if grown == was {
         return false;
     }
-    g.set_u32(S_GROWN, grown);
+    guard.set_u32(S_GROWN, grown);
     fault::hit(FaultPoint::MidGrow);
-    reseat(g, geo);
+    reseat(guard);
     true
 }
 
@@ -215,12 +224,9 @@ pub(crate) fn grow(g: &mut ShardGuard<'_>, geo: &Geometry, records: usize) -> bo
 /// it is emptied: a holder killed at any point leaves every record in some slot, perhaps
 /// past the active ones, unreachable or twice, and the repair widens the active slots to
 /// cover the last used one, re-seats and deduplicates, as after a killed growth.
-pub(crate) fn shrink(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
-    records: usize,
-) -> Result<bool, Corrupt> {
-    let was = g.u32_at(S_GROWN);
+pub(crate) fn shrink(guard: &mut ShardGuard<'_>, records: usize) -> Result<bool, Corrupt> {
+    let geo = guard.geo();
+    let was = guard.u32_at(S_GROWN);
     if !grown_valid(was, geo) {
         // Only damage makes one; counting down from it could take billions of steps.
         return Err(Corrupt("the index's grown count is out of range"));
@@ -233,17 +239,17 @@ pub(crate) fn shrink(
         return Ok(false);
     }
     let (old_active, new_active) = (active_of(was, geo), active_of(grown, geo));
-    g.set_u32(S_GROWN, grown);
+    guard.set_u32(S_GROWN, grown);
     for i in new_active..old_active {
-        let slot = read(g, geo, i);
+        let slot = read(guard, i);
         if slot.block == 0 {
             continue;
         }
-        insert_new(g, geo, slot, stamp(g, geo, i))?;
+        insert_new(guard, slot, stamp(guard, i))?;
         fault::hit(FaultPoint::MidShrink);
-        g.publish_u32(slot_at(geo, i) + SLOT_BLOCK, 0);
+        guard.publish_u32(slot_at(geo, i) + SLOT_BLOCK, 0);
     }
-    reseat(g, geo);
+    reseat(guard);
     Ok(true)
 }
 
@@ -253,20 +259,20 @@ pub(crate) fn shrink(
 /// drops. Passes until one moves nothing (a removal's backward shift may carry a slot not
 /// yet examined behind the pass); each slot moves at most once, since moving one never makes
 /// another unreachable. Returns the number moved.
-pub(crate) fn reseat(g: &mut ShardGuard<'_>, geo: &Geometry) -> usize {
-    let slots = active(g, geo);
+pub(crate) fn reseat(guard: &mut ShardGuard<'_>) -> usize {
+    let slots = active(guard);
     let mut reseated = 0;
     loop {
         let before = reseated;
         let mut i = 0;
         while i < slots {
-            let slot = read(g, geo, i);
+            let slot = read(guard, i);
             if slot.block != 0
-                && !reachable(g, geo, i)
+                && !reachable(guard, i)
                 && reseated < slots
-                && insert_new(g, geo, slot, stamp(g, geo, i)).is_ok()
+                && insert_new(guard, slot, stamp(guard, i)).is_ok()
             {
-                remove(g, geo, i);
+                remove(guard, i);
                 reseated += 1;
                 continue; // the backward shift may have moved a later slot into `i`
             }
@@ -281,34 +287,33 @@ pub(crate) fn reseat(g: &mut ShardGuard<'_>, geo: &Geometry) -> usize {
 /// Inserts into the first empty slot of `tag`'s probe sequence without comparing keys
 /// (the caller knows the key is absent: the repair, rebuilding from distinct records).
 pub(crate) fn insert_new(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &mut ShardGuard<'_>,
     slot: Slot,
     stamp: u32,
 ) -> Result<(), Corrupt> {
-    let slots = active(g, geo);
+    let slots = active(guard);
     let mask = slots - 1;
     let start = home(slots, slot.tag);
     for step in 0..slots {
         let i = (start + step) & mask;
-        if read(g, geo, i).block == 0 {
-            insert(g, geo, i, slot, stamp);
+        if read(guard, i).block == 0 {
+            insert(guard, i, slot, stamp);
             return Ok(());
         }
     }
     Err(Corrupt("index has no empty slot"))
 }
 
-/// Whether used slot `i` is reachable from its home without crossing an empty slot.
-pub(crate) fn reachable(g: &ShardGuard<'_>, geo: &Geometry, i: usize) -> bool {
-    let slots = active(g, geo);
+/// Whether used slot `pos` is reachable from its home without crossing an empty slot.
+pub(crate) fn reachable(guard: &ShardGuard<'_>, pos: usize) -> bool {
+    let slots = active(guard);
     let mask = slots - 1;
-    let mut p = home(slots, read(g, geo, i).tag);
+    let mut p = home(slots, read(guard, pos).tag);
     for _ in 0..slots {
-        if p == i {
+        if p == pos {
             return true;
         }
-        if read(g, geo, p).block == 0 {
+        if read(guard, p).block == 0 {
             return false;
         }
         p = (p + 1) & mask;

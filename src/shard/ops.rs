@@ -65,8 +65,8 @@ pub(crate) enum Written {
     Conflict,
 }
 
-fn live(g: &ShardGuard<'_>) -> usize {
-    g.u32_at(S_LIVE) as usize
+fn live(guard: &ShardGuard<'_>) -> usize {
+    guard.u32_at(S_LIVE) as usize
 }
 
 fn max_live(geo: &Geometry) -> usize {
@@ -75,21 +75,21 @@ fn max_live(geo: &Geometry) -> usize {
 
 /// The stamp of a new write: the shard clock, advanced. Reads do not advance it: a read
 /// stamps its slot with the clock as it is, as recent as the latest write.
-fn next_stamp(g: &mut ShardGuard<'_>) -> u32 {
-    let clock = g.u32_at(S_CLOCK).wrapping_add(1);
-    g.set_u32(S_CLOCK, clock);
+fn next_stamp(guard: &mut ShardGuard<'_>) -> u32 {
+    let clock = guard.u32_at(S_CLOCK).wrapping_add(1);
+    guard.set_u32(S_CLOCK, clock);
     clock
 }
 
-fn next_seq(g: &mut ShardGuard<'_>) -> u64 {
-    let seq = g.u64_at(S_NEXT_SEQ).wrapping_add(1);
-    g.set_u64(S_NEXT_SEQ, seq);
+fn next_seq(guard: &mut ShardGuard<'_>) -> u64 {
+    let seq = guard.u64_at(S_NEXT_SEQ).wrapping_add(1);
+    guard.set_u64(S_NEXT_SEQ, seq);
     seq
 }
 
 #[inline]
-fn rec_at(g: &impl ShardView, geo: &Geometry, block: u32) -> Result<Rec, Corrupt> {
-    record::view(g, geo, block).ok_or(Corrupt("an index slot refers to no valid record"))
+fn rec_at(view: &impl ShardView, block: u32) -> Result<Rec, Corrupt> {
+    record::view(view, block).ok_or(Corrupt("an index slot refers to no valid record"))
 }
 
 /// Where a key is in the index.
@@ -113,16 +113,11 @@ impl Lookup {
 
 /// Finds `key` in the index, handing back the record validated on the way.
 #[inline]
-pub(crate) fn find(
-    g: &impl ShardView,
-    geo: &Geometry,
-    hash: u64,
-    key: &[u8],
-) -> Result<Lookup, Corrupt> {
+pub(crate) fn find(view: &impl ShardView, hash: u64, key: &[u8]) -> Result<Lookup, Corrupt> {
     let mut matched = None;
-    let probe = index::probe(g, geo, hash, |g, block| {
-        let rec = rec_at(g, geo, block)?;
-        let is = rec.is(g, geo, hash, key);
+    let probe = index::probe(view, hash, |view, block| {
+        let rec = rec_at(view, block)?;
+        let is = rec.is(view, hash, key);
         if is {
             matched = Some(rec);
         }
@@ -130,7 +125,7 @@ pub(crate) fn find(
     })?;
     Ok(match (probe, matched) {
         (Probe::Found(index), Some(rec)) => {
-            Lookup::Found { index, rec, expires_ms: index::read(g, geo, index).expires_ms }
+            Lookup::Found { index, rec, expires_ms: index::read(view, index).expires_ms }
         }
         (Probe::Vacant(index), _) => Lookup::Vacant(index),
         // The probe reports Found only when the closure matched, which sets `matched`.
@@ -152,41 +147,38 @@ struct Copied {
 /// Finds the live record of `key` and appends its value to `out`. Stores nothing.
 #[inline]
 fn copy_live(
-    v: &impl ShardView,
-    geo: &Geometry,
+    view: &impl ShardView,
     hash: u64,
     key: &[u8],
     now: Clock,
     out: &mut Vec<u8>,
 ) -> Result<Option<Copied>, Corrupt> {
-    let Lookup::Found { index, rec, expires_ms } = find(v, geo, hash, key)? else {
+    let Lookup::Found { index, rec, expires_ms } = find(view, hash, key)? else {
         return Ok(None);
     };
     if !now.live(expires_ms) {
         return Ok(None);
     }
-    rec.prefetch_value(v, geo);
-    let clock = v.u32_at(S_CLOCK);
-    let restamp = index::stamp(v, geo, index) != clock;
-    let computed =
-        rec.append_value(v, geo, out, || record::checksum_head(hash, key, rec.value_len));
-    let hit = Hit { crc: rec.crc(v, geo), computed, seq: rec.seq(v, geo) };
+    rec.prefetch_value(view);
+    let clock = view.u32_at(S_CLOCK);
+    let restamp = index::stamp(view, index) != clock;
+    let computed = rec.append_value(view, out, || record::checksum_head(hash, key, rec.value_len));
+    let hit = Hit { crc: rec.crc(view), computed, seq: rec.seq(view) };
     Ok(Some(Copied { hit, index, clock, restamp }))
 }
 
 /// Appends the live value of `key` to `out`, stamping its slot as recently used. A miss
 /// (absent or expired) writes nothing.
 pub(crate) fn get(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &mut ShardGuard<'_>,
     hash: u64,
     key: &[u8],
     now: Clock,
     out: &mut Vec<u8>,
 ) -> Result<Option<Hit>, Corrupt> {
-    let Some(c) = copy_live(g, geo, hash, key, now, out)? else { return Ok(None) };
+    let Some(c) = copy_live(guard, hash, key, now, out)? else { return Ok(None) };
     if c.restamp {
-        index::set_stamp(g, geo, c.index, c.clock);
+        index::set_stamp(guard, c.index, c.clock);
     }
     Ok(Some(c.hit))
 }
@@ -205,17 +197,17 @@ pub(crate) struct Restamp {
 /// lock (and the repair).
 #[inline]
 pub(crate) fn peek(
-    r: &OptimisticRead<'_>,
-    geo: &Geometry,
+    reader: &OptimisticRead<'_>,
     hash: u64,
     key: &[u8],
     now: Clock,
     out: &mut Vec<u8>,
 ) -> Result<Option<(Hit, Option<Restamp>)>, Corrupt> {
-    if r.u32_at(S_DIRTY) != 0 {
+    let geo = reader.geo();
+    if reader.u32_at(S_DIRTY) != 0 {
         return Err(Corrupt("a repair is owed"));
     }
-    Ok(copy_live(r, geo, hash, key, now, out)?.map(|c| {
+    Ok(copy_live(reader, hash, key, now, out)?.map(|c| {
         let restamp =
             c.restamp.then(|| Restamp { at: index::stamp_at(geo, c.index), stamp: c.clock });
         (c.hit, restamp)
@@ -225,21 +217,21 @@ pub(crate) fn peek(
 /// Writes `new` publish-last: into a fresh block, then the index slot is switched to it,
 /// then the old block is freed.
 pub(crate) fn put(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &mut ShardGuard<'_>,
     new: &NewRecord<'_>,
     expect: Expect,
     policy: Eviction,
     now: Clock,
     freed: &mut Freed,
 ) -> Result<Written, Corrupt> {
+    let geo = guard.geo();
     fault::hit(FaultPoint::LockHeld);
-    let mut lookup = find(g, geo, new.hash, new.key)?;
+    let mut lookup = find(guard, new.hash, new.key)?;
     let conflict = match (expect, lookup.live(now)) {
         (Expect::Any, _) => false,
         (Expect::Absent, current) => current.is_some(),
         (Expect::Present, current) => current.is_none(),
-        (Expect::Seq(seq), Some(rec)) => rec.seq(g, geo) != seq,
+        (Expect::Seq(seq), Some(rec)) => rec.seq(guard) != seq,
         (Expect::Seq(_), None) => true,
     };
     if conflict {
@@ -250,40 +242,40 @@ pub(crate) fn put(
         Lookup::Found { rec, .. } => Some(block_ref(rec.off)),
         Lookup::Vacant(_) => None,
     };
-    let Some((off, moved)) = make_room(g, geo, class, protect, policy, now, freed)? else {
-        return rewrite_through_spare(g, geo, new);
+    let Some((off, moved)) = make_room(guard, class, protect, policy, now, freed)? else {
+        return rewrite_through_spare(guard, new);
     };
     // A new key: grow the index first if it would be loaded past its limit.
-    let grew = protect.is_none() && index::grow(g, geo, live(g) + 1);
+    let grew = protect.is_none() && index::grow(guard, live(guard) + 1);
     if moved || grew {
-        lookup = find(g, geo, new.hash, new.key)?;
+        lookup = find(guard, new.hash, new.key)?;
     }
-    let seq = next_seq(g);
-    let stamp = next_stamp(g);
-    lower_min_expires(g, new.expires_ms);
-    record::write(g, geo, off, new, seq);
+    let seq = next_seq(guard);
+    let stamp = next_stamp(guard);
+    lower_min_expires(guard, new.expires_ms);
+    record::write(guard, off, new, seq);
     fault::hit(FaultPoint::BeforePublish);
     let block = block_ref(off);
     match lookup {
         Lookup::Found { index, rec: old, .. } => {
-            index::set_stamp(g, geo, index, stamp);
-            index::replace(g, geo, index, block, new.expires_ms);
+            index::set_stamp(guard, index, stamp);
+            index::replace(guard, index, block, new.expires_ms);
             fault::hit(FaultPoint::AfterPublish);
-            add_used(g, -(old.size(geo) as i64));
-            alloc::free(g, geo, old.off);
+            add_used(guard, -(old.size(geo) as i64));
+            alloc::free(guard, old.off);
         }
         Lookup::Vacant(i) => {
             let slot = Slot { block, tag: index::tag_of(new.hash), expires_ms: new.expires_ms };
-            index::insert(g, geo, i, slot, stamp);
-            g.set_u32(S_LIVE, live(g) as u32 + 1);
+            index::insert(guard, i, slot, stamp);
+            guard.set_u32(S_LIVE, live(guard) as u32 + 1);
         }
     }
-    add_used(g, record::block_size(g, geo, off) as i64);
+    add_used(guard, record::block_size(guard, off) as i64);
     // The write is published: corruption found by the cleanup must not make the caller
     // retry it. The shard is marked for repair by its next locker instead.
-    match expire_scan(g, geo, now.floor(), CLEANUP_PER_WRITE) {
+    match expire_scan(guard, now.floor(), CLEANUP_PER_WRITE) {
         Ok(scanned) => freed.expired += scanned.removed,
-        Err(_) => g.set_u32(S_DIRTY, 1),
+        Err(_) => guard.set_u32(S_DIRTY, 1),
     }
     Ok(Written::Done)
 }
@@ -294,35 +286,35 @@ pub(crate) fn put(
 /// killed in between leaves the new record whole in the spare, and the repair moves it out
 /// (`audit::rebuild`). A new key, or a record grown past its block, is `Full`.
 fn rewrite_through_spare(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &mut ShardGuard<'_>,
     new: &NewRecord<'_>,
 ) -> Result<Written, Corrupt> {
+    let geo = guard.geo();
     let full = Written::Full { needed: geo.class_sizes[new.class] as usize };
     // Looked up again: making room may have moved slots, or freed the key's expired record.
-    let Lookup::Found { index, rec: old, .. } = find(g, geo, new.hash, new.key)? else {
+    let Lookup::Found { index, rec: old, .. } = find(guard, new.hash, new.key)? else {
         return Ok(full);
     };
     if new.class > old.class {
         return Ok(full);
     }
-    let Some(spare) = alloc::lend_spare(g, geo) else { return Ok(full) };
-    let seq = next_seq(g);
-    let stamp = next_stamp(g);
-    lower_min_expires(g, new.expires_ms);
-    record::write(g, geo, spare, new, seq);
-    index::set_stamp(g, geo, index, stamp);
-    index::replace(g, geo, index, block_ref(spare), new.expires_ms);
+    let Some(spare) = alloc::lend_spare(guard) else { return Ok(full) };
+    let seq = next_seq(guard);
+    let stamp = next_stamp(guard);
+    lower_min_expires(guard, new.expires_ms);
+    record::write(guard, spare, new, seq);
+    index::set_stamp(guard, index, stamp);
+    index::replace(guard, index, block_ref(spare), new.expires_ms);
     fault::hit(FaultPoint::InSpare);
-    record::write(g, geo, old.off, new, seq);
-    index::replace(g, geo, index, block_ref(old.off), new.expires_ms);
-    alloc::free(g, geo, spare);
+    record::write(guard, old.off, new, seq);
+    index::replace(guard, index, block_ref(old.off), new.expires_ms);
+    alloc::free(guard, spare);
     Ok(Written::Done)
 }
 
-fn add_used(g: &mut ShardGuard<'_>, delta: i64) {
-    let used = g.u64_at(S_USED_BYTES).wrapping_add_signed(delta);
-    g.set_u64(S_USED_BYTES, used);
+fn add_used(guard: &mut ShardGuard<'_>, delta: i64) {
+    let used = guard.u64_at(S_USED_BYTES).wrapping_add_signed(delta);
+    guard.set_u64(S_USED_BYTES, used);
 }
 
 /// Finds a block for class `class` and, when `protect` is `None` (a new key), an index slot
@@ -332,26 +324,26 @@ fn add_used(g: &mut ShardGuard<'_>, delta: i64) {
 /// right class, evicting the fewest records (under Refuse, only runs of free blocks). Never
 /// frees the `protect`ed block. Returns the block and whether any slot moved.
 fn make_room(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &mut ShardGuard<'_>,
     class: usize,
     protect: Option<u32>,
     policy: Eviction,
     now: Clock,
     freed: &mut Freed,
 ) -> Result<Option<(usize, bool)>, Corrupt> {
+    let geo = guard.geo();
     let mut moved = false;
     let mut expired_done = false;
     loop {
-        let slot_free = protect.is_some() || live(g) < max_live(geo);
+        let slot_free = protect.is_some() || live(guard) < max_live(geo);
         if slot_free {
-            if let Some(off) = alloc::alloc(g, geo, class)? {
+            if let Some(off) = alloc::alloc(guard, class)? {
                 return Ok(Some((off, moved)));
             }
         }
         if !expired_done {
             expired_done = true;
-            let expired = expire_all(g, geo, now.precise())?;
+            let expired = expire_all(guard, now.precise())?;
             freed.expired += expired;
             if expired > 0 {
                 moved = true;
@@ -361,8 +353,8 @@ fn make_room(
         let lru = policy == Eviction::Lru;
         let min_class = if slot_free { class } else { 0 };
         if lru {
-            if let Some(victim) = lru_victim(g, geo, min_class, protect)? {
-                remove_slot(g, geo, victim)?;
+            if let Some(victim) = lru_victim(guard, min_class, protect)? {
+                remove_slot(guard, victim)?;
                 freed.evicted += 1;
                 moved = true;
                 continue;
@@ -373,8 +365,8 @@ fn make_room(
         }
         let protect_off = protect.and_then(block_offset);
         let mut evicted = 0;
-        let merged = alloc::merge(g, geo, class, lru, protect_off, |g, off| {
-            evict_block(g, geo, off)?;
+        let merged = alloc::merge(guard, class, lru, protect_off, |guard, off| {
+            evict_block(guard, off)?;
             evicted += 1;
             Ok(())
         })?;
@@ -384,11 +376,11 @@ fn make_room(
 }
 
 /// Removes the record in the used block at `off` from the index and frees the block.
-fn evict_block(g: &mut ShardGuard<'_>, geo: &Geometry, off: usize) -> Result<(), Corrupt> {
+fn evict_block(guard: &mut ShardGuard<'_>, off: usize) -> Result<(), Corrupt> {
     let target = block_ref(off);
-    let hash = rec_at(g, geo, target)?.hash(g, geo);
-    match index::probe(g, geo, hash, |_, block| Ok(block == target))? {
-        Probe::Found(i) => remove_slot(g, geo, i),
+    let hash = rec_at(guard, target)?.hash(guard);
+    match index::probe(guard, hash, |_, block| Ok(block == target))? {
+        Probe::Found(i) => remove_slot(guard, i),
         Probe::Vacant(_) => Err(Corrupt("a used block is not in the index")),
     }
 }
@@ -396,28 +388,27 @@ fn evict_block(g: &mut ShardGuard<'_>, geo: &Geometry, off: usize) -> Result<(),
 /// Samples used slots from a pseudo-random start and returns the least recently used one
 /// whose block is of class `min_class` or larger, other than `protect`.
 fn lru_victim(
-    g: &ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &ShardGuard<'_>,
     min_class: usize,
     protect: Option<u32>,
 ) -> Result<Option<usize>, Corrupt> {
-    let slots = index::active(g, geo);
+    let slots = index::active(guard);
     let mask = slots - 1;
-    let clock = g.u32_at(S_CLOCK);
+    let clock = guard.u32_at(S_CLOCK);
     let start = clock.wrapping_mul(0x9E37_79B9) as usize & mask;
     let mut best: Option<(u32, usize)> = None;
     let mut sampled = 0;
     for step in 0..slots {
         let i = (start + step) & mask;
-        let slot = index::read(g, geo, i);
+        let slot = index::read(guard, i);
         if slot.block == 0 || Some(slot.block) == protect {
             continue;
         }
-        let rec = rec_at(g, geo, slot.block)?;
+        let rec = rec_at(guard, slot.block)?;
         if rec.class < min_class {
             continue;
         }
-        let age = clock.wrapping_sub(index::stamp(g, geo, i));
+        let age = clock.wrapping_sub(index::stamp(guard, i));
         if best.is_none_or(|(oldest, _)| age > oldest) {
             best = Some((age, i));
         }
@@ -429,18 +420,19 @@ fn lru_victim(
     Ok(best.map(|(_, i)| i))
 }
 
-/// Removes the record in used slot `i` and frees its block.
-fn remove_slot(g: &mut ShardGuard<'_>, geo: &Geometry, i: usize) -> Result<(), Corrupt> {
-    let rec = rec_at(g, geo, index::read(g, geo, i).block)?;
-    index::remove(g, geo, i);
-    let remaining = live(g).saturating_sub(1);
-    g.set_u32(S_LIVE, remaining as u32);
+/// Removes the record in used slot `pos` and frees its block.
+fn remove_slot(guard: &mut ShardGuard<'_>, pos: usize) -> Result<(), Corrupt> {
+    let geo = guard.geo();
+    let rec = rec_at(guard, index::read(guard, pos).block)?;
+    index::remove(guard, pos);
+    let remaining = live(guard).saturating_sub(1);
+    guard.set_u32(S_LIVE, remaining as u32);
     if remaining == 0 {
-        alloc::reset(g, geo);
-        g.set_u64(S_MIN_EXPIRES, u64::MAX);
+        alloc::reset(guard);
+        guard.set_u64(S_MIN_EXPIRES, u64::MAX);
     } else {
-        add_used(g, -(rec.size(geo) as i64));
-        alloc::free(g, geo, rec.off);
+        add_used(guard, -(rec.size(geo) as i64));
+        alloc::free(guard, rec.off);
     }
     Ok(())
 }
@@ -457,51 +449,50 @@ pub(crate) struct Scanned {
 /// Examines up to `budget` slots from the shard's cleanup cursor, freeing expired records;
 /// none while `min_expires` (a lower bound of every expiry in the shard) is still ahead.
 pub(crate) fn expire_scan(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &mut ShardGuard<'_>,
     now: u64,
     budget: usize,
 ) -> Result<Scanned, Corrupt> {
     let mut scanned = Scanned::default();
-    if now < g.u64_at(S_MIN_EXPIRES) {
+    if now < guard.u64_at(S_MIN_EXPIRES) {
         return Ok(scanned);
     }
-    let mask = index::active(g, geo) - 1;
-    let mut cursor = g.u32_at(S_CURSOR) as usize & mask;
+    let mask = index::active(guard) - 1;
+    let mut cursor = guard.u32_at(S_CURSOR) as usize & mask;
     for _ in 0..budget {
-        let slot = index::read(g, geo, cursor);
+        let slot = index::read(guard, cursor);
         if slot.block != 0 {
             scanned.seen += 1;
         }
         if slot.block != 0 && slot.expires_ms <= now {
             // The backward shift may move a later slot into `cursor`: look at it again.
-            remove_slot(g, geo, cursor)?;
+            remove_slot(guard, cursor)?;
             scanned.removed += 1;
         } else {
             cursor = (cursor + 1) & mask;
         }
     }
-    g.set_u32(S_CURSOR, cursor as u32);
+    guard.set_u32(S_CURSOR, cursor as u32);
     Ok(scanned)
 }
 
 /// Frees every expired record of the shard, unless `min_expires` shows there is none, and
 /// records the earliest expiry left. One pass from an empty slot: a removal shifts only
 /// later slots back into the position just examined, which is examined again.
-pub(crate) fn expire_all(g: &mut ShardGuard<'_>, geo: &Geometry, now: u64) -> Result<u64, Corrupt> {
-    if now < g.u64_at(S_MIN_EXPIRES) {
+pub(crate) fn expire_all(guard: &mut ShardGuard<'_>, now: u64) -> Result<u64, Corrupt> {
+    if now < guard.u64_at(S_MIN_EXPIRES) {
         return Ok(0);
     }
-    let slots = index::active(g, geo);
+    let slots = index::active(guard);
     let mask = slots - 1;
-    let Some(empty) = (0..slots).find(|&i| index::read(g, geo, i).block == 0) else {
+    let Some(empty) = (0..slots).find(|&i| index::read(guard, i).block == 0) else {
         return Err(Corrupt("index has no empty slot"));
     };
     let (mut i, mut examined, mut removed, mut earliest) = ((empty + 1) & mask, 0, 0, u64::MAX);
     while examined < slots {
-        let slot = index::read(g, geo, i);
+        let slot = index::read(guard, i);
         if slot.block != 0 && slot.expires_ms <= now {
-            remove_slot(g, geo, i)?;
+            remove_slot(guard, i)?;
             removed += 1;
             continue;
         }
@@ -511,24 +502,24 @@ pub(crate) fn expire_all(g: &mut ShardGuard<'_>, geo: &Geometry, now: u64) -> Re
         i = (i + 1) & mask;
         examined += 1;
     }
-    g.set_u64(S_MIN_EXPIRES, earliest);
+    guard.set_u64(S_MIN_EXPIRES, earliest);
     Ok(removed)
 }
 
 /// Halves the shard's active index slots while its records would fill at most
 /// `SHRINK_LOAD_NUM / SHRINK_LOAD_DEN` of them (`index::shrink`); the expiry sweep and
 /// `purge_expired` call it after freeing records. Returns whether it shrank.
-pub(crate) fn shrink_index(g: &mut ShardGuard<'_>, geo: &Geometry) -> Result<bool, Corrupt> {
-    index::shrink(g, geo, live(g))
+pub(crate) fn shrink_index(guard: &mut ShardGuard<'_>) -> Result<bool, Corrupt> {
+    index::shrink(guard, live(guard))
 }
 
 /// Keeps `min_expires` a lower bound of every expiry in the shard as a record expiring at
 /// `expires_ms` is written: lowers it to that, or sets it to that when the shard holds no
 /// record yet, so that a fresh shard's 0 ("unknown") does not keep every write scanning for
 /// expired records until the first sweep.
-fn lower_min_expires(g: &mut ShardGuard<'_>, expires_ms: u64) {
-    if live(g) == 0 || expires_ms < g.u64_at(S_MIN_EXPIRES) {
-        g.set_u64(S_MIN_EXPIRES, expires_ms);
+fn lower_min_expires(guard: &mut ShardGuard<'_>, expires_ms: u64) {
+    if live(guard) == 0 || expires_ms < guard.u64_at(S_MIN_EXPIRES) {
+        guard.set_u64(S_MIN_EXPIRES, expires_ms);
     }
 }
 
@@ -545,15 +536,14 @@ pub(crate) enum Removed {
 
 /// Removes `key` if `expect` holds.
 pub(crate) fn remove(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &mut ShardGuard<'_>,
     hash: u64,
     key: &[u8],
     expect: Expect,
     now: Clock,
     freed: &mut Freed,
 ) -> Result<Removed, Corrupt> {
-    let Lookup::Found { index: i, rec, expires_ms } = find(g, geo, hash, key)? else {
+    let Lookup::Found { index: i, rec, expires_ms } = find(guard, hash, key)? else {
         return Ok(if matches!(expect, Expect::Seq(_)) {
             Removed::Conflict
         } else {
@@ -565,12 +555,12 @@ pub(crate) fn remove(
         Expect::Any => true,
         Expect::Absent => !was_live,
         Expect::Present => was_live,
-        Expect::Seq(seq) => was_live && rec.seq(g, geo) == seq,
+        Expect::Seq(seq) => was_live && rec.seq(guard) == seq,
     };
     if !holds {
         return Ok(Removed::Conflict);
     }
-    remove_slot(g, geo, i)?;
+    remove_slot(guard, i)?;
     if was_live {
         Ok(Removed::Live)
     } else {
@@ -581,56 +571,54 @@ pub(crate) fn remove(
 
 /// Sets a live record's expiry; its data is unchanged. Returns whether it was live.
 pub(crate) fn touch(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &mut ShardGuard<'_>,
     hash: u64,
     key: &[u8],
     now: Clock,
     expires_ms: u64,
 ) -> Result<bool, Corrupt> {
-    let Lookup::Found { index: i, rec, expires_ms: old } = find(g, geo, hash, key)? else {
+    let Lookup::Found { index: i, rec, expires_ms: old } = find(guard, hash, key)? else {
         return Ok(false);
     };
     if !now.live(old) {
         return Ok(false);
     }
-    lower_min_expires(g, expires_ms);
-    rec.set_expires(g, geo, expires_ms);
-    index::set_expires(g, geo, i, expires_ms);
-    let stamp = next_stamp(g);
-    index::set_stamp(g, geo, i, stamp);
+    lower_min_expires(guard, expires_ms);
+    rec.set_expires(guard, expires_ms);
+    index::set_expires(guard, i, expires_ms);
+    let stamp = next_stamp(guard);
+    index::set_stamp(guard, i, stamp);
     Ok(true)
 }
 
-/// Calls `f` with every live record of the shard.
+/// Calls `each` with every live record of the shard.
 pub(crate) fn for_each_live(
-    g: &ShardGuard<'_>,
-    geo: &Geometry,
+    guard: &ShardGuard<'_>,
     now: u64,
-    mut f: impl FnMut(&ShardGuard<'_>, Rec),
+    mut each: impl FnMut(&ShardGuard<'_>, Rec),
 ) -> Result<(), Corrupt> {
-    for i in 0..index::active(g, geo) {
-        let slot = index::read(g, geo, i);
+    for i in 0..index::active(guard) {
+        let slot = index::read(guard, i);
         if slot.block != 0 && slot.expires_ms > now {
-            f(g, rec_at(g, geo, slot.block)?);
+            each(guard, rec_at(guard, slot.block)?);
         }
     }
     Ok(())
 }
 
 /// Number of live records: an index scan, no record is read.
-pub(crate) fn count_live(g: &ShardGuard<'_>, geo: &Geometry, now: u64) -> usize {
-    (0..index::active(g, geo))
-        .map(|i| index::read(g, geo, i))
+pub(crate) fn count_live(guard: &ShardGuard<'_>, now: u64) -> usize {
+    (0..index::active(guard))
+        .map(|i| index::read(guard, i))
         .filter(|s| s.block != 0 && s.expires_ms > now)
         .count()
 }
 
 /// Removes every record.
-pub(crate) fn clear(g: &mut ShardGuard<'_>, geo: &Geometry) {
-    index::clear(g, geo);
-    alloc::reset(g, geo);
-    g.set_u32(S_LIVE, 0);
-    g.set_u32(S_CURSOR, 0);
-    g.set_u64(S_MIN_EXPIRES, u64::MAX);
+pub(crate) fn clear(guard: &mut ShardGuard<'_>) {
+    index::clear(guard);
+    alloc::reset(guard);
+    guard.set_u32(S_LIVE, 0);
+    guard.set_u32(S_CURSOR, 0);
+    guard.set_u64(S_MIN_EXPIRES, u64::MAX);
 }

@@ -32,9 +32,10 @@ pub(crate) fn at(geo: &Geometry, off: usize) -> usize {
 /// area, or to the spare block, whose lengths fit its class; `None` if anything is out of
 /// place (corruption, or a concurrent write seen by an optimistic reader).
 #[inline]
-pub(crate) fn view(g: &impl ShardView, geo: &Geometry, block: u32) -> Option<Rec> {
+pub(crate) fn view(view: &impl ShardView, block: u32) -> Option<Rec> {
+    let geo = view.geo();
     let off = block_offset(block)?;
-    let bump = usize::try_from(g.u64_at(S_BUMP)).ok()?.min(geo.data_bytes);
+    let bump = usize::try_from(view.u64_at(S_BUMP)).ok()?.min(geo.data_bytes);
     let end = if off.checked_add(RECORD_HEADER)? <= bump {
         bump
     } else if Some(off) == geo.spare() {
@@ -43,13 +44,13 @@ pub(crate) fn view(g: &impl ShardView, geo: &Geometry, block: u32) -> Option<Rec
         return None;
     };
     let base = at(geo, off);
-    let class = g.u8_at(base + B_CLASS) as usize;
+    let class = view.u8_at(base + B_CLASS) as usize;
     let size = *geo.class_sizes.get(class)? as usize; // FILLER is never a record
-    if g.u8_at(base + B_STATE) != BLOCK_USED || off + size > end {
+    if view.u8_at(base + B_STATE) != BLOCK_USED || off + size > end {
         return None;
     }
-    let key_len = g.u32_at(base + R_KEY_LEN) as usize;
-    let value_len = g.u32_at(base + R_VALUE_LEN) as usize;
+    let key_len = view.u32_at(base + R_KEY_LEN) as usize;
+    let value_len = view.u32_at(base + R_VALUE_LEN) as usize;
     if key_len == 0 || key_len > MAX_KEY_LEN || value_len > geo.max_value_len {
         return None;
     }
@@ -57,58 +58,67 @@ pub(crate) fn view(g: &impl ShardView, geo: &Geometry, block: u32) -> Option<Rec
 }
 
 impl Rec {
-    pub fn key<'g>(&self, g: &'g ShardGuard<'_>, geo: &Geometry) -> &'g [u8] {
-        g.bytes(at(geo, self.off) + RECORD_HEADER, self.key_len)
+    pub fn key<'g>(&self, guard: &'g ShardGuard<'_>) -> &'g [u8] {
+        let geo = guard.geo();
+        guard.bytes(at(geo, self.off) + RECORD_HEADER, self.key_len)
     }
-    pub fn value<'g>(&self, g: &'g ShardGuard<'_>, geo: &Geometry) -> &'g [u8] {
-        g.bytes(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len)
+    pub fn value<'g>(&self, guard: &'g ShardGuard<'_>) -> &'g [u8] {
+        let geo = guard.geo();
+        guard.bytes(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len)
     }
     /// Starts loading the value's cache lines, so that they arrive together instead of one
     /// miss after another as the copy reaches them.
     #[inline]
-    pub fn prefetch_value(&self, g: &impl ShardView, geo: &Geometry) {
-        g.prefetch(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len);
+    pub fn prefetch_value(&self, view: &impl ShardView) {
+        let geo = view.geo();
+        view.prefetch(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len);
     }
     /// Appends the value to `out`; returns the record's CRC if the copy computed it (see
     /// `ShardView::append_to`), given `head`, the [`checksum_head`] of this record.
     pub fn append_value(
         &self,
-        g: &impl ShardView,
-        geo: &Geometry,
+        view: &impl ShardView,
         out: &mut Vec<u8>,
         head: impl FnOnce() -> u32,
     ) -> Option<u32> {
-        g.append_to(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len, out, head)
+        let geo = view.geo();
+        view.append_to(at(geo, self.off) + RECORD_HEADER + self.key_len, self.value_len, out, head)
     }
-    pub fn hash(&self, g: &impl ShardView, geo: &Geometry) -> u64 {
-        g.u64_at(at(geo, self.off) + R_HASH)
+    pub fn hash(&self, view: &impl ShardView) -> u64 {
+        let geo = view.geo();
+        view.u64_at(at(geo, self.off) + R_HASH)
     }
-    pub fn crc(&self, g: &impl ShardView, geo: &Geometry) -> u32 {
-        g.u32_at(at(geo, self.off) + R_CRC)
+    pub fn crc(&self, view: &impl ShardView) -> u32 {
+        let geo = view.geo();
+        view.u32_at(at(geo, self.off) + R_CRC)
     }
-    pub fn seq(&self, g: &impl ShardView, geo: &Geometry) -> u64 {
-        g.u64_at(at(geo, self.off) + R_SEQ)
+    pub fn seq(&self, view: &impl ShardView) -> u64 {
+        let geo = view.geo();
+        view.u64_at(at(geo, self.off) + R_SEQ)
     }
-    pub fn expires(&self, g: &impl ShardView, geo: &Geometry) -> u64 {
-        g.u64_at(at(geo, self.off) + R_EXPIRES)
+    pub fn expires(&self, view: &impl ShardView) -> u64 {
+        let geo = view.geo();
+        view.u64_at(at(geo, self.off) + R_EXPIRES)
     }
     /// Rewrites the expiry in place with one 8-byte store, which a kill cannot tear.
-    pub fn set_expires(&self, g: &mut ShardGuard<'_>, geo: &Geometry, expires_ms: u64) {
-        g.publish_u64(at(geo, self.off) + R_EXPIRES, expires_ms);
+    pub fn set_expires(&self, guard: &mut ShardGuard<'_>, expires_ms: u64) {
+        let geo = guard.geo();
+        guard.publish_u64(at(geo, self.off) + R_EXPIRES, expires_ms);
     }
     pub fn size(&self, geo: &Geometry) -> usize {
         geo.class_sizes[self.class] as usize
     }
     /// Whether this record's key is `key` with hash `hash`.
     #[inline]
-    pub fn is(&self, g: &impl ShardView, geo: &Geometry, hash: u64, key: &[u8]) -> bool {
+    pub fn is(&self, view: &impl ShardView, hash: u64, key: &[u8]) -> bool {
+        let geo = view.geo();
         self.key_len == key.len()
-            && self.hash(g, geo) == hash
-            && g.bytes_eq(at(geo, self.off) + RECORD_HEADER, key)
+            && self.hash(view) == hash
+            && view.bytes_eq(at(geo, self.off) + RECORD_HEADER, key)
     }
     /// Whether the stored CRC matches the stored bytes.
-    pub fn crc_ok(&self, g: &ShardGuard<'_>, geo: &Geometry) -> bool {
-        checksum(self.hash(g, geo), self.key(g, geo), self.value(g, geo)) == self.crc(g, geo)
+    pub fn crc_ok(&self, guard: &ShardGuard<'_>) -> bool {
+        checksum(self.hash(guard), self.key(guard), self.value(guard)) == self.crc(guard)
     }
 }
 
@@ -142,35 +152,31 @@ pub(crate) struct NewRecord<'a> {
 
 /// Writes `rec` into the block at `off` (allocated, not referenced by the index yet) and
 /// marks it used. Nothing refers to the block until the caller publishes it.
-pub(crate) fn write(
-    g: &mut ShardGuard<'_>,
-    geo: &Geometry,
-    off: usize,
-    rec: &NewRecord<'_>,
-    seq: u64,
-) {
+pub(crate) fn write(guard: &mut ShardGuard<'_>, off: usize, rec: &NewRecord<'_>, seq: u64) {
+    let geo = guard.geo();
     let base = at(geo, off);
-    debug_assert!(record_len(rec.key.len(), rec.value.len()) <= block_size(g, geo, off));
-    g.set_u8(base + B_STATE, BLOCK_USED);
-    g.set_u32(base + B_LINK, 0);
-    g.set_u64(base + R_HASH, rec.hash);
-    g.set_u64(base + R_EXPIRES, rec.expires_ms);
-    g.set_u64(base + R_SEQ, seq);
-    g.set_u32(base + R_KEY_LEN, rec.key.len() as u32);
-    g.set_u32(base + R_VALUE_LEN, rec.value.len() as u32);
-    g.set_u32(base + R_CRC, rec.crc);
+    debug_assert!(record_len(rec.key.len(), rec.value.len()) <= block_size(guard, off));
+    guard.set_u8(base + B_STATE, BLOCK_USED);
+    guard.set_u32(base + B_LINK, 0);
+    guard.set_u64(base + R_HASH, rec.hash);
+    guard.set_u64(base + R_EXPIRES, rec.expires_ms);
+    guard.set_u64(base + R_SEQ, seq);
+    guard.set_u32(base + R_KEY_LEN, rec.key.len() as u32);
+    guard.set_u32(base + R_VALUE_LEN, rec.value.len() as u32);
+    guard.set_u32(base + R_CRC, rec.crc);
     let key_at = base + RECORD_HEADER;
-    g.bytes_mut(key_at, rec.key.len()).copy_from_slice(rec.key);
+    guard.bytes_mut(key_at, rec.key.len()).copy_from_slice(rec.key);
     let value_at = key_at + rec.key.len();
     let half = rec.value.len() / 2;
-    g.bytes_mut(value_at, half).copy_from_slice(&rec.value[..half]);
+    guard.bytes_mut(value_at, half).copy_from_slice(&rec.value[..half]);
     fault::hit(FaultPoint::MidCopy);
-    g.bytes_mut(value_at + half, rec.value.len() - half).copy_from_slice(&rec.value[half..]);
+    guard.bytes_mut(value_at + half, rec.value.len() - half).copy_from_slice(&rec.value[half..]);
 }
 
 /// Size of the block at `off`, from its class byte (the block was validated by the caller).
-pub(crate) fn block_size(g: &ShardGuard<'_>, geo: &Geometry, off: usize) -> usize {
-    geo.block_size(g.u8_at(at(geo, off) + B_CLASS)).expect("a validated block")
+pub(crate) fn block_size(guard: &ShardGuard<'_>, off: usize) -> usize {
+    let geo = guard.geo();
+    geo.block_size(guard.u8_at(at(geo, off) + B_CLASS)).expect("a validated block")
 }
 
 #[cfg(test)]

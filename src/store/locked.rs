@@ -99,16 +99,16 @@ impl Shared {
     #[inline(never)]
     pub(super) fn repair(
         &self,
-        g: &mut ShardGuard<'_>,
+        guard: &mut ShardGuard<'_>,
         shard: usize,
         cause: &'static str,
     ) -> Box<Repaired> {
-        g.set_u32(S_DIRTY, 1);
-        let rebuilt = audit::rebuild(g, &self.geo, shard);
-        g.set_u32(S_DIRTY, 0);
-        self.mirror(g);
-        self.count(g, STAT_RECOVERIES, 1);
-        self.count(g, STAT_CORRUPT_DROPPED, rebuilt.dropped as u64);
+        guard.set_u32(S_DIRTY, 1);
+        let rebuilt = audit::rebuild(guard, shard);
+        guard.set_u32(S_DIRTY, 0);
+        self.mirror(guard);
+        self.count(guard, STAT_RECOVERIES, 1);
+        self.count(guard, STAT_CORRUPT_DROPPED, rebuilt.dropped as u64);
         Box::new(Repaired { cause, kept: rebuilt.kept, dropped: rebuilt.dropped })
     }
 
@@ -131,7 +131,7 @@ impl Shared {
     pub(super) fn with_shard_mut<R>(
         &self,
         shard: usize,
-        op: impl FnMut(&mut ShardGuard<'_>, &Geometry) -> Result<R, Corrupt>,
+        op: impl FnMut(&mut ShardGuard<'_>) -> Result<R, Corrupt>,
     ) -> Result<R> {
         self.run_locked(shard, true, op)
     }
@@ -142,7 +142,7 @@ impl Shared {
     pub(super) fn with_shard<R>(
         &self,
         shard: usize,
-        op: impl FnMut(&mut ShardGuard<'_>, &Geometry) -> Result<R, Corrupt>,
+        op: impl FnMut(&mut ShardGuard<'_>) -> Result<R, Corrupt>,
     ) -> Result<R> {
         self.run_locked(shard, false, op)
     }
@@ -151,12 +151,12 @@ impl Shared {
         &self,
         shard: usize,
         mirror: bool,
-        mut op: impl FnMut(&mut ShardGuard<'_>, &Geometry) -> Result<R, Corrupt>,
+        mut op: impl FnMut(&mut ShardGuard<'_>) -> Result<R, Corrupt>,
     ) -> Result<R> {
         let (mut g, mut repaired) = self.lock(shard)?;
-        let result = op(&mut g, &self.geo).or_else(|Corrupt(what)| {
+        let result = op(&mut g).or_else(|Corrupt(what)| {
             repaired = Some(self.repair(&mut g, shard, what));
-            op(&mut g, &self.geo).map_err(|Corrupt(what)| {
+            op(&mut g).map_err(|Corrupt(what)| {
                 repaired = Some(self.repair(&mut g, shard, what));
                 StoreError::Corrupted { shard, what }
             })

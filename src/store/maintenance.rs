@@ -44,11 +44,11 @@ impl ClusterStore {
             let now = now_ms();
             // Summed across a retry: a shrink that finds damage after the expiry pass makes
             // the shard repaired and the pass run again, finding nothing more.
-            shared.with_shard_mut(shard, |g, geo| {
-                let removed = shard::expire_all(g, geo, now)?;
+            shared.with_shard_mut(shard, |g| {
+                let removed = shard::expire_all(g, now)?;
                 shared.count(g, STAT_EXPIRATIONS, removed);
                 total += removed;
-                shard::shrink_index(g, geo).map(drop)
+                shard::shrink_index(g).map(drop)
             })?;
         }
         Ok(total)
@@ -74,7 +74,7 @@ impl ClusterStore {
             let mut found = Vec::new();
             match shared.lock(shard) {
                 Ok((g, repaired)) => {
-                    report.records += audit::check(&g, &shared.geo, shard, &mut found);
+                    report.records += audit::check(&g, shard, &mut found);
                     drop(g);
                     shared.report(shard, repaired);
                 }
@@ -107,8 +107,8 @@ impl ClusterStore {
                 let now = now_ms();
                 // The expiry pass, then the shrink; damage found by either is repaired here,
                 // and the records the pass freed before it are counted all the same.
-                let (scanned, done) = match shard::expire_scan(&mut g, &shared.geo, now, budget) {
-                    Ok(scanned) => (scanned, shard::shrink_index(&mut g, &shared.geo).map(drop)),
+                let (scanned, done) = match shard::expire_scan(&mut g, now, budget) {
+                    Ok(scanned) => (scanned, shard::shrink_index(&mut g).map(drop)),
                     Err(corrupt) => (shard::Scanned::default(), Err(corrupt)),
                 };
                 shared.count(&g, STAT_EXPIRATIONS, scanned.removed);
@@ -162,8 +162,8 @@ impl ClusterStore {
             uncarved_bytes: 0,
         };
         for shard in 0..geo.shard_count {
-            let (uncarved, per_class) = self.shared.with_shard(shard, |g, geo| {
-                let walk = crate::shard::alloc::walk(g, geo);
+            let (uncarved, per_class) = self.shared.with_shard(shard, |g| {
+                let walk = crate::shard::alloc::walk(g);
                 let mut per_class = vec![(0u64, 0u64); geo.class_sizes.len()];
                 let mut fillers = 0;
                 for b in &walk.blocks {

@@ -91,8 +91,8 @@ pub struct ClusterStore {
 }
 
 impl std::fmt::Debug for ClusterStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterStore")
+    fn fmt(&self, each: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        each.debug_struct("ClusterStore")
             .field("name", &self.shared.settings.name)
             .field("shards", &self.shared.geo.shard_count)
             .field("bytes", &self.shared.geo.total_size)
@@ -194,9 +194,9 @@ impl ClusterStore {
             Some(hit) => hit,
             None => {
                 stat(STAT_LOCKED_READS).fetch_add(1, Relaxed);
-                shared.with_shard(shard, |g, geo| {
+                shared.with_shard(shard, |g| {
                     out.clear();
-                    shard::get(g, geo, hash, key, now, out)
+                    shard::get(g, hash, key, now, out)
                 })?
             }
         };
@@ -236,7 +236,7 @@ impl ClusterStore {
                 continue;
             };
             out.clear();
-            let peeked = shard::peek(&r, &shared.geo, hash, key, now, out);
+            let peeked = shard::peek(&r, hash, key, now, out);
             if !r.validate() {
                 continue;
             }
@@ -274,9 +274,9 @@ impl ClusterStore {
         let policy = self.shared.settings.eviction;
         let shared = &self.shared;
         let mut evicted = 0;
-        let written = shared.with_shard_mut(shard, |g, geo| {
+        let written = shared.with_shard_mut(shard, |g| {
             let mut freed = Freed::default();
-            let written = shard::put(g, geo, &new, expect, policy, now, &mut freed)?;
+            let written = shard::put(g, &new, expect, policy, now, &mut freed)?;
             shared.count_freed(g, freed);
             shared.count(g, STAT_SETS, u64::from(written == Written::Done));
             evicted += freed.evicted;
@@ -296,9 +296,9 @@ impl ClusterStore {
         let shard = self.shard(hash);
         let now = Clock::new();
         let shared = &self.shared;
-        shared.with_shard_mut(shard, |g, geo| {
+        shared.with_shard_mut(shard, |g| {
             let mut freed = Freed::default();
-            let removed = shard::remove(g, geo, hash, key, expect, now, &mut freed)?;
+            let removed = shard::remove(g, hash, key, expect, now, &mut freed)?;
             shared.count_freed(g, freed);
             shared.count(g, STAT_DESTROYS, u64::from(removed == Removed::Live));
             Ok(removed)
@@ -392,9 +392,8 @@ impl ClusterStore {
     /// Whether a live record has `key`: a probe only (no copy, no recency stamp, no hit or
     /// miss counted).
     fn is_live(&self, key: &[u8], hash: u64, now: Clock) -> Result<bool> {
-        self.shared.with_shard(self.shard(hash), |g, geo| {
-            Ok(shard::find(g, geo, hash, key)?.live(now).is_some())
-        })
+        self.shared
+            .with_shard(self.shard(hash), |g| Ok(shard::find(g, hash, key)?.live(now).is_some()))
     }
 
     /// Stores the session encoded as MessagePack only if no live session has this id; see
@@ -419,8 +418,7 @@ impl ClusterStore {
         let (now, Some(expires)) = self.deadline(expiry) else {
             return Ok(self.remove(key, hash, Expect::Any)? == Removed::Live);
         };
-        self.shared
-            .with_shard(self.shard(hash), |g, geo| shard::touch(g, geo, hash, key, now, expires))
+        self.shared.with_shard(self.shard(hash), |g| shard::touch(g, hash, key, now, expires))
     }
 
     /// Atomic read-modify-write of one session's bytes. `f` gets the current value (`None`
@@ -432,9 +430,9 @@ impl ClusterStore {
         &self,
         sid: &str,
         expiry: Expiry,
-        mut f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+        mut each: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
     ) -> Result<Option<Vec<u8>>> {
-        self.update_with(sid, expiry, |old| Ok(f(old)))
+        self.update_with(sid, expiry, |old| Ok(each(old)))
     }
 
     /// The compare-and-swap loop behind `update` and `update_raw`; an error from `f` ends it
@@ -443,7 +441,7 @@ impl ClusterStore {
         &self,
         sid: &str,
         expiry: Expiry,
-        mut f: impl FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>>,
+        mut each: impl FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>>,
     ) -> Result<Option<Vec<u8>>> {
         let key = key_bytes(sid)?;
         let hash = self.hash(key);
@@ -451,7 +449,7 @@ impl ClusterStore {
         for _ in 0..UPDATE_ATTEMPTS {
             let seq = self.read(key, hash, &mut current)?;
             let expect = seq.map_or(Expect::Absent, Expect::Seq);
-            let next = f(seq.map(|_| current.as_slice()))?;
+            let next = each(seq.map(|_| current.as_slice()))?;
             let (now, expires) = self.deadline(expiry);
             match (next, expires) {
                 (Some(value), Some(expires)) => {
@@ -489,12 +487,12 @@ impl ClusterStore {
         &self,
         sid: &str,
         expiry: Expiry,
-        mut f: impl FnMut(Option<T>) -> Option<T>,
+        mut each: impl FnMut(Option<T>) -> Option<T>,
     ) -> Result<Option<T>> {
         let mut result = None;
         self.update_with(sid, expiry, |old| {
             let old = old.map(|bytes| decode::<T>(sid, bytes)).transpose()?;
-            result = f(old);
+            result = each(old);
             result.as_ref().map(encode).transpose()
         })?;
         Ok(result)
@@ -507,11 +505,11 @@ impl ClusterStore {
         let mut batch = Vec::new();
         for shard in 0..self.shared.geo.shard_count {
             let now = now_ms();
-            self.shared.with_shard(shard, |g, geo| {
+            self.shared.with_shard(shard, |g| {
                 batch.clear();
-                shard::for_each_live(g, geo, now, |g, rec| {
-                    let copy = (rec.key(g, geo).to_vec(), rec.value(g, geo).to_vec());
-                    batch.push((copy, rec.hash(g, geo), rec.crc(g, geo)));
+                shard::for_each_live(g, now, |g, rec| {
+                    let copy = (rec.key(g).to_vec(), rec.value(g).to_vec());
+                    batch.push((copy, rec.hash(g), rec.crc(g)));
                 })
             })?;
             let mut damaged = false;
@@ -543,7 +541,7 @@ impl ClusterStore {
         let mut total = 0;
         for shard in 0..self.shared.geo.shard_count {
             let now = now_ms();
-            total += self.shared.with_shard(shard, |g, geo| Ok(shard::count_live(g, geo, now)))?;
+            total += self.shared.with_shard(shard, |g| Ok(shard::count_live(g, now)))?;
         }
         Ok(total)
     }
@@ -551,8 +549,8 @@ impl ClusterStore {
     /// Removes every session.
     pub fn clear(&self) -> Result<()> {
         for shard in 0..self.shared.geo.shard_count {
-            self.shared.with_shard_mut(shard, |g, geo| {
-                shard::clear(g, geo);
+            self.shared.with_shard_mut(shard, |g| {
+                shard::clear(g);
                 Ok(())
             })?;
         }
