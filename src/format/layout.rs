@@ -2,96 +2,16 @@
 //!
 //! The format is an ABI shared by every process attached to a segment, possibly built from
 //! different binaries, so every field is a fixed-width little-endian-on-this-host integer at
-//! a constant offset, and every layout parameter is stored in the segment header. SAFETY.md
-//! carries the same tables.
+//! a constant offset, and every layout parameter is stored in the segment header.
 //!
-//! ```text
-//! Segment:
-//!   [0, HEADER_SIZE)                       segment header (table below)
-//!   [HEADER_SIZE + i * shard_stride, ...)  shard i, for i in 0..shard_count
-//!
-//! Segment header:
-//!   0    magic           [u8; 8]   b"CSSTORE\0"
-//!   8    version         u32       FORMAT_VERSION
-//!   12   header_size     u32       HEADER_SIZE
-//!   16   total_size      u64       bytes mapped, header included
-//!   24   shard_count     u32       power of two
-//!   28   shard_bits      u32       log2(shard_count)
-//!   32   shard_stride    u64       bytes per shard, a multiple of 128
-//!   40   slots           u32       index slots per shard, a power of two
-//!   44   class_count     u32       size classes in use (<= MAX_CLASSES)
-//!   48   data_bytes      u64       data area bytes per shard, a multiple of BLOCK_ALIGN
-//!   56   max_key_len     u32       MAX_KEY_LEN
-//!   60   max_value_len   u32       largest value accepted
-//!   64   default_ttl_ms  u64
-//!   72   lock_timeout_ms u64
-//!   80   eviction        u32       0 = LRU, 1 = refuse
-//!   84   owner_pid       u32       pid of the master that called setup()
-//!   88   generation      u64       random, distinguishes two setups of one name
-//!   96   hash_key        [u64; 2]  SipHash key, random per segment
-//!   112  created_ms      u64       unix milliseconds at setup
-//!   120  name_len        u32
-//!   124  reserved        u32
-//!   128  name            [u8; 64]  namespace, UTF-8, name_len bytes used
-//!   192  class_sizes     [u32; 64] block size of each class, ascending
-//!   448  header_crc      u32       CRC-32 of bytes [0, 448)
-//!   452  zero padding to HEADER_SIZE
-//!
-//! Shard (offsets from the shard's start):
-//!   0    mutex area      64 B      pthread_mutex_t (robust, process-shared)
-//!   64   version         u64       seqlock word: odd while a lock holder may be writing
-//!   72   reserved        56 B
-//!   128  stats           128 B     AtomicU64 counters, read without the lock (STAT_*)
-//!   256  state           256 B     guarded by the mutex (STATE_* below)
-//!   512  index           slots * 16 B
-//!   512 + slots * 16     stamps, slots * 4 B: AtomicU32 recency stamp of each index slot
-//!   512 + slots * 20     data area, data_bytes: blocks carved from its start (alloc)
-//!   512 + slots * 20 + data_bytes
-//!                        under Eviction::Refuse only, the spare block, the size of the
-//!                        largest class: lent to a rewrite that finds no free block, for the
-//!                        length of that write (alloc)
-//!
-//! Shard state (offsets from the shard's start; the lock guard's range begins at STATE):
-//!   256  bump            u64       bytes of the data area carved into blocks so far
-//!   264  live            u32       index slots in use
-//!   268  dirty           u32       1 while a repair is owed (holder died or repair failed)
-//!   272  next_seq        u64       last sequence number given to a record written
-//!   280  clock           u32       write counter, the recency stamp source
-//!   284  cursor          u32       index position where expiry cleanup resumes
-//!   288  used_bytes      u64       bytes of blocks holding records
-//!   296  min_expires     u64       no record expires before this (a lower bound; 0 = unknown: fresh)
-//!   304  merge_start     u32       block ref of a merge of free blocks in progress, 0 = none
-//!   308  merge_len       u32       its length in BLOCK_ALIGN units
-//!   312  grown           u32       the index's active slots: MIN_ACTIVE_SLOTS doubled this many
-//!                                  times, at most `slots` (0 in a fresh shard: 16 slots)
-//!   316  reserved        [u8; 4]
-//!   320  free_heads      [u32; 48] head block ref of each class's free list, 0 = empty
-//!   512  (end of state)
-//!
-//! Index slot (16 bytes):
-//!   0    block           u32       block ref (offset / BLOCK_ALIGN + 1), 0 = empty
-//!   4    tag             u32       low 32 bits of the key hash (its home slot)
-//!   8    expires_ms      u64       copy of the record's expiry, for scans
-//!
-//! Block (offsets from the block's start in the data area; BLOCK_ALIGN-aligned):
-//!   0    state           u8        BLOCK_USED or BLOCK_FREE (the spare: 0 until first lent)
-//!   1    class           u8        size class, fixes the block's length; FILLER: a free
-//!                                  16-byte block that pads a merge, on no free list
-//!   2    reserved        u16
-//!   4    link            u32       free: next free block ref; used: 0
-//!   8    hash            u64       SipHash of the key          (covered by crc)
-//!   16   expires_ms      u64       unix ms                     (not covered: touch rewrites it)
-//!   24   seq             u64       write sequence in the shard (not covered)
-//!   32   key_len         u32                                   (covered)
-//!   36   value_len       u32                                   (covered)
-//!   40   crc             u32       CRC-32 of hash, key_len, value_len, key, value
-//!   44   reserved        u32
-//!   48   key bytes, then value bytes
-//! ```
+//! SAFETY.md, section 2, is the one home of the byte tables (segment header, shard, shard
+//! state, index slot, stamp array, block and record); the constants below follow them in
+//! order, each offset named as in those tables (`H_*` header, `SHARD_*` shard, `STAT_*`
+//! stats line, `S_*` guarded state, `SLOT_*` slot, `B_*`/`R_*` block and record).
 
 /// Identifies a segment of this crate.
 pub const MAGIC: [u8; 8] = *b"CSSTORE\0";
-/// Version of the format described above; bumped on any change to it. Version 2 added the
+/// Version of the format (SAFETY.md, section 2); bumped on any change to it. Version 2 added the
 /// seqlock version word and the stamp array (optimistic reads); a version-1 writer would not
 /// bump the version word, so the two must never share a segment. Version 4 added the spare
 /// block past the data area, which a version-3 writer would carve blocks over.
