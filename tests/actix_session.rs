@@ -14,13 +14,8 @@ use actix_session::storage::{LoadError, SessionKey, SessionStore};
 use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::{time::Duration, Cookie, Key};
 use actix_web::{test, web, App};
-use cluster_session_store::{ClusterStore, Config, Expiry, Master};
-
-fn setup(prefix: &str) -> (Master, String) {
-    let name = common::unique_name(prefix);
-    let config = Config::new().name(&name).memory_size(1 << 20).shards(4).max_value_size(4096);
-    (ClusterStore::setup(config).expect("setup"), name)
-}
+use cluster_session_store::{ClusterStore, Expiry};
+use common::setup;
 
 fn state(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

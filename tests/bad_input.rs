@@ -27,25 +27,18 @@ use std::time::{Duration, Instant};
 use cluster_session_store::{
     AttachError, Backing, ClusterStore, Config, Expiry, Master, SetupError, StoreError, MAX_KEY_LEN,
 };
+use common::{config, snapshot, LONG};
 
-const MAX_VALUE: usize = 4096;
-const LONG: Duration = Duration::from_secs(3600);
-
-fn config(name: &str) -> Config {
-    Config::new().name(name).memory_size(1 << 20).shards(4).max_value_size(MAX_VALUE)
-}
+/// The stores' `max_value_size` (`common::config`'s).
+const MAX_VALUE: usize = common::MAX_VALUE_SIZE;
 
 /// A store holding three sessions.
 fn populated(prefix: &str) -> Master {
-    let master = ClusterStore::setup(config(&common::unique_name(prefix))).expect("setup");
+    let (master, _) = common::setup(prefix);
     master.set_raw("a", b"alpha", Expiry::After(LONG)).unwrap();
     master.set("b", &vec![1u32, 2, 3], Expiry::After(LONG)).unwrap();
     master.set_raw("c", &[0xc1; 300], Expiry::After(LONG)).unwrap();
     master
-}
-
-fn snapshot(store: &ClusterStore) -> BTreeMap<String, Vec<u8>> {
-    store.all_raw().unwrap().into_iter().collect()
 }
 
 fn assert_unchanged(store: &ClusterStore, before: &BTreeMap<String, Vec<u8>>, what: &str) {
@@ -91,7 +84,7 @@ struct ShmFile(PathBuf);
 
 impl ShmFile {
     fn of(name: &str) -> Self {
-        ShmFile(PathBuf::from(format!("/dev/shm/cluster-session-store.{name}")))
+        ShmFile(PathBuf::from(common::shm_path(name)))
     }
     fn path(&self) -> &Path {
         &self.0
@@ -146,7 +139,7 @@ fn a_session_id_over_256_bytes_is_refused_by_every_operation() {
     assert_eq!(MAX_KEY_LEN, 256);
     let store = populated("bad-long");
     let before = snapshot(&store);
-    for sid in ["k".repeat(257), "é".repeat(200)] {
+    for sid in [common::too_long_key(), "é".repeat(200)] {
         let (results, called) = every_keyed_operation(&store, &sid);
         for (op, result) in results {
             match result {
@@ -156,7 +149,7 @@ fn a_session_id_over_256_bytes_is_refused_by_every_operation() {
         }
         assert!(!called, "an update closure ran for a {}-byte key", sid.len());
     }
-    let err = store.set_raw(&"k".repeat(257), b"v", Expiry::Default).unwrap_err();
+    let err = store.set_raw(&common::too_long_key(), b"v", Expiry::Default).unwrap_err();
     assert!(matches!(err, StoreError::KeyTooLong { len: 257, max: 256 }), "{err:?}");
     assert!(err.to_string().contains("257") && err.to_string().contains("256"), "{err}");
     assert_unchanged(&store, &before, "long key");

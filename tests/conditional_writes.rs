@@ -10,15 +10,15 @@ use std::time::{Duration, SystemTime};
 
 use common::wait_past;
 
-use cluster_session_store::{ClusterStore, Config, Expiry, Master, StoreError};
+use cluster_session_store::{ClusterStore, Expiry, Master, StoreError};
 
-const LONG: Expiry = Expiry::After(Duration::from_secs(3600));
+const LONG: Expiry = Expiry::After(common::LONG);
 
+/// Values up to 512 bytes (`bad_input_leaves_the_store_unchanged` writes 513), and no sweep
+/// during a test: what frees expired records is what the test calls.
 fn setup(prefix: &str) -> (Master, ClusterStore) {
-    let name = common::unique_name(prefix);
-    let config = Config::new().name(&name).memory_size(1 << 20).shards(4).max_value_size(512);
-    let config = config.sweep_interval(Duration::from_secs(3600));
-    let master = ClusterStore::setup(config).expect("setup");
+    let (master, name) =
+        common::setup_with(prefix, |c| c.max_value_size(512).sweep_interval(common::NO_SWEEP));
     let store = ClusterStore::open(&name).unwrap();
     (master, store)
 }
@@ -82,7 +82,7 @@ fn bad_input_leaves_the_store_unchanged() {
     for result in [store.add_raw("", b"x", LONG), store.replace_raw("", b"x", LONG)] {
         assert!(matches!(result, Err(StoreError::EmptyKey)), "{result:?}");
     }
-    let long = "k".repeat(cluster_session_store::MAX_KEY_LEN + 1);
+    let long = common::too_long_key();
     assert!(matches!(store.add_raw(&long, b"x", LONG), Err(StoreError::KeyTooLong { .. })));
     assert!(matches!(store.add_raw("b", &too_big, LONG), Err(StoreError::ValueTooLarge { .. })));
     assert!(matches!(

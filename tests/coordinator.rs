@@ -8,17 +8,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use cluster_session_store::fault::{self, FaultPoint};
-use cluster_session_store::{ClusterStore, Config, Expiry, Master};
+use cluster_session_store::{ClusterStore, Expiry, Master};
 use common::{serial, spawn, unique_name, Signal1, WAIT};
 
 fn setup(name: &str, sweep: Duration) -> Master {
-    let config = Config::new()
-        .name(name)
-        .memory_size(1 << 20)
-        .shards(4)
-        .max_value_size(4096)
-        .sweep_interval(sweep);
-    ClusterStore::setup(config).unwrap()
+    ClusterStore::setup(common::config(name).sweep_interval(sweep)).unwrap()
 }
 
 /// Waits up to WAIT for `done` to hold, checking every millisecond: the coordinator is a
@@ -84,7 +78,7 @@ fn worker_exited_repairs_the_shard_the_dead_worker_held() {
     let _serial = serial();
     let name = unique_name("exited");
     // A sweep interval of an hour: only worker_exited can do the repair here.
-    let master = setup(&name, Duration::from_secs(3600));
+    let master = setup(&name, common::NO_SWEEP);
     master.set_raw("victim", b"old", Expiry::Default).unwrap();
     let pid = worker_dies_holding_a_lock(&name);
     assert_eq!(master.stats().unwrap().recoveries, 0);

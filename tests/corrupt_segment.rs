@@ -52,18 +52,13 @@ fn a_long_stray_write() {
 /// computed during the optimistic copy, on CPUs with VPCLMULQDQ) take both paths.
 #[test]
 fn a_flipped_value_byte_is_a_miss_and_a_repair_of_that_record_alone() {
-    use cluster_session_store::{Backing, ClusterStore, Config, Expiry};
+    use cluster_session_store::{Backing, ClusterStore, Expiry};
     use std::io::{Seek, SeekFrom, Write};
 
     let _serial = common::serial();
     for len in [100usize, 1024, 3000] {
         let name = format!("flip-{}-{len}", std::process::id());
-        let config = Config::new()
-            .name(&name)
-            .memory_size(1 << 20)
-            .shards(2)
-            .max_value_size(4096)
-            .backing(Backing::Named);
+        let config = common::config(&name).shards(2).backing(Backing::Named);
         let master = ClusterStore::setup(config).expect("setup");
         let store = master.store();
         let value_of = |i: u8| -> Vec<u8> {
@@ -78,7 +73,7 @@ fn a_flipped_value_byte_is_a_miss_and_a_repair_of_that_record_alone() {
         for i in 1..=20 {
             store.set_raw(&format!("other-{i}"), &value_of(i), Expiry::Default).unwrap();
         }
-        let path = format!("/dev/shm/cluster-session-store.{name}");
+        let path = common::shm_path(&name);
         let image = std::fs::read(&path).unwrap();
         let at = image.windows(8).position(|w| w == b"!VICTIM!").expect("the victim's value");
         let flip = at + len / 2;
@@ -108,21 +103,16 @@ const SHARD_0: u64 = 4096;
 /// A named one-shard store with no sweep (it could repair a stray write before the test
 /// looks), and its name.
 fn one_named_shard(prefix: &str) -> (cluster_session_store::Master, String) {
-    use cluster_session_store::{Backing, ClusterStore, Config};
-    let name = common::unique_name(prefix);
-    let config = Config::new()
-        .name(&name)
-        .memory_size(1 << 20)
-        .shards(1)
-        .backing(Backing::Named)
-        .sweep_interval(std::time::Duration::from_secs(3600));
-    (ClusterStore::setup(config).expect("setup"), name)
+    use cluster_session_store::Backing;
+    common::setup_with(prefix, |c| {
+        c.shards(1).backing(Backing::Named).sweep_interval(common::NO_SWEEP)
+    })
 }
 
 /// A stray write of `value` over the `u32` at `offset` in shard 0's state of segment `name`.
 fn stray_state_write(name: &str, offset: u64, value: u32) {
     use std::io::{Seek, SeekFrom, Write};
-    let path = format!("/dev/shm/cluster-session-store.{name}");
+    let path = common::shm_path(name);
     let mut file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
     file.seek(SeekFrom::Start(SHARD_0 + offset)).unwrap();
     file.write_all(&value.to_le_bytes()).unwrap();

@@ -16,25 +16,20 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use cluster_session_store::{ClusterStore, Config, Eviction, Expiry, Master, StoreError};
-use common::wait_past;
-
-const LONG: Duration = Duration::from_secs(3600);
+use cluster_session_store::{ClusterStore, Eviction, Expiry, Master, StoreError};
+use common::{snapshot, wait_past, LONG};
 
 /// 256 KiB, one shard, values up to 1 KiB: room for a couple of hundred 1 KiB sessions.
 fn tiny(prefix: &str, policy: Eviction) -> Master {
-    let name = common::unique_name(prefix);
-    ClusterStore::setup(
-        Config::new()
-            .name(&name)
-            .memory_size(256 << 10)
+    let (master, _) = common::setup_with(prefix, |c| {
+        c.memory_size(256 << 10)
             .shards(1)
             .max_value_size(1024)
             .eviction(policy)
             // No sweep during a test: it would shrink a sparse index on its own.
-            .sweep_interval(Duration::from_secs(3600)),
-    )
-    .expect("setup")
+            .sweep_interval(common::NO_SWEEP)
+    });
+    master
 }
 
 /// Fixed-width keys, so every record of one value size falls in the same size class.
@@ -45,10 +40,6 @@ fn key(prefix: &str, i: usize) -> String {
 /// A value of `len` bytes that tells which session it belongs to.
 fn value(i: usize, len: usize) -> Vec<u8> {
     (0..len).map(|j| (i.wrapping_mul(31).wrapping_add(j) % 251) as u8).collect()
-}
-
-fn snapshot(store: &ClusterStore) -> BTreeMap<String, Vec<u8>> {
-    store.all_raw().unwrap().into_iter().collect()
 }
 
 /// Writes `prefix-000000`, `prefix-000001`, ... with `len`-byte values until the store
@@ -383,17 +374,14 @@ fn refuse_store_frees_expired_records_before_refusing() {
 
 /// A `Refuse` store of 1 MiB and one shard, its index sized by `typical` (none: the default).
 fn sized(prefix: &str, typical: Option<usize>) -> Master {
-    let config = Config::new()
-        .name(&common::unique_name(prefix))
-        .memory_size(1 << 20)
-        .shards(1)
-        .max_value_size(1024)
-        .eviction(Eviction::Refuse);
-    ClusterStore::setup(match typical {
-        Some(bytes) => config.typical_value_size(bytes),
-        None => config,
-    })
-    .expect("setup")
+    let (master, _) = common::setup_with(prefix, |c| {
+        let config = c.shards(1).max_value_size(1024).eviction(Eviction::Refuse);
+        match typical {
+            Some(bytes) => config.typical_value_size(bytes),
+            None => config,
+        }
+    });
+    master
 }
 
 /// `typical_value_size` trades index slots for data area: 1 KiB sessions fill more of the

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use cluster_session_store::{Backing, ClusterStore, Config, Expiry};
+use cluster_session_store::{Backing, ClusterStore, Expiry};
 use common::{serial, unique_name, Child, WAIT};
 
 const ATTACH_ENV: &str = "CLUSTER_SESSION_STORE_EXEC_WORKER";
@@ -29,10 +29,7 @@ fn exec_worker() {
 fn a_worker_started_by_exec_attaches_by_name() {
     let _serial = serial();
     let name = unique_name("exec");
-    let master = ClusterStore::setup(
-        Config::new().name(&name).memory_size(1 << 20).shards(4).backing(Backing::Named),
-    )
-    .unwrap();
+    let master = ClusterStore::setup(common::config(&name).backing(Backing::Named)).unwrap();
     master.set_raw("from-master", b"hello worker", Expiry::Default).unwrap();
     // Reaped below through its pid (`Child::adopt(..).wait`), which has a timeout;
     // `std::process::Child::wait` has none.
@@ -64,10 +61,7 @@ fn contents_without_locks_and_counters(path: &str) -> Vec<u8> {
 fn a_get_that_misses_writes_nothing_into_the_segment() {
     let _serial = serial();
     let name = unique_name("miss");
-    let master = ClusterStore::setup(
-        Config::new().name(&name).memory_size(1 << 20).shards(4).backing(Backing::Named),
-    )
-    .unwrap();
+    let master = ClusterStore::setup(common::config(&name).backing(Backing::Named)).unwrap();
     for i in 0..50 {
         master.set_raw(&format!("s{i}"), b"session", Expiry::Default).unwrap();
     }
@@ -80,7 +74,7 @@ fn a_get_that_misses_writes_nothing_into_the_segment() {
         std::hint::spin_loop();
     }
     assert_eq!(master.stats().unwrap().records, 51, "the expired record is still stored");
-    let path = format!("/dev/shm/cluster-session-store.{name}");
+    let path = common::shm_path(&name);
     let before = contents_without_locks_and_counters(&path);
     let stats_before = master.stats().unwrap();
     for i in 0..200 {

@@ -13,21 +13,8 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cluster_session_store::{ClusterStore, Config, Eviction, Expiry, Master, StoreError};
-use common::wait_past;
-
-/// A lifetime no test outlives.
-const LONG: Duration = Duration::from_secs(3600);
-
-fn setup(prefix: &str) -> Master {
-    setup_with(prefix, |c| c)
-}
-
-fn setup_with(prefix: &str, tweak: impl FnOnce(Config) -> Config) -> Master {
-    let name = common::unique_name(prefix);
-    let config = Config::new().name(&name).memory_size(1 << 20).shards(4).max_value_size(4096);
-    ClusterStore::setup(tweak(config)).expect("setup")
-}
+use cluster_session_store::{ClusterStore, Eviction, Expiry, StoreError};
+use common::{wait_past, LONG};
 
 /// Whether the clock has not yet reached `instant` (read after the check it guards).
 fn before(instant: SystemTime) -> bool {
@@ -43,7 +30,7 @@ fn sorted_keys(store: &ClusterStore) -> Vec<String> {
 #[test]
 fn an_expired_session_is_absent_to_every_read() {
     let _serial = common::serial();
-    let store = setup("exp-absent");
+    let (store, _) = common::setup("exp-absent");
     let deadline = SystemTime::now() + Duration::from_millis(100);
     store.set("short", &"soon gone", Expiry::At(deadline)).unwrap();
     store.set("long", &"stays", Expiry::After(LONG)).unwrap();
@@ -71,7 +58,7 @@ fn an_expired_session_is_absent_to_every_read() {
 #[test]
 fn expiry_after_a_duration_counts_from_the_write() {
     let _serial = common::serial();
-    let store = setup("exp-after");
+    let (store, _) = common::setup("exp-after");
     let ttl = Duration::from_millis(60);
     let before_set = SystemTime::now();
     store.set_raw("sid", b"v", Expiry::After(ttl)).unwrap();
@@ -91,7 +78,7 @@ fn expiry_after_a_duration_counts_from_the_write() {
 #[test]
 fn set_with_an_expiry_already_past_removes_the_session() {
     let _serial = common::serial();
-    let store = setup("exp-past-set");
+    let (store, _) = common::setup("exp-past-set");
     let past = SystemTime::now() - Duration::from_secs(1);
 
     // A new session written already expired is never visible.
@@ -124,7 +111,7 @@ fn set_with_an_expiry_already_past_removes_the_session() {
 #[test]
 fn touch_extends_a_live_session_past_its_original_expiry() {
     let _serial = common::serial();
-    let store = setup("exp-touch");
+    let (store, _) = common::setup("exp-touch");
     let original = SystemTime::now() + Duration::from_millis(80);
     store.set("sid", &vec![1u8, 2, 3], Expiry::At(original)).unwrap();
     let touched = store.touch("sid", Expiry::After(LONG)).unwrap();
@@ -150,7 +137,7 @@ fn touch_extends_a_live_session_past_its_original_expiry() {
 #[test]
 fn touch_of_an_expired_session_returns_false_and_does_not_revive_it() {
     let _serial = common::serial();
-    let store = setup("exp-touch-dead");
+    let (store, _) = common::setup("exp-touch-dead");
     let deadline = SystemTime::now() + Duration::from_millis(30);
     store.set_raw("sid", b"old", Expiry::At(deadline)).unwrap();
     wait_past(deadline);
@@ -168,7 +155,7 @@ fn touch_of_an_expired_session_returns_false_and_does_not_revive_it() {
 #[test]
 fn destroy_of_an_expired_session_returns_false() {
     let _serial = common::serial();
-    let store = setup("exp-destroy");
+    let (store, _) = common::setup("exp-destroy");
     let deadline = SystemTime::now() + Duration::from_millis(30);
     store.set_raw("dead", b"x", Expiry::At(deadline)).unwrap();
     store.set_raw("live", b"y", Expiry::After(LONG)).unwrap();
@@ -184,7 +171,7 @@ fn destroy_of_an_expired_session_returns_false() {
 fn expiry_default_lasts_the_configured_default_ttl() {
     let _serial = common::serial();
     let ttl = Duration::from_millis(200);
-    let store = setup_with("exp-default", |c| c.default_ttl(ttl));
+    let (store, _) = common::setup_with("exp-default", |c| c.default_ttl(ttl));
     let before_set = SystemTime::now();
     store.set("sid", &"value", Expiry::Default).unwrap();
     let after_set = SystemTime::now();
@@ -222,7 +209,7 @@ fn expired_records_give_their_memory_back_to_new_sessions() {
     let _serial = common::serial();
     // Refuse rather than evict: a write into a full store succeeds only if expired records
     // were freed. Small values make the index the limit, so the store is densely filled.
-    let store = setup_with("exp-reclaim", |c| {
+    let (store, _) = common::setup_with("exp-reclaim", |c| {
         c.memory_size(256 << 10).shards(1).max_value_size(1024).eviction(Eviction::Refuse)
     });
     let value = [0x5a; 40];
@@ -272,7 +259,7 @@ fn expired_records_give_their_memory_back_to_new_sessions() {
 #[test]
 fn a_session_written_by_a_forked_child_expires_for_the_parent() {
     let _serial = common::serial();
-    let master = setup("exp-fork");
+    let (master, _) = common::setup("exp-fork");
     let name = master.name().to_owned();
     let deadline = SystemTime::now() + Duration::from_millis(300);
     let mut child = common::spawn(move || {

@@ -6,15 +6,11 @@ mod common;
 use std::path::Path;
 
 use cluster_session_store::{Backing, ClusterStore, Config, Expiry};
-use common::{serial, spawn, unique_name, Child, Signal1, WAIT};
+use common::{serial, shm_path, spawn, unique_name, Child, Signal1, WAIT};
 use nix::sys::signal::{kill, Signal};
 
 fn named(name: &str) -> Config {
-    Config::new().name(name).memory_size(1 << 20).shards(4).backing(Backing::Named)
-}
-
-fn shm_path(name: &str) -> String {
-    format!("/dev/shm/cluster-session-store.{name}")
+    common::config(name).backing(Backing::Named)
 }
 
 fn master_dies_of(signal: Signal) {
@@ -88,8 +84,7 @@ fn workers_keep_serving_after_the_master_dies() {
     let (worker_ready, master_gone) = (Signal1::new(), Signal1::new());
     let (pid_read, pid_write) = nix::unistd::pipe().unwrap();
     let mut master = spawn(|| {
-        let master =
-            ClusterStore::setup(Config::new().name(&name).memory_size(1 << 20).shards(4)).unwrap();
+        let master = ClusterStore::setup(common::config(&name)).unwrap();
         master.set_raw("before", b"set by the master", Expiry::Default).unwrap();
         let worker = spawn(|| {
             let store = ClusterStore::open(&name).unwrap();

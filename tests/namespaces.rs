@@ -6,15 +6,8 @@
 //! answers `NotSetUp` (handles opened before stay usable) and the name can be set up again.
 mod common;
 
-use std::time::Duration;
-
-use cluster_session_store::{AttachError, ClusterStore, Config, Expiry, Master, SetupError};
-
-const LONG: Duration = Duration::from_secs(3600);
-
-fn config(name: &str) -> Config {
-    Config::new().name(name).memory_size(1 << 20).shards(4).max_value_size(4096)
-}
+use cluster_session_store::{AttachError, ClusterStore, Expiry, Master, SetupError};
+use common::{config, LONG};
 
 fn setup(name: &str) -> Master {
     ClusterStore::setup(config(name)).expect("setup")

@@ -17,19 +17,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cluster_session_store::fault::{self, FaultPoint};
-use cluster_session_store::{ClusterStore, Config, Expiry, Master};
+use cluster_session_store::{ClusterStore, Expiry, Master};
 use common::{serial, spawn, unique_name, Signal1, WAIT};
 
 const KEYS: u64 = 8;
 
 /// One shard: every reader and writer shares one seqlock.
 fn one_shard(name: &str) -> Master {
-    let config = Config::new()
-        .name(name)
-        .memory_size(512 << 10)
-        .shards(1)
-        .max_value_size(4096)
-        .lock_timeout(Duration::from_secs(20));
+    let config =
+        common::config(name).memory_size(512 << 10).shards(1).lock_timeout(Duration::from_secs(20));
     ClusterStore::setup(config).unwrap()
 }
 

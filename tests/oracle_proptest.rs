@@ -25,7 +25,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRng, TestRunner};
 
 const MAX_VALUE: usize = 512;
-const LONG: Expiry = Expiry::After(Duration::from_secs(3600));
+const LONG: Expiry = Expiry::After(common::LONG);
 
 fn past() -> Expiry {
     Expiry::At(UNIX_EPOCH + Duration::from_secs(1))
@@ -92,9 +92,9 @@ fn runner(cases: u32) -> TestRunner {
     TestRunner::new_with_rng(config, rng)
 }
 
+/// A fresh store with values up to `MAX_VALUE`, its size and shards set by `config`.
 fn fresh(prefix: &str, config: impl FnOnce(Config) -> Config) -> Master {
-    let name = common::unique_name(prefix);
-    ClusterStore::setup(config(Config::new().name(&name).max_value_size(MAX_VALUE))).expect("setup")
+    common::setup_with(prefix, |c| config(c.max_value_size(MAX_VALUE))).0
 }
 
 /// What an `update_raw` closure saw, and what the call returned.

@@ -13,14 +13,11 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 
-use cluster_session_store::{AttachError, Backing, ClusterStore, Config, Expiry, SetupError};
+use cluster_session_store::{AttachError, Backing, ClusterStore, Expiry, SetupError};
+use common::{config, shm_path};
 use nix::unistd::{Gid, Uid};
 
 const NOBODY: u32 = 65534;
-
-fn config(name: &str) -> Config {
-    Config::new().name(name).memory_size(1 << 20).shards(2).max_value_size(1024)
-}
 
 /// In a forked child: drops to `nobody` for good, or exits with 90 (setup failure).
 fn become_nobody() {
@@ -46,7 +43,7 @@ fn a_named_segment_is_mode_0600_and_owned_by_the_masters_user() {
     let _serial = common::serial();
     let name = common::unique_name("perm-mode");
     let master = ClusterStore::setup(config(&name).backing(Backing::Named)).expect("setup");
-    let path = format!("/dev/shm/cluster-session-store.{name}");
+    let path = shm_path(&name);
     let meta = std::fs::metadata(&path).expect("the named segment exists");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{path}");
     assert_eq!(meta.uid(), Uid::effective().as_raw());
@@ -122,10 +119,6 @@ fn another_user_cannot_open_the_masters_memfd_mapping_through_proc() {
     assert!(master.check_integrity().is_ok());
 }
 
-fn segment_path(name: &str) -> String {
-    format!("/dev/shm/cluster-session-store.{name}")
-}
-
 fn set_mode(path: &str, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
@@ -141,7 +134,7 @@ fn a_segment_planted_by_another_user_is_refused_by_attach_and_setup() {
     }
     for mode in [0o666, 0o600] {
         let name = common::unique_name("perm-planted");
-        let path = segment_path(&name);
+        let path = shm_path(&name);
         let (planted, go) = (common::Signal1::new(), common::Signal1::new());
         let mut attacker = common::spawn(|| {
             become_nobody();
@@ -199,7 +192,7 @@ fn setup_over_another_users_segment_names_its_owner() {
     let name = common::unique_name("perm-held");
     // Root's segment, made by hand: a master set up in this process would be in the registry
     // the child inherits, and the child's setup() would stop there.
-    let path = segment_path(&name);
+    let path = shm_path(&name);
     std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
     let mut child =
         common::spawn(|| {
@@ -226,7 +219,7 @@ fn setup_over_another_users_segment_names_its_owner() {
 fn a_segment_open_to_group_or_others_is_refused() {
     let _serial = common::serial();
     let name = common::unique_name("perm-open");
-    let path = segment_path(&name);
+    let path = shm_path(&name);
     let master = ClusterStore::setup(config(&name).backing(Backing::Named)).expect("setup");
     let me = Uid::effective().as_raw();
     for mode in [0o640, 0o604, 0o660, 0o606] {

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use cluster_session_store::{ClusterStore, Config, Expiry, Master};
+use cluster_session_store::{ClusterStore, Expiry, Master};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -23,11 +23,8 @@ use tower_sessions::{ExpiredDeletion, Session, SessionManagerLayer, SessionStore
 
 /// Every test takes the serial lock: one of them forks (see `common::serial`).
 fn setup(prefix: &str) -> (Master, String) {
-    let name = common::unique_name(prefix);
-    let config = Config::new().name(&name).memory_size(1 << 20).shards(4).max_value_size(4096);
     // No sweep during a test: what frees expired records is what the test calls.
-    let config = config.sweep_interval(std::time::Duration::from_secs(3600));
-    (ClusterStore::setup(config).expect("setup"), name)
+    common::setup_with(prefix, |c| c.sweep_interval(common::NO_SWEEP))
 }
 
 /// `/visit` counts visits in the session; `/logout` deletes it.

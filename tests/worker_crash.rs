@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cluster_session_store::fault::{self, FaultPoint};
-use cluster_session_store::{ClusterStore, Config, Expiry, Master, StoreError};
+use cluster_session_store::{ClusterStore, Expiry, Master, StoreError};
 use common::{serial, spawn, unique_name, Signal1, WAIT};
 use nix::sys::signal::{kill, Signal};
 
@@ -22,13 +22,11 @@ use nix::sys::signal::{kill, Signal};
 /// kept out of the way (an hour apart): it would shrink a sparse index on its own, and take
 /// the lock a test means its workers to take.
 fn one_shard(name: &str) -> Master {
-    let config = Config::new()
-        .name(name)
+    let config = common::config(name)
         .memory_size(256 << 10)
         .shards(1)
-        .max_value_size(4096)
         .lock_timeout(Duration::from_secs(20))
-        .sweep_interval(Duration::from_secs(3600));
+        .sweep_interval(common::NO_SWEEP);
     ClusterStore::setup(config).unwrap()
 }
 
@@ -124,14 +122,13 @@ fn killed_rewriting_a_session_of_a_full_shard_through_the_spare_block() {
     let _serial = serial();
     let name = unique_name("crash-spare");
     let master = ClusterStore::setup(
-        Config::new()
-            .name(&name)
+        common::config(&name)
             .memory_size(256 << 10)
             .shards(1)
             .max_value_size(1024)
             .eviction(cluster_session_store::Eviction::Refuse)
             .lock_timeout(Duration::from_secs(20))
-            .sweep_interval(Duration::from_secs(3600)),
+            .sweep_interval(common::NO_SWEEP),
     )
     .unwrap();
     master.set_raw("sentinel", b"sentinel", Expiry::Default).unwrap();
@@ -384,11 +381,9 @@ fn killed_mid_merge_of_small_blocks_into_a_large_one() {
 fn a_live_holder_that_never_lets_go_gives_a_timeout_not_a_hang() {
     let _serial = serial();
     let name = unique_name("stuck");
-    let config = Config::new()
-        .name(&name)
+    let config = common::config(&name)
         .memory_size(256 << 10)
         .shards(1)
-        .max_value_size(4096)
         .lock_timeout(Duration::from_millis(200));
     let master = ClusterStore::setup(config).unwrap();
     master.set_raw("k", b"v", Expiry::Default).unwrap();
@@ -435,10 +430,10 @@ mod campaign {
     use std::sync::atomic::Ordering;
 
     use super::common::{
-        sealed, sealed_counter, serial, spawn, unique_name, unsealed_ok, Child, Rng, WAIT,
+        config, sealed, sealed_counter, serial, spawn, unique_name, unsealed_ok, Child, Rng, WAIT,
     };
     use cluster_session_store::fault::{self, FaultPoint};
-    use cluster_session_store::{ClusterStore, Config, Expiry};
+    use cluster_session_store::{ClusterStore, Expiry};
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
@@ -653,11 +648,9 @@ mod campaign {
         let kills: usize =
             std::env::var("CRASH_KILLS").map_or(200, |v| v.parse().unwrap()).min(10_000);
         let name = unique_name("campaign");
-        let config = Config::new()
-            .name(&name)
+        let config = config(&name)
             .memory_size(8 << 20)
             .shards(8)
-            .max_value_size(4096)
             .lock_timeout(Duration::from_secs(10))
             .sweep_interval(Duration::from_millis(20));
         let master = ClusterStore::setup(config).unwrap();

@@ -1,13 +1,17 @@
-//! Helpers for tests that fork real worker processes: fork a closure, wait with a timeout
-//! (pidfd + poll, no sleeping), signal the parent through a pipe, and a guard that SIGKILLs
-//! and reaps any child a failing test leaves behind.
+//! What the test files share. The store fixtures: a small `Config` each test adjusts, a store
+//! set up under a fresh name, a snapshot of a store's contents, a session id one byte too
+//! long, and a named segment's path in /dev/shm. For tests that fork real worker processes:
+//! fork a closure, wait with a timeout (pidfd + poll, no sleeping), signal the parent through
+//! a pipe, and a guard that SIGKILLs and reaps any child a failing test leaves behind.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use cluster_session_store::{ClusterStore, Config, Master, MAX_KEY_LEN};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -15,6 +19,49 @@ use nix::unistd::{fork, pipe, ForkResult, Pid};
 
 /// Upper bound for any wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A lifetime no test outlives.
+pub const LONG: Duration = Duration::from_secs(3600);
+
+/// A sweep interval no test outlives: the master's coordinator never sweeps during the test
+/// (each test that sets it says why it must not).
+pub const NO_SWEEP: Duration = Duration::from_secs(3600);
+
+/// The largest value [`config`] accepts.
+pub const MAX_VALUE_SIZE: usize = 4096;
+
+/// The small store most tests use, named `name`: 1 MiB in four shards, values up to
+/// [`MAX_VALUE_SIZE`], the other settings the defaults. A test adjusts it with its own
+/// builder calls (`.shards(1)`, `.eviction(..)`, `.backing(..)`, `.sweep_interval(..)`).
+pub fn config(name: &str) -> Config {
+    Config::new().name(name).memory_size(1 << 20).shards(4).max_value_size(MAX_VALUE_SIZE)
+}
+
+/// Sets up [`config`] under a fresh name made from `prefix`; returns the master and the name.
+pub fn setup(prefix: &str) -> (Master, String) {
+    setup_with(prefix, |config| config)
+}
+
+/// [`setup`] with [`config`] adjusted by `tweak`.
+pub fn setup_with(prefix: &str, tweak: impl FnOnce(Config) -> Config) -> (Master, String) {
+    let name = unique_name(prefix);
+    (ClusterStore::setup(tweak(config(&name))).expect("setup"), name)
+}
+
+/// Every session of `store` (expired ones excluded), by id.
+pub fn snapshot(store: &ClusterStore) -> BTreeMap<String, Vec<u8>> {
+    store.all_raw().unwrap().into_iter().collect()
+}
+
+/// A session id one byte over `MAX_KEY_LEN`: every operation refuses it with `KeyTooLong`.
+pub fn too_long_key() -> String {
+    "k".repeat(MAX_KEY_LEN + 1)
+}
+
+/// Where the named segment (`Backing::Named`) of store `name` lives.
+pub fn shm_path(name: &str) -> String {
+    format!("/dev/shm/cluster-session-store.{name}")
+}
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
