@@ -3,7 +3,8 @@
 //! `POST /echo`), answers and master as `hello_cluster` (`cluster/mod.rs`).
 //!
 //! The cookie signing key must be the same in every worker, so the master makes it before
-//! forking. Each worker then starts its own single-threaded actix system and serves until
+//! forking: from `SESSION_KEY` (128 hex characters, 64 bytes) if set, so that cookies stay
+//! valid across restarts (with `STORE_NAME`, the sessions do too), else a new random one. Each worker then starts its own single-threaded actix system and serves until
 //! SIGTERM or SIGINT: it then stops accepting, answers the requests it has begun (actix's
 //! graceful stop; the master's grace period bounds it) and exits.
 //!
@@ -11,7 +12,7 @@
 //! every other server error: the details stay in the log.
 //!
 //! ```sh
-//! cargo run --release --features actix-session --example hello_actix
+//! cargo run --release --example hello_actix
 //! curl -c jar -b jar http://127.0.0.1:8080/hello   # a few times
 //! ```
 
@@ -33,14 +34,31 @@ use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let key = Key::generate();
+    let key = match std::env::var("SESSION_KEY") {
+        Ok(hex) => signing_key(&hex).map_err(|e| format!("SESSION_KEY: {e}"))?,
+        Err(_) => Key::generate(),
+    };
     cluster::run(&|id, listener| worker(id, listener, key.clone()))
+}
+
+/// The cookie signing key written as hex: 64 bytes or more.
+fn signing_key(hex: &str) -> Result<Key, Box<dyn Error>> {
+    let digit = |c: u8| (c as char).to_digit(16).ok_or("not a hex digit");
+    let bytes = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| match pair {
+            [high, low] => Ok((digit(*high)? * 16 + digit(*low)?) as u8),
+            _ => Err("an odd number of hex digits"),
+        })
+        .collect::<Result<Vec<u8>, _>>()?;
+    Ok(Key::try_from(bytes.as_slice())?)
 }
 
 /// A worker, after the fork: attach to the store, start an actix system, serve until SIGTERM
 /// or SIGINT.
 fn worker(id: usize, listener: TcpListener, key: Key) -> Result<(), Box<dyn Error>> {
-    let store = Logged { id, store: ClusterStore::new()? };
+    let store = Logged { id, store: cluster::store()? };
     actix_web::rt::System::new().block_on(async move {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;

@@ -36,7 +36,6 @@ use axum::middleware::map_response;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cluster_session_store::ClusterStore;
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 use tower_sessions::session::{Id, Record};
@@ -52,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn worker(id: usize, listener: TcpListener) -> Result<(), Box<dyn std::error::Error>> {
     match std::env::var("STORE").as_deref() {
         Ok("memory") => serve(id, listener, MemoryStore::default()),
-        _ => serve(id, listener, ClusterStore::new()?),
+        _ => serve(id, listener, cluster::store()?),
     }
 }
 

@@ -91,7 +91,7 @@ fn worker(id: usize, listener: TcpListener) -> Result<(), Box<dyn Error>> {
     // Read from a signalfd. They are blocked from the fork on, and every thread started
     // here inherits the mask, so none takes their default action.
     let signal_fd = SignalFd::with_flags(&cluster::stop_signals(), SfdFlags::SFD_CLOEXEC)?;
-    let store = ClusterStore::new()?;
+    let store = cluster::store()?;
     listener.set_nonblocking(true)?;
     // Closing the write end tells every connection thread that the worker is stopping.
     let (stopping, stop) = nix::unistd::pipe()?;

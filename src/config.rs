@@ -59,6 +59,7 @@ pub struct Config {
     pub(crate) sweep_interval: Duration,
     pub(crate) sweep_budget: usize,
     pub(crate) reclaim_stale: bool,
+    pub(crate) keep_segment: bool,
 }
 
 /// The namespace used by [`ClusterStore::new`](crate::ClusterStore::new).
@@ -79,6 +80,7 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(1),
             sweep_budget: 256,
             reclaim_stale: false,
+            keep_segment: false,
         }
     }
 }
@@ -196,11 +198,40 @@ impl Config {
         self
     }
 
+    /// Keeps the named segment, with every session in it, when the master exits (its
+    /// `Master` dropped, or SIGTERM or SIGINT), and lets `setup()` **adopt** a segment of this
+    /// name that a master no longer running left behind, whether it stopped or crashed: a
+    /// restart or a deploy then logs nobody out. Needs [`Backing::Named`]. Default: off.
+    ///
+    /// Adoption takes only a segment that is this user's alone (as `attach` does), of this
+    /// build's format version, with an intact header, made for this name and with the
+    /// geometry this configuration gives (`memory_size`, `shards`, `max_value_size`,
+    /// `typical_value_size` and `eviction`); anything else is
+    /// [`SetupError::CannotAdopt`](crate::SetupError::CannotAdopt), saying why, unless
+    /// [`reclaim_stale`](Self::reclaim_stale) allows replacing it with an empty one. It
+    /// repairs every shard (a process may have died holding a lock, mid-write), then writes
+    /// this master's pid, a new generation and this configuration's `default_ttl` and
+    /// `lock_timeout` into the header; the sessions keep their expiry.
+    ///
+    /// A segment kept this way stays in `/dev/shm` until a master adopts it or someone
+    /// removes it (`rm /dev/shm/cluster-session-store.<name>`).
+    pub fn keep_segment(mut self, keep: bool) -> Self {
+        self.keep_segment = keep;
+        self
+    }
+
     /// Checks every field and derives the segment's geometry.
     pub(crate) fn validate(&self) -> Result<Geometry, SetupError> {
         let invalid = |field, value: String, allowed: String| {
             Err(SetupError::InvalidConfig { field, value, allowed })
         };
+        if self.keep_segment && self.backing != Backing::Named {
+            return invalid(
+                "keep_segment",
+                "true".into(),
+                "only with Backing::Named (a memfd ends with the last process that maps it)".into(),
+            );
+        }
         if !valid_name(&self.name) {
             return invalid(
                 "name",

@@ -62,6 +62,17 @@ pub enum SetupError {
         /// Pid of the master that created it, if its header could be read.
         owner_pid: Option<u32>,
     },
+    /// `Config::keep_segment`: the named segment left by an earlier master cannot be adopted
+    /// (another format version, a damaged header, another geometry, or a shard that stayed
+    /// locked). It is left as it was.
+    CannotAdopt {
+        /// The segment's name.
+        name: String,
+        /// Where the operating system shows it.
+        path: String,
+        /// What stands in the way.
+        reason: String,
+    },
     /// The operating system refused to create or map the segment.
     Os {
         /// What was being done.
@@ -113,6 +124,13 @@ impl fmt::Display for SetupError {
                 }
                 write!(f, ": remove it (rm {path}) or set Config::reclaim_stale(true)")
             }
+            SetupError::CannotAdopt { name, path, reason } => write!(
+                f,
+                "cannot adopt the segment {name:?} ({path}) that an earlier master left: \
+                 {reason}; start with the configuration it was made with to keep its \
+                 sessions, or remove it (rm {path}; its sessions are lost) or set \
+                 Config::reclaim_stale(true) to start with an empty one"
+            ),
             SetupError::Os { action, source } => write!(f, "could not {action}: {source}"),
         }
     }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use crate::clock::now_ms;
 use crate::config::{Backing, Config};
 use crate::error::SetupError;
-use crate::format::header::{self, Settings};
-use crate::format::layout::SHARD_MUTEX;
+use crate::format::header::{self, HeaderError, Settings};
+use crate::format::layout::{Geometry, FORMAT_VERSION, SHARD_MUTEX};
 use crate::lock::{fork_gate, init_shard_mutex};
 use crate::segment::{
     effective_uid, signals, CreateError, FreshSegment, OpenError, Owner, Segment,
@@ -28,7 +28,8 @@ use crate::store::{registry, ClusterStore, Shared};
 /// The master's handle to a store it set up. Dereferences to [`ClusterStore`].
 ///
 /// Dropping it in the process that called `setup()` removes the store from this process's
-/// registry and unlinks a named segment; handles already open stay valid. Dropped in a
+/// registry and unlinks a named segment (unless [`Config::keep_segment`]); handles already
+/// open stay valid. Dropped in a
 /// forked child (which inherits a copy), it does nothing to the segment.
 pub struct Master {
     store: ClusterStore,
@@ -36,6 +37,8 @@ pub struct Master {
     coordinator: Option<Coordinator>,
     /// Entry in the signal-time removal table, for a named segment.
     on_signal: Option<usize>,
+    /// `Config::keep_segment`: the named segment outlives this master.
+    keep_segment: bool,
 }
 
 /// The coordinator thread and the means to stop it.
@@ -144,12 +147,22 @@ impl Drop for Master {
         registry().retain(|(n, _)| *n != name);
         let removed_by_signal =
             self.on_signal.take().is_some_and(|entry| !signals::unregister(entry));
-        if self.store.shared.settings.backing == Backing::Named && !removed_by_signal {
+        let named = self.store.shared.settings.backing == Backing::Named;
+        if named && !self.keep_segment && !removed_by_signal {
             if let Err(e) = Segment::unlink_named(&name) {
                 tracing::warn!(name, error = %e, "could not unlink the named segment");
             }
         }
     }
+}
+
+/// What `setup()` starts from.
+enum Start {
+    /// A segment it just created, private to it until set up.
+    Fresh(FreshSegment),
+    /// A named segment an earlier master left (`Config::keep_segment`), with its geometry and
+    /// the settings its header holds.
+    Adopt(Segment, Geometry, Settings),
 }
 
 /// A named segment found in the way of `setup()` that it neither uses nor removes.
@@ -158,62 +171,158 @@ enum InTheWay {
     Stale { owner_pid: Option<u32> },
     /// It is not this user's alone (`segment::Owner::trusted`).
     Untrusted(Owner),
+    /// `Config::keep_segment`, and it cannot be adopted, for the reason given.
+    CannotAdopt(String),
 }
 
 impl InTheWay {
     fn into_error(self, name: &str) -> SetupError {
         let path = Segment::named_path(name);
+        let name = name.to_owned();
         match self {
-            InTheWay::Stale { owner_pid } => {
-                SetupError::StaleSegment { name: name.to_owned(), path, owner_pid }
-            }
+            InTheWay::Stale { owner_pid } => SetupError::StaleSegment { name, path, owner_pid },
             InTheWay::Untrusted(owner) => SetupError::UntrustedSegment {
-                name: name.to_owned(),
+                name,
                 path,
                 owner_uid: owner.uid,
                 mode: owner.mode,
                 user_uid: effective_uid(),
             },
+            InTheWay::CannotAdopt(reason) => SetupError::CannotAdopt { name, path, reason },
         }
     }
 }
 
-/// Creates the named segment. If one exists: one that is not this user's alone is
-/// `Untrusted`, whatever it holds; a live master's is `Exists`; one whose master is gone (its
-/// pid no longer runs, or its header was never completed) is removed and created afresh when
-/// the config allows it, else reported as `Stale`. A pid reused by an unrelated process makes
-/// a stale segment look live: the error names the path either way.
-fn create_named_reclaiming(
-    config: &Config,
-    len: usize,
-) -> Result<Result<FreshSegment, InTheWay>, CreateError> {
-    match FreshSegment::create_named(&config.name, len) {
-        Err(CreateError::Exists) => {}
-        other => return other.map(Ok),
+/// Why a segment whose header decoded as `found` cannot be adopted under a configuration
+/// that gives `geo` for `name`; `None` if it can.
+fn adoption_refused(found: &(Geometry, Settings), geo: &Geometry, name: &str) -> Option<String> {
+    let (old, settings) = found;
+    if settings.name != name {
+        return Some(format!("its header names it {:?}", settings.name));
     }
-    let owner_pid = match Segment::open_named(&config.name) {
-        Ok(existing) => match header::decode(&existing.read_header(), existing.len()) {
-            Ok((_, settings)) => Some(settings.owner_pid),
-            Err(_) => None,
-        },
+    if old == geo {
+        return None;
+    }
+    let mut differs = Vec::new();
+    if old.total_size != geo.total_size {
+        differs.push(format!(
+            "{} bytes where this configuration gives {}",
+            old.total_size, geo.total_size
+        ));
+    }
+    if old.shard_count != geo.shard_count {
+        differs.push(format!("{} shards, not {}", old.shard_count, geo.shard_count));
+    }
+    if old.max_value_len != geo.max_value_len {
+        differs
+            .push(format!("values up to {} bytes, not {}", old.max_value_len, geo.max_value_len));
+    }
+    if old.spare != geo.spare {
+        differs.push("another eviction policy (Refuse keeps a spare block per shard)".into());
+    }
+    if differs.is_empty() {
+        differs.push("another index size (typical_value_size)".into());
+    }
+    Some(format!("it was made with another geometry: {}", differs.join(", ")))
+}
+
+/// Creates the named segment. If one exists: one that is not this user's alone is
+/// `Untrusted`, whatever it holds; a live master's is `Exists`. One whose master is gone (its
+/// pid no longer runs, or its header was never completed) is adopted under
+/// `Config::keep_segment` if it can be (else `CannotAdopt`, saying why); otherwise, or if it
+/// cannot be adopted, it is removed and created afresh when the config allows it, else
+/// reported as `Stale`. A pid reused by an unrelated process makes a stale segment look live:
+/// the error names the path either way.
+fn create_or_adopt(
+    config: &Config,
+    geo: &Geometry,
+) -> Result<Result<Start, InTheWay>, CreateError> {
+    match FreshSegment::create_named(&config.name, geo.total_size) {
+        Err(CreateError::Exists) => {}
+        other => return other.map(|fresh| Ok(Start::Fresh(fresh))),
+    }
+    let (existing, decoded) = match Segment::open_named(&config.name) {
+        Ok(existing) => {
+            let decoded = header::decode(&existing.read_header(), existing.len());
+            (Some(existing), Some(decoded))
+        }
         Err(OpenError::Untrusted(owner) | OpenError::PermissionDenied(owner)) => {
             return Ok(Err(InTheWay::Untrusted(owner)))
         }
-        Err(_) => None,
+        Err(_) => (None, None),
     };
+    let owner_pid = match &decoded {
+        Some(Ok((_, settings))) => Some(settings.owner_pid),
+        _ => None,
+    };
+    // This process's own pid is a master of it no longer: a running one is in the registry,
+    // which `setup()` looked in first (a kept segment outlives its `Master`).
     let alive = owner_pid.is_some_and(|pid| {
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
-        !matches!(nix::sys::signal::kill(pid, None), Err(nix::errno::Errno::ESRCH))
+        pid != std::process::id()
+            && !matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None),
+                Err(nix::errno::Errno::ESRCH)
+            )
     });
     if alive {
         return Err(CreateError::Exists);
     }
+    // A header never completed holds no session: nothing to adopt, and nothing lost below.
+    let refused = match decoded {
+        Some(Ok(found)) if config.keep_segment => match adoption_refused(&found, geo, &config.name)
+        {
+            None => {
+                let (old_geo, settings) = found;
+                let segment = existing.expect("decoded from it");
+                return Ok(Ok(Start::Adopt(segment, old_geo, settings)));
+            }
+            refused => refused,
+        },
+        Some(Err(HeaderError::Version(found))) if config.keep_segment => Some(format!(
+            "it has format version {found}, and this build reads version {FORMAT_VERSION} only"
+        )),
+        Some(Err(HeaderError::Checksum)) if config.keep_segment => {
+            Some("its header fails its checksum (damaged)".into())
+        }
+        Some(Err(HeaderError::Field(field))) if config.keep_segment => {
+            Some(format!("its header field {field} is not valid"))
+        }
+        _ => None,
+    };
     if !config.reclaim_stale {
-        return Ok(Err(InTheWay::Stale { owner_pid }));
+        return Ok(Err(match refused {
+            Some(reason) => InTheWay::CannotAdopt(reason),
+            None => InTheWay::Stale { owner_pid },
+        }));
     }
-    tracing::warn!(name = %config.name, ?owner_pid, "removing a stale named segment");
+    tracing::warn!(
+        name = %config.name,
+        ?owner_pid,
+        cannot_adopt = refused.as_deref().unwrap_or(""),
+        "removing a stale named segment"
+    );
     let _ = Segment::unlink_named(&config.name);
-    FreshSegment::create_named(&config.name, len).map(Ok)
+    FreshSegment::create_named(&config.name, geo.total_size).map(|fresh| Ok(Start::Fresh(fresh)))
+}
+
+/// Takes over a segment an earlier master left: every shard repaired (a process of the
+/// earlier master may have died holding its lock, mid-write), then the header rewritten with
+/// this master's `settings` (its pid, a new generation, this configuration's expiry and lock
+/// timeout; the hash key and geometry the records were made with). A shard that stays locked
+/// by a live process leaves the header untouched.
+fn adopt(segment: Segment, geo: Geometry, settings: Settings) -> Result<ClusterStore, SetupError> {
+    let store = ClusterStore { shared: Arc::new(Shared { segment, geo, settings }) };
+    let shared = &store.shared;
+    let kept = store.repair_all("adopted from an earlier master").map_err(|e| {
+        SetupError::CannotAdopt {
+            name: shared.settings.name.clone(),
+            path: Segment::named_path(&shared.settings.name),
+            reason: e.to_string(),
+        }
+    })?;
+    shared.segment.rewrite_header(&header::encode(&shared.geo, &shared.settings));
+    tracing::info!(name = %shared.settings.name, sessions = kept, "adopted the segment an earlier master left");
+    Ok(store)
 }
 
 fn random_u64s<const N: usize>() -> Result<[u64; N], SetupError> {
@@ -239,7 +348,9 @@ impl ClusterStore {
     /// [`SetupError::SetUpByMaster`] if called in a worker its master forked after setting it
     /// up; [`SetupError::SegmentExists`] if a named segment of that name exists and its master
     /// runs, [`SetupError::StaleSegment`] if its master is gone, and
-    /// [`SetupError::UntrustedSegment`] if it is another user's or open to group or others.
+    /// [`SetupError::UntrustedSegment`] if it is another user's or open to group or others;
+    /// under [`Config::keep_segment`], a segment left by a master no longer running is adopted
+    /// with its sessions, or refused with [`SetupError::CannotAdopt`] saying why.
     ///
     /// # Examples
     /// ```
@@ -260,9 +371,10 @@ impl ClusterStore {
                 SetupError::SetUpByMaster { namespace, master_pid }
             });
         }
-        let mut fresh = match config.backing {
-            Backing::Memfd => FreshSegment::create_memfd(&config.name, geo.total_size).map(Ok),
-            Backing::Named => create_named_reclaiming(&config, geo.total_size),
+        let start = match config.backing {
+            Backing::Memfd => FreshSegment::create_memfd(&config.name, geo.total_size)
+                .map(|fresh| Ok(Start::Fresh(fresh))),
+            Backing::Named => create_or_adopt(&config, &geo),
         }
         .map_err(|e| match e {
             CreateError::Exists => SetupError::SegmentExists {
@@ -271,11 +383,12 @@ impl ClusterStore {
             },
             CreateError::Os(action, source) => SetupError::Os { action, source },
         })
-        .and_then(|fresh| fresh.map_err(|in_the_way| in_the_way.into_error(&config.name)))?;
+        .and_then(|start| start.map_err(|in_the_way| in_the_way.into_error(&config.name)))?;
         let pid = std::process::id();
+        let adopting = matches!(start, Start::Adopt(..));
         let started = (|| {
             let [generation, k0, k1] = random_u64s::<3>()?;
-            let settings = Settings {
+            let mut settings = Settings {
                 name: config.name.clone(),
                 default_ttl_ms: u64::try_from(config.default_ttl.as_millis()).unwrap_or(u64::MAX),
                 lock_timeout_ms: u64::try_from(config.lock_timeout.as_millis()).unwrap_or(u64::MAX),
@@ -286,14 +399,26 @@ impl ClusterStore {
                 hash_key: [k0, k1],
                 created_ms: now_ms(),
             };
-            for shard in 0..geo.shard_count {
-                init_shard_mutex(&mut fresh, geo.shard_offset(shard) + SHARD_MUTEX).map_err(
-                    |source| SetupError::Os { action: "initialise a shard mutex", source },
-                )?;
-            }
-            fresh.write_header(&header::encode(&geo, &settings));
-            let shared = Arc::new(Shared { segment: fresh.into_segment(), geo, settings });
-            let store = ClusterStore { shared };
+            let store = match start {
+                Start::Fresh(mut fresh) => {
+                    for shard in 0..geo.shard_count {
+                        init_shard_mutex(&mut fresh, geo.shard_offset(shard) + SHARD_MUTEX)
+                            .map_err(|source| SetupError::Os {
+                                action: "initialise a shard mutex",
+                                source,
+                            })?;
+                    }
+                    fresh.write_header(&header::encode(&geo, &settings));
+                    let shared = Shared { segment: fresh.into_segment(), geo, settings };
+                    ClusterStore { shared: Arc::new(shared) }
+                }
+                Start::Adopt(segment, geo, found) => {
+                    // The records were hashed with this key; the segment was made then.
+                    settings.hash_key = found.hash_key;
+                    settings.created_ms = found.created_ms;
+                    adopt(segment, geo, settings)?
+                }
+            };
             let coordinator =
                 Coordinator::start(store.clone(), config.sweep_interval, config.sweep_budget)
                     .map_err(|source| SetupError::Os {
@@ -305,8 +430,9 @@ impl ClusterStore {
         let (store, coordinator) = match started {
             Ok(started) => started,
             Err(e) => {
-                // Nothing may be left behind by a setup that failed.
-                if config.backing == Backing::Named {
+                // Nothing may be left behind by a setup that failed, but a segment adopted
+                // stays as it was found, with its sessions.
+                if config.backing == Backing::Named && !adopting {
                     let _ = Segment::unlink_named(&config.name);
                 }
                 return Err(e);
@@ -315,10 +441,14 @@ impl ClusterStore {
         registry.push((config.name.clone(), Arc::clone(&store.shared)));
         drop(registry);
         tracing::debug!(name = %config.name, bytes = store.shared.geo.total_size, "store set up");
+        // A kept segment outlives the master: no removal on SIGTERM or SIGINT.
         let on_signal = match config.backing {
-            Backing::Named => signals::register(&Segment::named_path(&config.name)),
-            Backing::Memfd => None,
+            Backing::Named if !config.keep_segment => {
+                signals::register(&Segment::named_path(&config.name))
+            }
+            _ => None,
         };
-        Ok(Master { store, pid, coordinator: Some(coordinator), on_signal })
+        let keep_segment = config.keep_segment;
+        Ok(Master { store, pid, coordinator: Some(coordinator), on_signal, keep_segment })
     }
 }

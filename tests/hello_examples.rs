@@ -296,6 +296,61 @@ fn one_session_across_workers_survives_a_killed_worker(name: &str) {
     assert!(server.log.iter().any(|l| l.contains("store released")), "{}", server.log.join("\n"));
 }
 
+/// With `STORE_NAME` (and, for actix's signed cookies, `SESSION_KEY`), a session outlives
+/// its master: stopped with SIGTERM, then SIGKILLed
+/// with its whole process group, each time started again on the kept segment, the master's
+/// workers answer the session "Hello again" (each start on a new port; the client keeps its
+/// cookie).
+fn sessions_survive_restarts_with_store_name(name: &str) {
+    let store = format!("hello-restart-{}-{name}", std::process::id());
+    let segment = PathBuf::from(format!("/dev/shm/cluster-session-store.{store}"));
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(segment.clone());
+    // hello_actix signs its cookies with this key, which must outlive the master too.
+    let key = "5e".repeat(64);
+    let env = [("STORE_NAME", store.as_str()), ("SESSION_KEY", key.as_str())];
+    let mut server = Server::start_with(name, &env);
+    let mut client = Client::new(server.port);
+    let (first, _) = client.hello();
+    assert!(first.starts_with("Hello from worker "), "{first:?}");
+    client.again();
+    assert_eq!(server.stop(), 0, "log:\n{}", server.log.join("\n"));
+    assert!(segment.exists(), "the master removed the kept segment");
+
+    let mut server = Server::start_with(name, &env);
+    assert!(server.log.iter().any(|l| l.ends_with("kept across restarts, 1 sessions")));
+    client.url = format!("http://127.0.0.1:{}/hello", server.port);
+    client.again();
+    let _ = killpg(server.master.pid, Signal::SIGKILL);
+    assert_eq!(server.master.wait(WAIT), 128 + 9);
+    server.stopped = true;
+
+    let mut server = Server::start_with(name, &env);
+    client.url = format!("http://127.0.0.1:{}/hello", server.port);
+    client.again();
+    assert_eq!(server.stop(), 0, "log:\n{}", server.log.join("\n"));
+}
+
+#[test]
+fn hello_cluster_sessions_survive_restarts() {
+    sessions_survive_restarts_with_store_name("hello_cluster");
+}
+
+#[test]
+fn hello_actix_sessions_survive_restarts() {
+    sessions_survive_restarts_with_store_name("hello_actix");
+}
+
+#[test]
+fn prefork_sessions_survive_restarts() {
+    sessions_survive_restarts_with_store_name("prefork");
+}
+
 #[test]
 fn hello_cluster_axum_tower_sessions() {
     one_session_across_workers_survives_a_killed_worker("hello_cluster");

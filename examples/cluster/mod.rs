@@ -28,6 +28,11 @@
 //!    (each stops accepting, finishes the requests it has begun and exits), gives them 10 s
 //!    (`SHUTDOWN_GRACE_MS` overrides), SIGKILLs any left, and drops the store.
 //!
+//! `STORE_NAME=<name>` keeps the sessions across restarts: the store is the named segment
+//! `/dev/shm/cluster-session-store.<name>` (`Backing::Named`), kept when the master stops or
+//! dies (`Config::keep_segment`) and adopted by the next master started with that name, with
+//! every session. Without it, the store is an anonymous memfd that ends with the master.
+//!
 //! `PORT` picks the port (default 8080; 0 lets the kernel choose, and the log says which).
 //! `MAX_SESSION_BYTES` sets the largest session the store accepts (`Config::max_value_size`,
 //! default 64 KiB); a request whose session would be larger is answered 500.
@@ -38,7 +43,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use cluster_session_store::{ClusterStore, Config};
+use cluster_session_store::{Backing, ClusterStore, Config};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
@@ -163,6 +168,16 @@ where
     }
 }
 
+/// The store's namespace: `STORE_NAME`, or the default one.
+fn store_name() -> String {
+    std::env::var("STORE_NAME").unwrap_or_else(|_| cluster_session_store::DEFAULT_NAME.into())
+}
+
+/// In a worker: the store its master set up.
+pub fn store() -> Result<ClusterStore, cluster_session_store::AttachError> {
+    ClusterStore::open(&store_name())
+}
+
 /// Runs the master until SIGTERM or SIGINT.
 pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -175,6 +190,9 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     let grace = Duration::from_millis(setting("SHUTDOWN_GRACE_MS", ms(SHUTDOWN_GRACE))?);
     let first_delay = Duration::from_millis(setting("RESTART_DELAY_MS", ms(RESTART_DELAY_MIN))?);
     let mut config = Config::new().default_ttl(Duration::from_secs(3600));
+    if std::env::var_os("STORE_NAME").is_some() {
+        config = config.name(&store_name()).backing(Backing::Named).keep_segment(true);
+    }
     if let Ok(bytes) = std::env::var("MAX_SESSION_BYTES") {
         let bytes = bytes.parse().map_err(|e| format!("MAX_SESSION_BYTES={bytes}: {e}"))?;
         config = config.max_value_size(bytes);
@@ -196,6 +214,11 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     let mut listeners = vec![first];
     for _ in 1..workers {
         listeners.push(listen(addr)?);
+    }
+    if master.name() != cluster_session_store::DEFAULT_NAME {
+        let sessions = master.length()?;
+        let pid = std::process::id();
+        println!("master {pid}: store {} kept across restarts, {sessions} sessions", master.name());
     }
     println!("master {}: listening on http://{addr}/hello", std::process::id());
 

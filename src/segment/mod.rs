@@ -204,6 +204,31 @@ impl Segment {
         self.map.len()
     }
 
+    /// Rewrites the header of a segment other processes may map (adoption by a new master,
+    /// `Config::keep_segment`), with the protocol of `FreshSegment::write_header` around it:
+    /// the magic is cleared first (release), the body stored byte by byte (volatile), and
+    /// the magic stored again last (release). An attacher reading the header meanwhile sees
+    /// no magic, or a body that fails the header CRC: a refusal it may retry, never a header
+    /// it trusts. Attached processes decoded the header when they attached and never rely
+    /// on it again (`check_integrity` compares its geometry, which an adoption keeps).
+    pub fn rewrite_header(&self, header: &[u8; HEADER_SIZE]) {
+        assert!(self.len() >= HEADER_SIZE);
+        let base = self.map.as_mut_ptr();
+        // SAFETY: the mapping is page-aligned and at least HEADER_SIZE long (asserted), so
+        // the magic is an aligned in-bounds u64, only ever accessed atomically; the body's
+        // bytes are in bounds and written with volatile stores, which a concurrent reader's
+        // volatile loads may see torn: the CRC, checked after the magic, rejects that.
+        unsafe {
+            let magic = &*base.add(H_MAGIC).cast::<AtomicU64>();
+            magic.store(0, Ordering::Release);
+            for (i, &byte) in header.iter().enumerate().skip(MAGIC.len()) {
+                base.add(i).write_volatile(byte);
+            }
+            let value = u64::from_ne_bytes(header[..MAGIC.len()].try_into().expect("8 bytes"));
+            magic.store(value, Ordering::Release);
+        }
+    }
+
     /// A copy of the header bytes. The header is immutable once set up. The magic is read
     /// first with an acquire load pairing with `write_header`'s release store; a segment whose
     /// magic is not ours (or not yet written) is returned with only its magic, body zeroed.

@@ -22,7 +22,7 @@ use crate::Result;
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Repaired {
     cause: &'static str,
-    kept: usize,
+    pub(super) kept: usize,
     dropped: usize,
 }
 

@@ -132,6 +132,22 @@ impl ClusterStore {
         swept
     }
 
+    /// Locks every shard in turn, waiting up to the lock timeout, and rebuilds it whatever
+    /// its state (`shard::audit::rebuild`): a master adopting a segment trusts nothing that a
+    /// process of the earlier one may have left half done. Returns the records kept. Each
+    /// rebuild counts as a recovery; none is logged but the ones a dead holder made owed.
+    pub(crate) fn repair_all(&self, cause: &'static str) -> Result<usize> {
+        let shared = &self.shared;
+        let mut kept = 0;
+        for shard in 0..shared.geo.shard_count {
+            let (mut guard, owed) = shared.lock(shard)?;
+            kept += shared.repair(&mut guard, shard, cause).kept;
+            drop(guard);
+            shared.report(shard, owed);
+        }
+        Ok(kept)
+    }
+
     /// Locks every shard once, so that any shard whose lock holder died is repaired now.
     /// Returns how many were. A shard a live process holds for more than a few milliseconds
     /// is skipped: its holder is not dead.

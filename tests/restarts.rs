@@ -1,0 +1,204 @@
+//! Sessions survive a restart of the master (`Config::keep_segment`): a master that stops
+//! (its `Master` dropped, or SIGTERM) or is SIGKILLed in the middle of a write leaves its
+//! named segment, and the next master's `setup()` adopts it: every session is there with its
+//! expiry, the shard the dead master held is repaired, `check_integrity()` passes, and the
+//! header names the new master. A segment made with another geometry is refused with
+//! `CannotAdopt`, and left as it was; `reclaim_stale` replaces it with an empty one. A master
+//! still running is never adopted from, and `keep_segment` needs a named segment.
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use cluster_session_store::{Backing, ClusterStore, Config, Expiry, SetupError};
+use common::{serial, spawn, unique_name, Signal1, WAIT};
+use nix::sys::signal::{kill, Signal};
+
+const SESSIONS: usize = 200;
+
+/// A kept named segment; the sweep kept out of the way, so that only what a test does
+/// expires sessions.
+fn kept(name: &str) -> Config {
+    common::config(name).backing(Backing::Named).keep_segment(true).sweep_interval(common::NO_SWEEP)
+}
+
+/// The kept segment's file, removed when the test ends however it ends.
+struct Kept(PathBuf);
+
+impl Kept {
+    fn of(name: &str) -> Kept {
+        Kept(PathBuf::from(common::shm_path(name)))
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn value(i: usize) -> Vec<u8> {
+    format!("session {i}, logged in").into_bytes()
+}
+
+/// What a master writes before it goes: `SESSIONS` sessions for an hour, and one that
+/// expires at `soon`.
+fn write_sessions(store: &ClusterStore, soon: SystemTime) {
+    for i in 0..SESSIONS {
+        store
+            .set_raw(&format!("sid-{i}"), &value(i), Expiry::After(Duration::from_secs(3600)))
+            .unwrap();
+    }
+    store.set_raw("short", b"expires soon", Expiry::At(soon)).unwrap();
+}
+
+/// Adopts the segment `name` in this process and checks every session is there.
+fn adopt_and_check(name: &str, soon: SystemTime) -> cluster_session_store::Master {
+    let master = ClusterStore::setup(kept(name)).expect("the next master adopts the segment");
+    for i in 0..SESSIONS {
+        assert_eq!(master.get_raw(&format!("sid-{i}")).unwrap(), Some(value(i)), "sid-{i}");
+    }
+    assert_eq!(master.length().unwrap(), SESSIONS + 1);
+    let report = master.check_integrity();
+    assert!(report.is_ok(), "{report}");
+    // Every shard was rebuilt on adoption.
+    assert!(master.stats().unwrap().recoveries >= 4);
+    // The header names the new master: a worker attaching now sees it alive.
+    let worker = ClusterStore::attach(name).expect("attach");
+    assert!(worker.master_alive());
+    // The session's expiry came along.
+    assert_eq!(worker.get_raw("short").unwrap().as_deref(), Some(&b"expires soon"[..]));
+    common::wait_past(soon);
+    assert_eq!(worker.get_raw("short").unwrap(), None);
+    master
+}
+
+#[test]
+fn a_stopped_masters_sessions_are_adopted_by_the_next() {
+    let _serial = serial();
+    let name = unique_name("keep-drop");
+    let file = Kept::of(&name);
+    let soon = SystemTime::now() + Duration::from_millis(300);
+    let mut first = spawn(|| {
+        let master = ClusterStore::setup(kept(&name)).unwrap();
+        write_sessions(&master, soon);
+        drop(master); // keeps the segment
+        0
+    });
+    assert_eq!(first.wait(WAIT), 0);
+    assert!(file.0.exists(), "the segment was removed");
+    let master = adopt_and_check(&name, soon);
+    drop(master);
+    assert!(file.0.exists(), "the adopting master removed the segment");
+    // This process, its master dropped, adopts it again.
+    let again = ClusterStore::setup(kept(&name)).expect("adopted again in the same process");
+    assert_eq!(again.length().unwrap(), SESSIONS);
+}
+
+#[test]
+fn a_master_stopped_by_sigterm_leaves_its_sessions_to_the_next() {
+    let _serial = serial();
+    let name = unique_name("keep-term");
+    let _file = Kept::of(&name);
+    let soon = SystemTime::now() + Duration::from_millis(300);
+    let ready = Signal1::new();
+    let mut first = spawn(|| {
+        // SIGTERM at its default action, as a server starts (a test run may inherit it
+        // ignored).
+        // SAFETY: restoring the default action installs no handler.
+        unsafe { nix::sys::signal::signal(Signal::SIGTERM, nix::sys::signal::SigHandler::SigDfl) }
+            .unwrap();
+        let master = ClusterStore::setup(kept(&name)).unwrap();
+        write_sessions(&master, soon);
+        ready.notify();
+        common::park();
+        drop(master);
+        1
+    });
+    assert!(ready.wait(WAIT));
+    kill(first.pid, Signal::SIGTERM).unwrap();
+    assert_eq!(first.wait(WAIT), 128 + Signal::SIGTERM as i32);
+    adopt_and_check(&name, soon);
+}
+
+/// The master itself is SIGKILLed while it holds a shard lock, halfway through copying a
+/// new value: the next master repairs that shard on adoption, and the session keeps its old
+/// value.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_master_killed_mid_write_leaves_its_sessions_to_the_next() {
+    use cluster_session_store::fault::{self, FaultPoint};
+    use std::sync::atomic::Ordering;
+
+    let _serial = serial();
+    let name = unique_name("keep-kill");
+    let _file = Kept::of(&name);
+    let soon = SystemTime::now() + Duration::from_millis(300);
+    let parked = Signal1::new();
+    common::PARK_FD.store(parked.write_fd(), Ordering::SeqCst);
+    let mut first = spawn(|| {
+        let master = ClusterStore::setup(kept(&name)).unwrap();
+        write_sessions(&master, soon);
+        fault::arm(FaultPoint::MidCopy, common::park);
+        let _ = master.set_raw("sid-7", &[b'x'; 900], Expiry::Default);
+        3 // not reached: parked inside the write
+    });
+    assert!(parked.wait(WAIT), "the master never reached the fault point");
+    assert_eq!(first.kill(), 128 + 9);
+    let master = adopt_and_check(&name, soon);
+    assert_eq!(master.get_raw("sid-7").unwrap(), Some(value(7)), "the old value stays");
+}
+
+#[test]
+fn a_segment_of_another_geometry_is_left_as_it_was() {
+    let _serial = serial();
+    let name = unique_name("keep-geo");
+    let _file = Kept::of(&name);
+    let soon = SystemTime::now() + Duration::from_millis(300);
+    let mut first = spawn(|| {
+        write_sessions(&ClusterStore::setup(kept(&name)).unwrap(), soon);
+        0
+    });
+    assert_eq!(first.wait(WAIT), 0);
+    match ClusterStore::setup(kept(&name).shards(8)) {
+        Err(e @ SetupError::CannotAdopt { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("4 shards, not 8") && text.contains(&name), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Left as it was: the configuration it was made with still adopts it.
+    let master = adopt_and_check(&name, soon);
+    drop(master);
+    // reclaim_stale replaces it with an empty one.
+    let fresh = ClusterStore::setup(kept(&name).shards(8).reclaim_stale(true)).unwrap();
+    assert_eq!(fresh.length().unwrap(), 0);
+    assert!(fresh.check_integrity().is_ok());
+}
+
+#[test]
+fn a_running_masters_segment_is_not_adopted() {
+    let _serial = serial();
+    let name = unique_name("keep-live");
+    let _file = Kept::of(&name);
+    let ready = Signal1::new();
+    let mut first = spawn(|| {
+        let _master = ClusterStore::setup(kept(&name)).unwrap();
+        ready.notify();
+        common::park();
+        1
+    });
+    assert!(ready.wait(WAIT));
+    let second = ClusterStore::setup(kept(&name));
+    assert!(matches!(second, Err(SetupError::SegmentExists { .. })), "{second:?}");
+    assert_eq!(first.kill(), 128 + 9);
+}
+
+#[test]
+fn keep_segment_needs_a_named_segment() {
+    let config = kept("keep-memfd").backing(Backing::Memfd);
+    match ClusterStore::setup(config) {
+        Err(SetupError::InvalidConfig { field: "keep_segment", .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
