@@ -10,6 +10,7 @@
 //! (`lock::fork_gate`), so a fork never catches it holding a shard lock or a logger's lock.
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use crate::clock::now_ms;
 use crate::config::{Backing, Config};
 use crate::error::SetupError;
 use crate::format::header::{self, HeaderError, Settings};
-use crate::format::layout::{Geometry, FORMAT_VERSION, SHARD_MUTEX};
+use crate::format::layout::{Geometry, FORMAT_VERSION, LIVE_WORDS, SHARD_MUTEX};
 use crate::lock::{fork_gate, init_shard_mutex};
 use crate::segment::{
     effective_uid, signals, CreateError, FreshSegment, OpenError, Owner, Segment,
@@ -306,10 +307,10 @@ fn create_or_adopt(
 }
 
 /// Takes over a segment an earlier master left: every shard repaired (a process of the
-/// earlier master may have died holding its lock, mid-write), then the header rewritten with
-/// this master's `settings` (its pid, a new generation, this configuration's expiry and lock
-/// timeout; the hash key and geometry the records were made with). A shard that stays locked
-/// by a live process leaves the header untouched.
+/// earlier master may have died holding its lock, mid-write), then the header's live words
+/// set from this master's `settings` (its pid, a new generation, this configuration's expiry
+/// and lock timeout); the hash key and geometry stay those the records were made with. A
+/// shard that stays locked by a live process leaves the header untouched.
 fn adopt(segment: Segment, geo: Geometry, settings: Settings) -> Result<ClusterStore, SetupError> {
     let store = ClusterStore { shared: Arc::new(Shared { segment, geo, settings }) };
     let shared = &store.shared;
@@ -320,7 +321,12 @@ fn adopt(segment: Segment, geo: Geometry, settings: Settings) -> Result<ClusterS
             reason: e.to_string(),
         }
     })?;
-    shared.segment.rewrite_header(&header::encode(&shared.geo, &shared.settings));
+    // The live words, the owner last: a master killed before it stores its pid leaves the
+    // segment to the next one as it found it.
+    let words = header::live_words(&shared.settings);
+    for (at, word) in LIVE_WORDS.into_iter().zip(words).rev() {
+        shared.segment.live_word(at).store(word, Ordering::Release);
+    }
     tracing::info!(name = %shared.settings.name, sessions = kept, "adopted the segment an earlier master left");
     Ok(store)
 }

@@ -87,7 +87,12 @@ fn a_stopped_masters_sessions_are_adopted_by_the_next() {
     });
     assert_eq!(first.wait(WAIT), 0);
     assert!(file.0.exists(), "the segment was removed");
+    // A worker attached meanwhile sees the master gone, then the one that adopted it.
+    let early = ClusterStore::attach(&name).expect("attach to the kept segment");
+    assert!(!early.master_alive());
     let master = adopt_and_check(&name, soon);
+    assert!(early.master_alive(), "the adopting master is not seen");
+    assert_eq!(early.get_raw("sid-3").unwrap(), Some(value(3)));
     drop(master);
     assert!(file.0.exists(), "the adopting master removed the segment");
     // This process, its master dropped, adopts it again.

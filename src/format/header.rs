@@ -57,11 +57,7 @@ pub(crate) fn encode(geo: &Geometry, s: &Settings) -> [u8; HEADER_SIZE] {
     put_u64(&mut b, H_DATA_BYTES, geo.data_bytes as u64);
     put_u32(&mut b, H_MAX_KEY_LEN, MAX_KEY_LEN as u32);
     put_u32(&mut b, H_MAX_VALUE_LEN, geo.max_value_len as u32);
-    put_u64(&mut b, H_DEFAULT_TTL_MS, s.default_ttl_ms);
-    put_u64(&mut b, H_LOCK_TIMEOUT_MS, s.lock_timeout_ms);
     put_u32(&mut b, H_EVICTION, matches!(s.eviction, Eviction::Refuse) as u32);
-    put_u32(&mut b, H_OWNER_PID, s.owner_pid);
-    put_u64(&mut b, H_GENERATION, s.generation);
     put_u64(&mut b, H_HASH_KEY, s.hash_key[0]);
     put_u64(&mut b, H_HASH_KEY + 8, s.hash_key[1]);
     put_u64(&mut b, H_CREATED_MS, s.created_ms);
@@ -72,7 +68,15 @@ pub(crate) fn encode(geo: &Geometry, s: &Settings) -> [u8; HEADER_SIZE] {
     }
     let crc = crc32fast::hash(&b[..H_CRC]);
     put_u32(&mut b, H_CRC, crc);
+    for (at, word) in LIVE_WORDS.into_iter().zip(live_words(s)) {
+        put_u64(&mut b, at, word);
+    }
     b
+}
+
+/// The values of the live words (`LIVE_WORDS`) for `s`, in their order.
+pub(crate) fn live_words(s: &Settings) -> [u64; 4] {
+    [u64::from(s.owner_pid), s.generation, s.default_ttl_ms, s.lock_timeout_ms]
 }
 
 /// Decodes a header read from a mapping of `mapped_len` bytes, checking every field.
@@ -171,7 +175,7 @@ pub(crate) fn decode(
         lock_timeout_ms: get_u64(b, H_LOCK_TIMEOUT_MS).max(1),
         eviction,
         backing: Backing::Named,
-        owner_pid: get_u32(b, H_OWNER_PID),
+        owner_pid: get_u64(b, H_OWNER_PID) as u32,
         generation: get_u64(b, H_GENERATION),
         hash_key: [get_u64(b, H_HASH_KEY), get_u64(b, H_HASH_KEY + 8)],
         created_ms: get_u64(b, H_CREATED_MS),

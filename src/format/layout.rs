@@ -31,11 +31,7 @@ pub const H_CLASS_COUNT: usize = 44;
 pub const H_DATA_BYTES: usize = 48;
 pub const H_MAX_KEY_LEN: usize = 56;
 pub const H_MAX_VALUE_LEN: usize = 60;
-pub const H_DEFAULT_TTL_MS: usize = 64;
-pub const H_LOCK_TIMEOUT_MS: usize = 72;
 pub const H_EVICTION: usize = 80;
-pub const H_OWNER_PID: usize = 84;
-pub const H_GENERATION: usize = 88;
 pub const H_HASH_KEY: usize = 96;
 pub const H_CREATED_MS: usize = 112;
 pub const H_NAME_LEN: usize = 120;
@@ -43,7 +39,15 @@ pub const H_NAME: usize = 128;
 pub const H_CLASS_SIZES: usize = 192;
 pub const H_CRC: usize = H_CLASS_SIZES + 4 * MAX_CLASSES;
 const _: () = assert!(H_CRC == 448);
-const _: () = assert!(H_CRC + 4 <= HEADER_SIZE);
+/// The live words, past the CRC: what a master adopting the segment changes
+/// (`Config::keep_segment`). Each is an `AtomicU64`, only ever loaded and stored atomically,
+/// by `setup()` before it publishes the magic and by an adopting master (the pid last).
+pub const H_OWNER_PID: usize = 456;
+pub const H_GENERATION: usize = 464;
+pub const H_DEFAULT_TTL_MS: usize = 472;
+pub const H_LOCK_TIMEOUT_MS: usize = 480;
+pub const LIVE_WORDS: [usize; 4] = [H_OWNER_PID, H_GENERATION, H_DEFAULT_TTL_MS, H_LOCK_TIMEOUT_MS];
+const _: () = assert!(H_CRC + 4 <= H_OWNER_PID && H_LOCK_TIMEOUT_MS + 8 <= HEADER_SIZE);
 
 /// Longest namespace name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;

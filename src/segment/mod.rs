@@ -23,7 +23,7 @@ use nix::sys::stat::Mode;
 pub(crate) mod signals;
 
 use crate::format::layout::{
-    Geometry, HEADER_SIZE, H_MAGIC, MAGIC, SHARD_STATE, SHARD_STATS, SHARD_VERSION,
+    Geometry, HEADER_SIZE, H_MAGIC, LIVE_WORDS, MAGIC, SHARD_STATE, SHARD_STATS, SHARD_VERSION,
 };
 
 /// Prefix of named segments in the POSIX shm namespace (`/dev/shm` on Linux).
@@ -204,32 +204,19 @@ impl Segment {
         self.map.len()
     }
 
-    /// Rewrites the header of a segment other processes may map (adoption by a new master,
-    /// `Config::keep_segment`), with the protocol of `FreshSegment::write_header` around it:
-    /// the magic is cleared first (release), the body stored byte by byte (volatile), and
-    /// the magic stored again last (release). An attacher reading the header meanwhile sees
-    /// no magic, or a body that fails the header CRC: a refusal it may retry, never a header
-    /// it trusts. Attached processes decoded the header when they attached and never rely
-    /// on it again (`check_integrity` compares its geometry, which an adoption keeps).
-    pub fn rewrite_header(&self, header: &[u8; HEADER_SIZE]) {
-        assert!(self.len() >= HEADER_SIZE);
-        let base = self.map.as_mut_ptr();
-        // SAFETY: the mapping is page-aligned and at least HEADER_SIZE long (asserted), so
-        // the magic is an aligned in-bounds u64, only ever accessed atomically; the body's
-        // bytes are in bounds and written with volatile stores, which a concurrent reader's
-        // volatile loads may see torn: the CRC, checked after the magic, rejects that.
-        unsafe {
-            let magic = &*base.add(H_MAGIC).cast::<AtomicU64>();
-            magic.store(0, Ordering::Release);
-            for (i, &byte) in header.iter().enumerate().skip(MAGIC.len()) {
-                base.add(i).write_volatile(byte);
-            }
-            let value = u64::from_ne_bytes(header[..MAGIC.len()].try_into().expect("8 bytes"));
-            magic.store(value, Ordering::Release);
-        }
+    /// Header live word `at` (one of `LIVE_WORDS`): an `AtomicU64` past the header CRC, the
+    /// one part of the header that changes after setup (an adopting master stores to it).
+    pub fn live_word(&self, at: usize) -> &AtomicU64 {
+        assert!(LIVE_WORDS.contains(&at) && self.len() >= HEADER_SIZE, "not a live word: {at}");
+        // SAFETY: in bounds (HEADER_SIZE <= len, asserted; live words end before it) and
+        // 8-aligned (a page-aligned base, offsets multiples of 8); live words are only ever
+        // accessed atomically by every process (`read_header` loads them so too), so a shared
+        // reference bounded by `&self` aliases nothing written otherwise.
+        unsafe { &*(self.map.as_ptr().add(at) as *const AtomicU64) }
     }
 
-    /// A copy of the header bytes. The header is immutable once set up. The magic is read
+    /// A copy of the header bytes. The header is immutable once set up but for its live
+    /// words, which are loaded atomically. The magic is read
     /// first with an acquire load pairing with `write_header`'s release store; a segment whose
     /// magic is not ours (or not yet written) is returned with only its magic, body zeroed.
     pub fn read_header(&self) -> [u8; HEADER_SIZE] {
@@ -244,9 +231,16 @@ impl Segment {
             return out;
         }
         for (i, byte) in out.iter_mut().enumerate().skip(MAGIC.len()) {
-            // SAFETY: i < HEADER_SIZE <= len; the body is immutable once the magic is
-            // published, so these reads race with nothing.
+            if LIVE_WORDS.iter().any(|&at| (at..at + 8).contains(&i)) {
+                continue;
+            }
+            // SAFETY: i < HEADER_SIZE <= len; the body outside the live words is immutable
+            // once the magic is published, so these reads race with nothing.
             *byte = unsafe { base.add(i).read_volatile() };
+        }
+        for at in LIVE_WORDS {
+            let word = self.live_word(at).load(Ordering::Acquire);
+            out[at..at + 8].copy_from_slice(&word.to_ne_bytes());
         }
         out
     }

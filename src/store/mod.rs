@@ -114,11 +114,15 @@ impl ClusterStore {
         &self.shared.settings.name
     }
 
-    /// Whether the process that called `setup()` is still running. Workers keep serving when
+    /// Whether the master of the store is running: the process that called `setup()`, or the
+    /// one that adopted the segment since (`Config::keep_segment`). Workers keep serving when
     /// it is not (the segment lives as long as any process maps it); what they do about it is
     /// the application's choice. A pid reused by an unrelated process reads as alive.
     pub fn master_alive(&self) -> bool {
-        let pid = nix::unistd::Pid::from_raw(self.shared.settings.owner_pid as i32);
+        // The header's owner, read now: a master that adopted the segment since this
+        // process attached is the one asked about.
+        let owner = self.shared.segment.live_word(H_OWNER_PID).load(Relaxed) as u32;
+        let pid = nix::unistd::Pid::from_raw(owner as i32);
         !matches!(nix::sys::signal::kill(pid, None), Err(nix::errno::Errno::ESRCH))
     }
 
