@@ -204,14 +204,17 @@ impl Config {
     /// restart or a deploy then logs nobody out. Needs [`Backing::Named`]. Default: off.
     ///
     /// Adoption takes only a segment that is this user's alone (as `attach` does), of this
-    /// build's format version, with an intact header, made for this name and with the
-    /// geometry this configuration gives (`memory_size`, `shards`, `max_value_size`,
-    /// `typical_value_size` and `eviction`); anything else is
+    /// build's format version, with an intact header made for this name; anything else is
     /// [`SetupError::CannotAdopt`](crate::SetupError::CannotAdopt), saying why, unless
     /// [`reclaim_stale`](Self::reclaim_stale) allows replacing it with an empty one. It
     /// repairs every shard (a process may have died holding a lock, mid-write), then writes
     /// this master's pid, a new generation and this configuration's `default_ttl` and
-    /// `lock_timeout` into the header; the sessions keep their expiry.
+    /// `lock_timeout` into the header; the sessions keep their expiry. If this configuration
+    /// gives another geometry (`memory_size`, `shards`, `max_value_size`,
+    /// `typical_value_size`, `eviction`), the sessions are copied into a new segment of that
+    /// geometry, which then replaces the old one; those that do not fit are counted
+    /// ([`Master::adoption`](crate::Master::adoption)) and named in warnings, never silently
+    /// dropped.
     ///
     /// A segment kept this way stays in `/dev/shm` until a master adopts it or someone
     /// removes it (`rm /dev/shm/cluster-session-store.<name>`).

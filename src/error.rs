@@ -63,8 +63,8 @@ pub enum SetupError {
         owner_pid: Option<u32>,
     },
     /// `Config::keep_segment`: the named segment left by an earlier master cannot be adopted
-    /// (another format version, a damaged header, another geometry, or a shard that stayed
-    /// locked). It is left as it was.
+    /// (another format version, a damaged header, or a shard that stayed locked). It is left
+    /// as it was.
     CannotAdopt {
         /// The segment's name.
         name: String,
@@ -127,7 +127,7 @@ impl fmt::Display for SetupError {
             SetupError::CannotAdopt { name, path, reason } => write!(
                 f,
                 "cannot adopt the segment {name:?} ({path}) that an earlier master left: \
-                 {reason}; start with the configuration it was made with to keep its \
+                 {reason}; it is left as it was: start the build that made it to keep its \
                  sessions, or remove it (rm {path}; its sessions are lost) or set \
                  Config::reclaim_stale(true) to start with an empty one"
             ),

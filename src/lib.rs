@@ -202,7 +202,7 @@ mod fault;
 pub use config::{Backing, Config, Eviction, DEFAULT_NAME};
 pub use error::{AttachError, SetupError, StoreError};
 pub use format::layout::MAX_KEY_LEN;
-pub use master::Master;
+pub use master::{Adoption, Master};
 pub use stats::{ClassUsage, IntegrityProblem, IntegrityReport, MemoryUsage, Stats};
 pub use store::{ClusterStore, Expiry};
 

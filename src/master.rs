@@ -13,7 +13,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::clock::now_ms;
 use crate::config::{Backing, Config};
@@ -24,7 +24,7 @@ use crate::lock::{fork_gate, init_shard_mutex};
 use crate::segment::{
     effective_uid, signals, CreateError, FreshSegment, OpenError, Owner, Segment,
 };
-use crate::store::{registry, ClusterStore, Shared};
+use crate::store::{registry, ClusterStore, Expiry, Shared};
 
 /// The master's handle to a store it set up. Dereferences to [`ClusterStore`].
 ///
@@ -40,6 +40,22 @@ pub struct Master {
     on_signal: Option<usize>,
     /// `Config::keep_segment`: the named segment outlives this master.
     keep_segment: bool,
+    /// What `setup()` took over from an earlier master, if it did.
+    adoption: Option<Adoption>,
+}
+
+/// What `setup()` took over from an earlier master's segment ([`Config::keep_segment`]):
+/// [`Master::adoption`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Adoption {
+    /// Live sessions carried over.
+    pub sessions: usize,
+    /// Live sessions that did not fit a segment of the new geometry (a value over the new
+    /// `max_value_size`, or no room left): each is named in a warning event (`tracing`).
+    pub dropped: usize,
+    /// Whether the segment was of another geometry, its sessions copied into a new one.
+    pub resized: bool,
 }
 
 /// The coordinator thread and the means to stop it.
@@ -91,6 +107,12 @@ impl Master {
     /// A handle for the store's operations.
     pub fn store(&self) -> ClusterStore {
         self.store.clone()
+    }
+
+    /// What `setup()` took over from an earlier master ([`Config::keep_segment`]): `None` if
+    /// it created the segment.
+    pub fn adoption(&self) -> Option<Adoption> {
+        self.adoption
     }
 
     /// Pid of the process that called `setup()`.
@@ -164,6 +186,8 @@ enum Start {
     /// A named segment an earlier master left (`Config::keep_segment`), with its geometry and
     /// the settings its header holds.
     Adopt(Segment, Geometry, Settings),
+    /// The same, made with another geometry: its sessions are copied into a new segment.
+    Resize(Segment, Geometry, Settings),
 }
 
 /// A named segment found in the way of `setup()` that it neither uses nor removes.
@@ -194,37 +218,25 @@ impl InTheWay {
     }
 }
 
-/// Why a segment whose header decoded as `found` cannot be adopted under a configuration
-/// that gives `geo` for `name`; `None` if it can.
-fn adoption_refused(found: &(Geometry, Settings), geo: &Geometry, name: &str) -> Option<String> {
-    let (old, settings) = found;
+/// How a segment whose header decoded as `found` fits a configuration that gives `geo` for
+/// `name`.
+enum Fit {
+    Same,
+    /// Another geometry: its sessions move to a new segment.
+    OtherGeometry,
+    /// Made for another name (a damaged or foreign header): not to be adopted, for the
+    /// reason given.
+    OtherName(String),
+}
+
+fn fit((old, settings): &(Geometry, Settings), geo: &Geometry, name: &str) -> Fit {
     if settings.name != name {
-        return Some(format!("its header names it {:?}", settings.name));
+        Fit::OtherName(format!("its header names it {:?}", settings.name))
+    } else if old == geo {
+        Fit::Same
+    } else {
+        Fit::OtherGeometry
     }
-    if old == geo {
-        return None;
-    }
-    let mut differs = Vec::new();
-    if old.total_size != geo.total_size {
-        differs.push(format!(
-            "{} bytes where this configuration gives {}",
-            old.total_size, geo.total_size
-        ));
-    }
-    if old.shard_count != geo.shard_count {
-        differs.push(format!("{} shards, not {}", old.shard_count, geo.shard_count));
-    }
-    if old.max_value_len != geo.max_value_len {
-        differs
-            .push(format!("values up to {} bytes, not {}", old.max_value_len, geo.max_value_len));
-    }
-    if old.spare != geo.spare {
-        differs.push("another eviction policy (Refuse keeps a spare block per shard)".into());
-    }
-    if differs.is_empty() {
-        differs.push("another index size (typical_value_size)".into());
-    }
-    Some(format!("it was made with another geometry: {}", differs.join(", ")))
 }
 
 /// Creates the named segment. If one exists: one that is not this user's alone is
@@ -270,14 +282,16 @@ fn create_or_adopt(
     }
     // A header never completed holds no session: nothing to adopt, and nothing lost below.
     let refused = match decoded {
-        Some(Ok(found)) if config.keep_segment => match adoption_refused(&found, geo, &config.name)
-        {
-            None => {
+        Some(Ok(found)) if config.keep_segment => match fit(&found, geo, &config.name) {
+            Fit::OtherName(reason) => Some(reason),
+            how => {
                 let (old_geo, settings) = found;
                 let segment = existing.expect("decoded from it");
-                return Ok(Ok(Start::Adopt(segment, old_geo, settings)));
+                return Ok(Ok(match how {
+                    Fit::Same => Start::Adopt(segment, old_geo, settings),
+                    _ => Start::Resize(segment, old_geo, settings),
+                }));
             }
-            refused => refused,
         },
         Some(Err(HeaderError::Version(found))) if config.keep_segment => Some(format!(
             "it has format version {found}, and this build reads version {FORMAT_VERSION} only"
@@ -311,7 +325,11 @@ fn create_or_adopt(
 /// set from this master's `settings` (its pid, a new generation, this configuration's expiry
 /// and lock timeout); the hash key and geometry stay those the records were made with. A
 /// shard that stays locked by a live process leaves the header untouched.
-fn adopt(segment: Segment, geo: Geometry, settings: Settings) -> Result<ClusterStore, SetupError> {
+fn adopt(
+    segment: Segment,
+    geo: Geometry,
+    settings: Settings,
+) -> Result<(ClusterStore, Adoption), SetupError> {
     let store = ClusterStore { shared: Arc::new(Shared { segment, geo, settings }) };
     let shared = &store.shared;
     let kept = store.repair_all("adopted from an earlier master").map_err(|e| {
@@ -328,7 +346,78 @@ fn adopt(segment: Segment, geo: Geometry, settings: Settings) -> Result<ClusterS
         shared.segment.live_word(at).store(word, Ordering::Release);
     }
     tracing::info!(name = %shared.settings.name, sessions = kept, "adopted the segment an earlier master left");
-    Ok(store)
+    Ok((store, Adoption { sessions: kept, dropped: 0, resized: false }))
+}
+
+/// Initialises a segment just created, not yet shared with any process: the shard mutexes,
+/// then the header, its magic last.
+fn set_up(
+    mut fresh: FreshSegment,
+    geo: Geometry,
+    settings: Settings,
+) -> Result<ClusterStore, SetupError> {
+    for shard in 0..geo.shard_count {
+        init_shard_mutex(&mut fresh, geo.shard_offset(shard) + SHARD_MUTEX)
+            .map_err(|source| SetupError::Os { action: "initialise a shard mutex", source })?;
+    }
+    fresh.write_header(&header::encode(&geo, &settings));
+    Ok(ClusterStore { shared: Arc::new(Shared { segment: fresh.into_segment(), geo, settings }) })
+}
+
+/// Carries the sessions of a segment an earlier master left, made with `old_geo`, into a
+/// new one of `geo` under the same name: the new segment is made under a temporary name, the
+/// old one's shards are all repaired (as for an adoption) and every live session copied with
+/// its expiry (those that do not fit are counted and named in warnings), then the new
+/// segment takes the name in one `rename`, replacing the old one. Until then the old segment
+/// is untouched: a failure, or a kill, leaves it for the next start (a kill also leaves the
+/// temporary `<name>.resize-<pid>` behind).
+fn resize(
+    old: Segment,
+    old_geo: Geometry,
+    found: Settings,
+    geo: Geometry,
+    settings: Settings,
+) -> Result<(ClusterStore, Adoption), SetupError> {
+    let name = settings.name.clone();
+    let temporary = format!("{name}.resize-{}", settings.owner_pid);
+    let cannot = |reason: String| SetupError::CannotAdopt {
+        name: name.clone(),
+        path: Segment::named_path(&name),
+        reason,
+    };
+    let fresh = FreshSegment::create_named(&temporary, geo.total_size).map_err(|e| match e {
+        CreateError::Exists => cannot(format!("{} exists", Segment::named_path(&temporary))),
+        CreateError::Os(action, source) => SetupError::Os { action, source },
+    })?;
+    let copied = (|| {
+        let lock_timeout_ms = settings.lock_timeout_ms;
+        let new = set_up(fresh, geo, settings)?;
+        let old =
+            Shared { segment: old, geo: old_geo, settings: Settings { lock_timeout_ms, ..found } };
+        let old = ClusterStore { shared: Arc::new(old) };
+        old.repair_all("adopted from an earlier master").map_err(|e| cannot(e.to_string()))?;
+        let (mut sessions, mut dropped) = (0, 0);
+        old.each_live(|sid, value, expires_ms| {
+            let expiry = Expiry::At(UNIX_EPOCH + Duration::from_millis(expires_ms));
+            match new.set_raw(&sid, &value, expiry) {
+                Ok(()) => sessions += 1,
+                Err(e) => {
+                    dropped += 1;
+                    tracing::warn!(name = %new.name(), sid, error = %e, "session dropped: it does not fit the new segment");
+                }
+            }
+        })
+        .map_err(|e| cannot(e.to_string()))?;
+        Segment::rename_named(&temporary, &name)
+            .map_err(|source| SetupError::Os { action: "rename the resized segment", source })?;
+        Ok((new, Adoption { sessions, dropped, resized: true }))
+    })();
+    if copied.is_err() {
+        let _ = Segment::unlink_named(&temporary);
+    }
+    let (new, adoption) = copied?;
+    tracing::info!(name = %name, sessions = adoption.sessions, dropped = adoption.dropped, "carried the sessions of an earlier master's segment into one of the new geometry");
+    Ok((new, adoption))
 }
 
 fn random_u64s<const N: usize>() -> Result<[u64; N], SetupError> {
@@ -391,7 +480,8 @@ impl ClusterStore {
         })
         .and_then(|start| start.map_err(|in_the_way| in_the_way.into_error(&config.name)))?;
         let pid = std::process::id();
-        let adopting = matches!(start, Start::Adopt(..));
+        // A segment found under the name stays as it was if setup fails.
+        let adopting = !matches!(start, Start::Fresh(_));
         let started = (|| {
             let [generation, k0, k1] = random_u64s::<3>()?;
             let mut settings = Settings {
@@ -405,24 +495,18 @@ impl ClusterStore {
                 hash_key: [k0, k1],
                 created_ms: now_ms(),
             };
-            let store = match start {
-                Start::Fresh(mut fresh) => {
-                    for shard in 0..geo.shard_count {
-                        init_shard_mutex(&mut fresh, geo.shard_offset(shard) + SHARD_MUTEX)
-                            .map_err(|source| SetupError::Os {
-                                action: "initialise a shard mutex",
-                                source,
-                            })?;
-                    }
-                    fresh.write_header(&header::encode(&geo, &settings));
-                    let shared = Shared { segment: fresh.into_segment(), geo, settings };
-                    ClusterStore { shared: Arc::new(shared) }
-                }
+            let (store, adoption) = match start {
+                Start::Fresh(fresh) => (set_up(fresh, geo, settings)?, None),
                 Start::Adopt(segment, geo, found) => {
                     // The records were hashed with this key; the segment was made then.
                     settings.hash_key = found.hash_key;
                     settings.created_ms = found.created_ms;
-                    adopt(segment, geo, settings)?
+                    let (store, adoption) = adopt(segment, geo, settings)?;
+                    (store, Some(adoption))
+                }
+                Start::Resize(segment, old_geo, found) => {
+                    let (store, adoption) = resize(segment, old_geo, found, geo, settings)?;
+                    (store, Some(adoption))
                 }
             };
             let coordinator =
@@ -431,9 +515,9 @@ impl ClusterStore {
                         action: "start the coordinator thread",
                         source,
                     })?;
-            Ok((store, coordinator))
+            Ok((store, coordinator, adoption))
         })();
-        let (store, coordinator) = match started {
+        let (store, coordinator, adoption) = match started {
             Ok(started) => started,
             Err(e) => {
                 // Nothing may be left behind by a setup that failed, but a segment adopted
@@ -455,6 +539,6 @@ impl ClusterStore {
             _ => None,
         };
         let keep_segment = config.keep_segment;
-        Ok(Master { store, pid, coordinator: Some(coordinator), on_signal, keep_segment })
+        Ok(Master { store, pid, coordinator: Some(coordinator), on_signal, keep_segment, adoption })
     }
 }

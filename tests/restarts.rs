@@ -2,8 +2,10 @@
 //! (its `Master` dropped, or SIGTERM) or is SIGKILLed in the middle of a write leaves its
 //! named segment, and the next master's `setup()` adopts it: every session is there with its
 //! expiry, the shard the dead master held is repaired, `check_integrity()` passes, and the
-//! header names the new master. A segment made with another geometry is refused with
-//! `CannotAdopt`, and left as it was; `reclaim_stale` replaces it with an empty one. A master
+//! header names the new master. A segment made with another geometry has its sessions
+//! copied into a new one, those that do not fit counted; one with a damaged header is
+//! refused with `CannotAdopt` and left as it was (`reclaim_stale` replaces it with an empty
+//! one). A master
 //! still running is never adopted from, and `keep_segment` needs a named segment.
 mod common;
 
@@ -55,6 +57,8 @@ fn write_sessions(store: &ClusterStore, soon: SystemTime) {
 /// Adopts the segment `name` in this process and checks every session is there.
 fn adopt_and_check(name: &str, soon: SystemTime) -> cluster_session_store::Master {
     let master = ClusterStore::setup(kept(name)).expect("the next master adopts the segment");
+    let adoption = master.adoption().expect("an adoption");
+    assert_eq!((adoption.sessions, adoption.dropped, adoption.resized), (SESSIONS + 1, 0, false));
     for i in 0..SESSIONS {
         assert_eq!(master.get_raw(&format!("sid-{i}")).unwrap(), Some(value(i)), "sid-{i}");
     }
@@ -154,31 +158,79 @@ fn a_master_killed_mid_write_leaves_its_sessions_to_the_next() {
     assert_eq!(master.get_raw("sid-7").unwrap(), Some(value(7)), "the old value stays");
 }
 
+/// A new configuration with twice the shards, twice the memory and a lower value limit: the
+/// sessions move to a new segment of that geometry, with their expiry; the one whose value
+/// is over the new limit is counted as dropped; nothing is left under a temporary name.
 #[test]
-fn a_segment_of_another_geometry_is_left_as_it_was() {
+fn a_segment_of_another_geometry_is_resized_with_its_sessions() {
     let _serial = serial();
     let name = unique_name("keep-geo");
     let _file = Kept::of(&name);
     let soon = SystemTime::now() + Duration::from_millis(300);
     let mut first = spawn(|| {
-        write_sessions(&ClusterStore::setup(kept(&name)).unwrap(), soon);
+        let master = ClusterStore::setup(kept(&name)).unwrap();
+        write_sessions(&master, soon);
+        master.set_raw("big", &[7; 2000], Expiry::After(common::LONG)).unwrap();
         0
     });
     assert_eq!(first.wait(WAIT), 0);
-    match ClusterStore::setup(kept(&name).shards(8)) {
+    let resized = kept(&name).shards(8).memory_size(2 << 20).max_value_size(1024);
+    let master = ClusterStore::setup(resized).expect("resized");
+    let adoption = master.adoption().expect("an adoption");
+    assert!(adoption.resized);
+    assert_eq!((adoption.sessions, adoption.dropped), (SESSIONS + 1, 1));
+    assert_eq!(master.get_raw("big").unwrap(), None);
+    for i in 0..SESSIONS {
+        assert_eq!(master.get_raw(&format!("sid-{i}")).unwrap(), Some(value(i)), "sid-{i}");
+    }
+    assert!(master.check_integrity().is_ok());
+    assert_eq!(master.stats().unwrap().data_bytes, {
+        let fresh = ClusterStore::setup(
+            common::config(&unique_name("keep-geo-ref"))
+                .shards(8)
+                .memory_size(2 << 20)
+                .max_value_size(1024),
+        )
+        .unwrap();
+        fresh.stats().unwrap().data_bytes
+    });
+    common::wait_past(soon);
+    assert_eq!(master.get_raw("short").unwrap(), None, "the expiry came along");
+    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(&format!("{name}.resize")))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A segment whose header no longer passes its checksum is not adopted: `CannotAdopt`, and the
+/// file is left byte for byte as it was (its sessions may still be recovered by hand);
+/// `reclaim_stale` replaces it with an empty one.
+#[test]
+fn a_damaged_segment_is_left_as_it_was() {
+    let _serial = serial();
+    let name = unique_name("keep-damaged");
+    let file = Kept::of(&name);
+    let mut first = spawn(|| {
+        write_sessions(&ClusterStore::setup(kept(&name)).unwrap(), SystemTime::now());
+        0
+    });
+    assert_eq!(first.wait(WAIT), 0);
+    let mut bytes = std::fs::read(&file.0).unwrap();
+    bytes[130] ^= 0x20; // a byte of the name, under the header's CRC
+    std::fs::write(&file.0, &bytes).unwrap();
+    match ClusterStore::setup(kept(&name)) {
         Err(e @ SetupError::CannotAdopt { .. }) => {
             let text = e.to_string();
-            assert!(text.contains("4 shards, not 8") && text.contains(&name), "{text}");
+            assert!(text.contains("checksum") && text.contains(&name), "{text}");
         }
         other => panic!("{other:?}"),
     }
-    // Left as it was: the configuration it was made with still adopts it.
-    let master = adopt_and_check(&name, soon);
-    drop(master);
-    // reclaim_stale replaces it with an empty one.
-    let fresh = ClusterStore::setup(kept(&name).shards(8).reclaim_stale(true)).unwrap();
+    assert!(std::fs::read(&file.0).unwrap() == bytes, "the refused segment was changed");
+    let fresh = ClusterStore::setup(kept(&name).reclaim_stale(true)).unwrap();
     assert_eq!(fresh.length().unwrap(), 0);
-    assert!(fresh.check_integrity().is_ok());
+    assert_eq!(fresh.adoption(), None);
 }
 
 #[test]

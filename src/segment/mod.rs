@@ -194,6 +194,12 @@ impl Segment {
         shm_unlink(shm_name(name).as_str()).map_err(io::Error::from)
     }
 
+    /// Gives named segment `from` the name `to`, in one step (`rename(2)` in `/dev/shm`): a
+    /// segment already named `to` is replaced, and its mappings stay valid.
+    pub fn rename_named(from: &str, to: &str) -> io::Result<()> {
+        std::fs::rename(Self::named_path(from), Self::named_path(to))
+    }
+
     /// Where the operating system shows a named segment.
     pub fn named_path(name: &str) -> String {
         format!("/dev/shm{}", shm_name(name))

@@ -506,21 +506,30 @@ impl ClusterStore {
     /// the whole is not one instant).
     pub fn all_raw(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let mut all = Vec::new();
+        self.each_live(|sid, value, _| all.push((sid, value)))?;
+        Ok(all)
+    }
+
+    /// Calls `each` with every live session (its id, bytes and expiry in unix milliseconds),
+    /// shard by shard, each shard's copied under its lock and checked against their CRCs after
+    /// it: a record that fails its CRC (or whose id is not UTF-8) is left out, and its shard
+    /// repaired.
+    pub(crate) fn each_live(&self, mut each: impl FnMut(String, Vec<u8>, u64)) -> Result<()> {
         let mut batch = Vec::new();
         for shard in 0..self.shared.geo.shard_count {
             let now = now_ms();
             self.shared.with_shard(shard, |g| {
                 batch.clear();
                 shard::for_each_live(g, now, |g, rec| {
-                    let copy = (rec.key(g).to_vec(), rec.value(g).to_vec());
+                    let copy = (rec.key(g).to_vec(), rec.value(g).to_vec(), rec.expires(g));
                     batch.push((copy, rec.hash(g), rec.crc(g)));
                 })
             })?;
             let mut damaged = false;
-            for ((key, value), hash, crc) in batch.drain(..) {
+            for ((key, value, expires), hash, crc) in batch.drain(..) {
                 match String::from_utf8(key) {
                     Ok(sid) if record::checksum(hash, sid.as_bytes(), &value) == crc => {
-                        all.push((sid, value))
+                        each(sid, value, expires)
                     }
                     _ => damaged = true,
                 }
@@ -529,7 +538,7 @@ impl ClusterStore {
                 self.shared.repair_damaged(shard, false)?;
             }
         }
-        Ok(all)
+        Ok(())
     }
 
     /// Every live session decoded; fails on the first that does not decode as `T`.
