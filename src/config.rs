@@ -60,6 +60,8 @@ pub struct Config {
     pub(crate) sweep_budget: usize,
     pub(crate) reclaim_stale: bool,
     pub(crate) keep_segment: bool,
+    pub(crate) snapshot: Option<std::path::PathBuf>,
+    pub(crate) snapshot_interval: Option<Duration>,
 }
 
 /// The namespace used by [`ClusterStore::new`](crate::ClusterStore::new).
@@ -81,6 +83,8 @@ impl Default for Config {
             sweep_budget: 256,
             reclaim_stale: false,
             keep_segment: false,
+            snapshot: None,
+            snapshot_interval: None,
         }
     }
 }
@@ -223,11 +227,43 @@ impl Config {
         self
     }
 
+    /// A snapshot file (format: `ClusterStore::snapshot`) for sessions that outlive a
+    /// reboot or a change of the segment's format: `setup()` restores it into a store it
+    /// creates (not into one it adopts, which has its sessions already) if the file exists,
+    /// and the master writes it when its `Master` is dropped (a master killed, or ended by a
+    /// signal it does not handle, writes none) and every
+    /// [`snapshot_interval`](Self::snapshot_interval). Written to a temporary file and
+    /// renamed, mode 0600; read only if it is the user's alone. A file that cannot be
+    /// restored (damaged, cut short, another user's) fails `setup()` with
+    /// [`SetupError::Snapshot`](crate::SetupError::Snapshot).
+    pub fn snapshot(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.snapshot = Some(path.into());
+        self
+    }
+
+    /// How often the master's coordinator writes the [`snapshot`](Self::snapshot) (1 s to
+    /// 1 week; default: only when the master stops). Each shard is copied under its lock in
+    /// turn, and written with no lock held.
+    pub fn snapshot_interval(mut self, interval: Duration) -> Self {
+        self.snapshot_interval = Some(interval);
+        self
+    }
+
     /// Checks every field and derives the segment's geometry.
     pub(crate) fn validate(&self) -> Result<Geometry, SetupError> {
         let invalid = |field, value: String, allowed: String| {
             Err(SetupError::InvalidConfig { field, value, allowed })
         };
+        if let Some(interval) = self.snapshot_interval {
+            let allowed = Duration::from_secs(1)..=Duration::from_secs(7 * 86_400);
+            if self.snapshot.is_none() || !allowed.contains(&interval) {
+                return invalid(
+                    "snapshot_interval",
+                    format!("{interval:?}"),
+                    "1 s to 1 week, with Config::snapshot set".into(),
+                );
+            }
+        }
         if self.keep_segment && self.backing != Backing::Named {
             return invalid(
                 "keep_segment",

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why [`ClusterStore::setup`](crate::ClusterStore::setup) refused to create a segment.
@@ -73,6 +74,8 @@ pub enum SetupError {
         /// What stands in the way.
         reason: String,
     },
+    /// `Config::snapshot`: the snapshot could not be restored into the new store.
+    Snapshot(SnapshotError),
     /// The operating system refused to create or map the segment.
     Os {
         /// What was being done.
@@ -131,6 +134,10 @@ impl fmt::Display for SetupError {
                  sessions, or remove it (rm {path}; its sessions are lost) or set \
                  Config::reclaim_stale(true) to start with an empty one"
             ),
+            SetupError::Snapshot(e) => write!(
+                f,
+                "{e}; the store was not set up: move the file away to start with no sessions"
+            ),
             SetupError::Os { action, source } => write!(f, "could not {action}: {source}"),
         }
     }
@@ -139,6 +146,7 @@ impl fmt::Display for SetupError {
 impl std::error::Error for SetupError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            SetupError::Snapshot(e) => Some(e),
             SetupError::Os { source, .. } => Some(source),
             _ => None,
         }
@@ -263,6 +271,125 @@ impl std::error::Error for AttachError {
             AttachError::Os { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+/// Why a snapshot could not be written or read ([`ClusterStore::snapshot`],
+/// [`ClusterStore::restore`](crate::ClusterStore::restore)).
+///
+/// [`ClusterStore::snapshot`]: crate::ClusterStore::snapshot
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// A file operation failed.
+    Io {
+        /// The file (or directory).
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The error reported.
+        source: std::io::Error,
+    },
+    /// The file is not the user's alone (another owner, or a group or other permission bit):
+    /// another user could have written it. Nothing was read.
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner_uid: u32,
+        /// Its permission bits.
+        mode: u32,
+        /// This process's effective uid.
+        user_uid: u32,
+    },
+    /// The file is not a snapshot of this crate.
+    NotASnapshot {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is a snapshot of another format version.
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+        /// The version this build reads and writes.
+        expected: u32,
+    },
+    /// The file ends before its end marker (a copy cut short). The sessions before the cut
+    /// were restored.
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Sessions restored before the cut.
+        restored: u64,
+    },
+    /// The file is damaged at `offset`. The sessions before the damage were restored.
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the damaged record.
+        offset: u64,
+        /// What was found.
+        what: &'static str,
+        /// Sessions restored before the damage.
+        restored: u64,
+    },
+    /// The store failed while reading or writing sessions.
+    Store(StoreError),
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotError::Io { path, action, source } => {
+                write!(f, "could not {action} ({}): {source}", path.display())
+            }
+            SnapshotError::Untrusted { path, owner_uid, mode, user_uid } => write!(
+                f,
+                "the snapshot {} belongs to uid {owner_uid} with mode {mode:04o}: only a file \
+                 of this user (uid {user_uid}) that grants nothing to group or others is read \
+                 (chown and chmod 600 it if it is yours)",
+                path.display()
+            ),
+            SnapshotError::NotASnapshot { path } => {
+                write!(f, "{} is not a cluster-session-store snapshot", path.display())
+            }
+            SnapshotError::Version { path, found, expected } => write!(
+                f,
+                "the snapshot {} has version {found}; this build reads version {expected}",
+                path.display()
+            ),
+            SnapshotError::Truncated { path, restored } => write!(
+                f,
+                "the snapshot {} is cut short: the {restored} sessions before the cut were \
+                 restored",
+                path.display()
+            ),
+            SnapshotError::Corrupt { path, offset, what, restored } => write!(
+                f,
+                "the snapshot {} is damaged at byte {offset} ({what}): the {restored} sessions \
+                 before it were restored",
+                path.display()
+            ),
+            SnapshotError::Store(e) => write!(f, "the store failed during a snapshot: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SnapshotError::Io { source, .. } => Some(source),
+            SnapshotError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for SnapshotError {
+    fn from(e: StoreError) -> Self {
+        SnapshotError::Store(e)
     }
 }
 

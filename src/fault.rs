@@ -32,6 +32,9 @@ pub enum FaultPoint {
     /// A full shard's rewrite: the new record is published in the spare block, and not yet
     /// copied over the old record's block.
     InSpare = 10,
+    /// Writing a snapshot: the first shard's sessions are written to the temporary file, the
+    /// rest not yet (no shard lock held).
+    MidSnapshot = 11,
 }
 
 #[cfg(feature = "fault-injection")]

@@ -200,11 +200,11 @@ pub mod fault;
 mod fault;
 
 pub use config::{Backing, Config, Eviction, DEFAULT_NAME};
-pub use error::{AttachError, SetupError, StoreError};
+pub use error::{AttachError, SetupError, SnapshotError, StoreError};
 pub use format::layout::MAX_KEY_LEN;
 pub use master::{Adoption, Master};
 pub use stats::{ClassUsage, IntegrityProblem, IntegrityReport, MemoryUsage, Stats};
-pub use store::{ClusterStore, Expiry};
+pub use store::{ClusterStore, Expiry, Restored, Snapshot, SNAPSHOT_VERSION};
 
 /// The README's examples run as doctests.
 /// (They use both adapters.)

@@ -10,21 +10,22 @@
 //! (`lock::fork_gate`), so a fork never catches it holding a shard lock or a logger's lock.
 #![forbid(unsafe_code)]
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crate::clock::now_ms;
 use crate::config::{Backing, Config};
-use crate::error::SetupError;
+use crate::error::{SetupError, SnapshotError};
 use crate::format::header::{self, HeaderError, Settings};
 use crate::format::layout::{Geometry, FORMAT_VERSION, LIVE_WORDS, SHARD_MUTEX};
 use crate::lock::{fork_gate, init_shard_mutex};
 use crate::segment::{
     effective_uid, signals, CreateError, FreshSegment, OpenError, Owner, Segment,
 };
-use crate::store::{registry, ClusterStore, Expiry, Shared};
+use crate::store::{registry, ClusterStore, Expiry, Restored, Shared, Snapshot};
 
 /// The master's handle to a store it set up. Dereferences to [`ClusterStore`].
 ///
@@ -42,6 +43,10 @@ pub struct Master {
     keep_segment: bool,
     /// What `setup()` took over from an earlier master, if it did.
     adoption: Option<Adoption>,
+    /// What `setup()` restored from `Config::snapshot`, if it did.
+    restored: Option<Restored>,
+    /// `Config::snapshot`, written when this master is dropped.
+    snapshot: Option<PathBuf>,
 }
 
 /// What `setup()` took over from an earlier master's segment ([`Config::keep_segment`]):
@@ -65,31 +70,49 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    fn start(store: ClusterStore, interval: Duration, budget: usize) -> std::io::Result<Self> {
+    fn start(
+        store: ClusterStore,
+        interval: Duration,
+        budget: usize,
+        snapshot: Option<(PathBuf, Duration)>,
+    ) -> std::io::Result<Self> {
         fork_gate::install();
         let control = Arc::new((Mutex::new(false), Condvar::new()));
         let stop = Arc::clone(&control);
         let thread = std::thread::Builder::new()
             .name(format!("css-coordinator-{}", store.name()))
-            .spawn(move || loop {
-                let (stopped, wake) = &*stop;
-                let guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
-                let (guard, _) = wake
-                    .wait_timeout_while(guard, interval, |stopped| !*stopped)
-                    .unwrap_or_else(|e| e.into_inner());
-                if *guard {
-                    return;
-                }
-                drop(guard);
-                let _gate = fork_gate::hold();
-                let swept = store.sweep(budget);
-                if swept.expired > 0 || swept.repaired > 0 {
-                    tracing::debug!(
-                        namespace = store.name(),
-                        expired = swept.expired,
-                        repaired = swept.repaired,
-                        "sweep"
-                    );
+            .spawn(move || {
+                let mut next_snapshot = snapshot.as_ref().map(|(_, every)| Instant::now() + *every);
+                loop {
+                    let (stopped, wake) = &*stop;
+                    let guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
+                    let (guard, _) = wake
+                        .wait_timeout_while(guard, interval, |stopped| !*stopped)
+                        .unwrap_or_else(|e| e.into_inner());
+                    if *guard {
+                        return;
+                    }
+                    drop(guard);
+                    let gate = fork_gate::hold();
+                    let swept = store.sweep(budget);
+                    if swept.expired > 0 || swept.repaired > 0 {
+                        tracing::debug!(
+                            namespace = store.name(),
+                            expired = swept.expired,
+                            repaired = swept.repaired,
+                            "sweep"
+                        );
+                    }
+                    drop(gate);
+                    if let (Some((path, every)), Some(due)) = (&snapshot, next_snapshot) {
+                        if Instant::now() >= due {
+                            // The gate is held for each shard's copy, not while the file is written.
+                            let written = store.write_snapshot(path, true);
+                            let _gate = fork_gate::hold();
+                            report_snapshot(&store, path, written);
+                            next_snapshot = Some(Instant::now() + *every);
+                        }
+                    }
                 }
             })?;
         Ok(Coordinator { control, thread })
@@ -103,6 +126,16 @@ impl Coordinator {
     }
 }
 
+/// Logs how a snapshot went; a failed one leaves the previous file in place.
+fn report_snapshot(store: &ClusterStore, path: &Path, written: Result<Snapshot, SnapshotError>) {
+    match written {
+        Ok(s) => {
+            tracing::debug!(namespace = store.name(), path = %path.display(), sessions = s.sessions, bytes = s.bytes, "snapshot written")
+        }
+        Err(e) => tracing::warn!(namespace = store.name(), error = %e, "snapshot failed"),
+    }
+}
+
 impl Master {
     /// A handle for the store's operations.
     pub fn store(&self) -> ClusterStore {
@@ -113,6 +146,19 @@ impl Master {
     /// it created the segment.
     pub fn adoption(&self) -> Option<Adoption> {
         self.adoption
+    }
+
+    /// What `setup()` restored from [`Config::snapshot`]: `None` if there was no file, or
+    /// the store was adopted.
+    pub fn restored(&self) -> Option<Restored> {
+        self.restored
+    }
+
+    /// Writes the [`Config::snapshot`] file now; see [`ClusterStore::snapshot`]. `None` if the
+    /// configuration names no snapshot file.
+    pub fn write_snapshot(&self) -> Option<Result<Snapshot, SnapshotError>> {
+        let path = self.snapshot.as_ref()?;
+        Some(self.store.write_snapshot(path, false))
     }
 
     /// Pid of the process that called `setup()`.
@@ -165,6 +211,9 @@ impl Drop for Master {
         }
         if let Some(coordinator) = self.coordinator.take() {
             coordinator.stop();
+        }
+        if let Some(path) = self.snapshot.take() {
+            report_snapshot(&self.store, &path, self.store.write_snapshot(&path, false));
         }
         let name = self.store.name().to_owned();
         registry().retain(|(n, _)| *n != name);
@@ -509,15 +558,29 @@ impl ClusterStore {
                     (store, Some(adoption))
                 }
             };
-            let coordinator =
-                Coordinator::start(store.clone(), config.sweep_interval, config.sweep_budget)
-                    .map_err(|source| SetupError::Os {
-                        action: "start the coordinator thread",
-                        source,
-                    })?;
-            Ok((store, coordinator, adoption))
+            let restored = match (&config.snapshot, adoption) {
+                (Some(path), None) => match store.restore(path) {
+                    Ok(restored) => Some(restored),
+                    Err(SnapshotError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        None
+                    }
+                    Err(e) => return Err(SetupError::Snapshot(e)),
+                },
+                _ => None,
+            };
+            let periodic = config.snapshot.clone().zip(config.snapshot_interval);
+            let coordinator = Coordinator::start(
+                store.clone(),
+                config.sweep_interval,
+                config.sweep_budget,
+                periodic,
+            )
+            .map_err(|source| SetupError::Os { action: "start the coordinator thread", source })?;
+            Ok((store, coordinator, adoption, restored))
         })();
-        let (store, coordinator, adoption) = match started {
+        let (store, coordinator, adoption, restored) = match started {
             Ok(started) => started,
             Err(e) => {
                 // Nothing may be left behind by a setup that failed, but a segment adopted
@@ -539,6 +602,16 @@ impl ClusterStore {
             _ => None,
         };
         let keep_segment = config.keep_segment;
-        Ok(Master { store, pid, coordinator: Some(coordinator), on_signal, keep_segment, adoption })
+        let snapshot = config.snapshot;
+        Ok(Master {
+            store,
+            pid,
+            coordinator: Some(coordinator),
+            on_signal,
+            keep_segment,
+            adoption,
+            restored,
+            snapshot,
+        })
     }
 }

@@ -12,11 +12,13 @@ mod codec;
 mod locked;
 mod maintenance;
 mod open;
+mod snapshot;
 
 use codec::decode;
 pub(crate) use codec::encode;
 pub(crate) use locked::Shared;
 pub(crate) use open::registry;
+pub use snapshot::{Restored, Snapshot, SNAPSHOT_VERSION};
 
 use std::hash::Hasher;
 use std::sync::atomic::Ordering::Relaxed;
@@ -515,28 +517,38 @@ impl ClusterStore {
     /// it: a record that fails its CRC (or whose id is not UTF-8) is left out, and its shard
     /// repaired.
     pub(crate) fn each_live(&self, mut each: impl FnMut(String, Vec<u8>, u64)) -> Result<()> {
-        let mut batch = Vec::new();
         for shard in 0..self.shared.geo.shard_count {
-            let now = now_ms();
-            self.shared.with_shard(shard, |g| {
-                batch.clear();
-                shard::for_each_live(g, now, |g, rec| {
-                    let copy = (rec.key(g).to_vec(), rec.value(g).to_vec(), rec.expires(g));
-                    batch.push((copy, rec.hash(g), rec.crc(g)));
-                })
-            })?;
-            let mut damaged = false;
-            for ((key, value, expires), hash, crc) in batch.drain(..) {
-                match String::from_utf8(key) {
-                    Ok(sid) if record::checksum(hash, sid.as_bytes(), &value) == crc => {
-                        each(sid, value, expires)
-                    }
-                    _ => damaged = true,
+            self.each_live_in(shard, &mut each)?;
+        }
+        Ok(())
+    }
+
+    /// [`each_live`](Self::each_live) for one shard.
+    pub(crate) fn each_live_in(
+        &self,
+        shard: usize,
+        mut each: impl FnMut(String, Vec<u8>, u64),
+    ) -> Result<()> {
+        let mut batch = Vec::new();
+        let now = now_ms();
+        self.shared.with_shard(shard, |g| {
+            batch.clear();
+            shard::for_each_live(g, now, |g, rec| {
+                let copy = (rec.key(g).to_vec(), rec.value(g).to_vec(), rec.expires(g));
+                batch.push((copy, rec.hash(g), rec.crc(g)));
+            })
+        })?;
+        let mut damaged = false;
+        for ((key, value, expires), hash, crc) in batch {
+            match String::from_utf8(key) {
+                Ok(sid) if record::checksum(hash, sid.as_bytes(), &value) == crc => {
+                    each(sid, value, expires)
                 }
+                _ => damaged = true,
             }
-            if damaged {
-                self.shared.repair_damaged(shard, false)?;
-            }
+        }
+        if damaged {
+            self.shared.repair_damaged(shard, false)?;
         }
         Ok(())
     }
