@@ -336,6 +336,50 @@ fn sessions_survive_restarts_with_store_name(name: &str) {
     assert_eq!(server.stop(), 0, "log:\n{}", server.log.join("\n"));
 }
 
+/// With `SNAPSHOT`, a session outlives its master and its memory (the default memfd
+/// segment): the master writes the file when SIGTERM stops it and restores it at the next
+/// start.
+fn sessions_survive_a_restart_through_a_snapshot(name: &str) {
+    let file = std::env::temp_dir().join(format!("hello-snapshot-{}-{name}", std::process::id()));
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(file.clone());
+    let key = "5e".repeat(64);
+    let path = file.to_str().expect("a UTF-8 temporary path");
+    let env = [("SNAPSHOT", path), ("SESSION_KEY", key.as_str())];
+    let mut server = Server::start_with(name, &env);
+    let mut client = Client::new(server.port);
+    let (first, _) = client.hello();
+    assert!(first.starts_with("Hello from worker "), "{first:?}");
+    assert_eq!(server.stop(), 0, "log:\n{}", server.log.join("\n"));
+    assert!(file.exists(), "no snapshot written at stop");
+
+    let mut server = Server::start_with(name, &env);
+    assert!(server.log.iter().any(|l| l.ends_with("1 sessions restored from the snapshot")));
+    client.url = format!("http://127.0.0.1:{}/hello", server.port);
+    client.again();
+    assert_eq!(server.stop(), 0, "log:\n{}", server.log.join("\n"));
+}
+
+#[test]
+fn hello_cluster_sessions_survive_through_a_snapshot() {
+    sessions_survive_a_restart_through_a_snapshot("hello_cluster");
+}
+
+#[test]
+fn hello_actix_sessions_survive_through_a_snapshot() {
+    sessions_survive_a_restart_through_a_snapshot("hello_actix");
+}
+
+#[test]
+fn prefork_sessions_survive_through_a_snapshot() {
+    sessions_survive_a_restart_through_a_snapshot("prefork");
+}
+
 #[test]
 fn hello_cluster_sessions_survive_restarts() {
     sessions_survive_restarts_with_store_name("hello_cluster");

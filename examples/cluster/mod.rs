@@ -33,6 +33,9 @@
 //! dies (`Config::keep_segment`) and adopted by the next master started with that name, with
 //! every session. Without it, the store is an anonymous memfd that ends with the master.
 //!
+//! `SNAPSHOT=<path>` keeps them across reboots too: the master restores the snapshot file at
+//! start (if it exists) and writes it when it stops (`Config::snapshot`), and every minute.
+//!
 //! `PORT` picks the port (default 8080; 0 lets the kernel choose, and the log says which).
 //! `MAX_SESSION_BYTES` sets the largest session the store accepts (`Config::max_value_size`,
 //! default 64 KiB); a request whose session would be larger is answered 500.
@@ -193,6 +196,9 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     if std::env::var_os("STORE_NAME").is_some() {
         config = config.name(&store_name()).backing(Backing::Named).keep_segment(true);
     }
+    if let Some(path) = std::env::var_os("SNAPSHOT") {
+        config = config.snapshot(path).snapshot_interval(Duration::from_secs(60));
+    }
     if let Ok(bytes) = std::env::var("MAX_SESSION_BYTES") {
         let bytes = bytes.parse().map_err(|e| format!("MAX_SESSION_BYTES={bytes}: {e}"))?;
         config = config.max_value_size(bytes);
@@ -214,6 +220,10 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     let mut listeners = vec![first];
     for _ in 1..workers {
         listeners.push(listen(addr)?);
+    }
+    if let Some(restored) = master.restored() {
+        let pid = std::process::id();
+        println!("master {pid}: {} sessions restored from the snapshot", restored.sessions);
     }
     if master.name() != cluster_session_store::DEFAULT_NAME {
         let sessions = master.length()?;
