@@ -5,8 +5,9 @@
 //! The cookie signing key must be the same in every worker, so the master makes it before
 //! forking: from `SESSION_KEY` (128 hex characters, 64 bytes) if set, so that cookies stay
 //! valid across restarts (with `STORE_NAME`, the sessions do too), else a new random one. Each worker then starts its own single-threaded actix system and serves until
-//! SIGTERM or SIGINT: it then stops accepting, answers the requests it has begun (actix's
-//! graceful stop; the master's grace period bounds it) and exits.
+//! SIGTERM or SIGINT: it then stops accepting, leaves the connections it accepted last a
+//! moment (`DRAIN`) to send their requests, answers the requests begun (actix's graceful
+//! stop; the master's grace period bounds it) and exits.
 //!
 //! A store error is logged to the worker's stderr and answered 500 `internal error`, as is
 //! every other server error: the details stay in the log.
@@ -64,7 +65,7 @@ fn worker(id: usize, listener: TcpListener, key: Key) -> Result<(), Box<dyn Erro
         let mut int = signal(SignalKind::interrupt())?;
         // Handled from here on: one that came while the worker started is delivered now.
         cluster::stop_signals().thread_unblock()?;
-        HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(store.clone(), key.clone())
                 // Plain HTTP on 127.0.0.1 for the example; keep the default (Secure) behind TLS.
                 .cookie_secure(false)
@@ -92,19 +93,29 @@ fn worker(id: usize, listener: TcpListener, key: Key) -> Result<(), Box<dyn Erro
                 .service(echo)
         })
         .workers(1)
-        // Stops accepting on the signal, then waits for the connections being served.
-        .shutdown_signal(async move {
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        // On the signal: stop accepting at once; a moment later, stop gracefully (the
+        // requests begun are answered, idle connections closed).
+        let handle = server.handle();
+        actix_web::rt::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
-        })
-        .listen(listener)?
-        .run()
-        .await
+            handle.pause().await;
+            actix_web::rt::time::sleep(DRAIN).await;
+            handle.stop(true).await;
+        });
+        server.await
     })?;
     Ok(())
 }
+
+/// How long a stopping worker, no longer accepting, leaves the connections it accepted last
+/// to send their requests before its graceful stop closes those that are idle.
+const DRAIN: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The answer to every server error: what went wrong is in the log only.
 fn internal_error() -> HttpResponse {

@@ -10,7 +10,9 @@
 //!
 //! Forking comes first: the master never starts an async runtime; each worker builds its own
 //! Tokio runtime after the fork, then serves until SIGTERM or SIGINT: it then stops
-//! accepting, answers the requests it has begun (axum's graceful shutdown) and exits.
+//! accepting (closes its copy of the socket), leaves the connections it accepted last a
+//! moment to send their requests, answers the requests it has begun (axum's graceful
+//! shutdown) and exits.
 //!
 //! A store error is logged to the worker's stderr and answered 500 `internal error`, as is
 //! every other server error: the details stay in the log.
@@ -81,19 +83,65 @@ fn serve(
         let mut int = signal(SignalKind::interrupt())?;
         // Handled from here on: one that came while the worker started is delivered now.
         cluster::stop_signals().thread_unblock()?;
+        listener.set_nonblocking(true)?;
+        let (closing, closed) = tokio::sync::watch::channel(false);
+        let listener =
+            Closing { listener: Some(tokio::net::TcpListener::from_std(listener)?), closed };
+        // On the signal: stop accepting at once; a moment later, have the connections finish
+        // their requests and close (axum's graceful shutdown); then wait for them.
         let stop = async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+            let _ = closing.send(true);
+            tokio::time::sleep(DRAIN).await;
         };
-        listener.set_nonblocking(true)?;
-        // Stops accepting on the signal, then waits for the connections being served.
-        axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
-            .with_graceful_shutdown(stop)
-            .await
+        axum::serve(listener, app).with_graceful_shutdown(stop).await
     })?;
     Ok(())
+}
+
+/// How long a stopping worker, no longer accepting, leaves the connections it accepted last
+/// to send their requests before the graceful shutdown closes those that are idle (hyper
+/// closes a connection whose first request has not arrived yet as an idle one).
+const DRAIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The worker's listening socket, closed (its copy) as soon as the worker stops: from then
+/// on the kernel queues new connections for the other processes accepting on the socket (a
+/// new master's workers, in a handover) or refuses them.
+struct Closing {
+    listener: Option<tokio::net::TcpListener>,
+    closed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl axum::serve::Listener for Closing {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = self.closed.changed() => self.listener = None,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => return accepted,
+                    // A connection reset before it was accepted, or out of descriptors for
+                    // a moment: the next one.
+                    Err(_) => tokio::task::yield_now().await,
+                },
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.listener {
+            Some(listener) => listener.local_addr(),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
 }
 
 async fn hello(State(id): State<usize>, session: Session) -> Result<Json<Value>, StatusCode> {

@@ -13,8 +13,9 @@
 //! read as bytes and decoded lossily: a header that is not UTF-8 (a cookie) cannot be a
 //! session id, so it counts as no session and the request is answered all the same.
 //!
-//! On SIGTERM or SIGINT a worker stops accepting, closes the connections that have not
-//! begun a request, answers the requests it has begun, and exits with status 0. A store error
+//! On SIGTERM or SIGINT a worker stops accepting, leaves the connections it accepted last a
+//! moment (`DRAIN`) to send their requests, closes those that have still not begun one,
+//! answers the requests it has begun, and exits with status 0. A store error
 //! is answered 500 `internal error`; the error goes to the worker's stderr.
 //!
 //! Run: `cargo run --release --example prefork` then
@@ -141,13 +142,22 @@ fn worker(id: usize, listener: TcpListener) -> Result<(), Box<dyn Error>> {
         }
     }
     drop(listener);
+    // The connections accepted last get a moment to send their requests (or to finish)
+    // before those still idle are closed; then every request begun is answered.
+    let count = live.count.lock().unwrap_or_else(|e| e.into_inner());
+    let (count, _) =
+        live.none.wait_timeout_while(count, DRAIN, |n| *n > 0).unwrap_or_else(|e| e.into_inner());
     drop(stop);
-    let mut count = live.count.lock().unwrap_or_else(|e| e.into_inner());
+    let mut count = count;
     while *count > 0 {
         count = live.none.wait(count).unwrap_or_else(|e| e.into_inner());
     }
     Ok(())
 }
+
+/// How long a stopping worker, no longer accepting, leaves the connections it accepted last
+/// to send their requests before it closes those still idle.
+const DRAIN: Duration = Duration::from_millis(250);
 
 /// Serves one request on `stream`. `stopping` becomes readable when the worker stops: a
 /// connection that has sent nothing by then is closed.

@@ -60,6 +60,7 @@ pub struct Config {
     pub(crate) sweep_budget: usize,
     pub(crate) reclaim_stale: bool,
     pub(crate) keep_segment: bool,
+    pub(crate) take_over: Option<u32>,
     pub(crate) snapshot: Option<std::path::PathBuf>,
     pub(crate) snapshot_interval: Option<Duration>,
 }
@@ -83,6 +84,7 @@ impl Default for Config {
             sweep_budget: 256,
             reclaim_stale: false,
             keep_segment: false,
+            take_over: None,
             snapshot: None,
             snapshot_interval: None,
         }
@@ -227,6 +229,16 @@ impl Config {
         self
     }
 
+    /// A zero-downtime handover: this master replaces the master `pid`, which is still
+    /// running (it started this one, typically by re-executing itself on SIGUSR2, and will
+    /// stop its workers once this one's run). `setup()` then adopts the segment although its
+    /// master runs, as long as that master is `pid`; shards owed a repair are repaired, the
+    /// others left to the workers serving them. Needs [`keep_segment`](Self::keep_segment).
+    pub fn take_over(mut self, pid: u32) -> Self {
+        self.take_over = Some(pid);
+        self
+    }
+
     /// A snapshot file (format: `ClusterStore::snapshot`) for sessions that outlive a
     /// reboot or a change of the segment's format: `setup()` restores it into a store it
     /// creates (not into one it adopts, which has its sessions already) if the file exists,
@@ -263,6 +275,9 @@ impl Config {
                     "1 s to 1 week, with Config::snapshot set".into(),
                 );
             }
+        }
+        if let Some(pid) = self.take_over.filter(|_| !self.keep_segment) {
+            return invalid("take_over", pid.to_string(), "only with keep_segment(true)".into());
         }
         if self.keep_segment && self.backing != Backing::Named {
             return invalid(

@@ -319,8 +319,10 @@ fn create_or_adopt(
     };
     // This process's own pid is a master of it no longer: a running one is in the registry,
     // which `setup()` looked in first (a kept segment outlives its `Master`).
+    // So is the master this one takes over from (`Config::take_over`).
     let alive = owner_pid.is_some_and(|pid| {
         pid != std::process::id()
+            && Some(pid) != config.take_over
             && !matches!(
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None),
                 Err(nix::errno::Errno::ESRCH)
@@ -333,6 +335,12 @@ fn create_or_adopt(
     let refused = match decoded {
         Some(Ok(found)) if config.keep_segment => match fit(&found, geo, &config.name) {
             Fit::OtherName(reason) => Some(reason),
+            // Its workers would go on writing to the old segment.
+            Fit::OtherGeometry if config.take_over.is_some() => Some(
+                "a running master's segment cannot change its geometry: stop that master, \
+                 then start this one"
+                    .into(),
+            ),
             how => {
                 let (old_geo, settings) = found;
                 let segment = existing.expect("decoded from it");
@@ -370,7 +378,8 @@ fn create_or_adopt(
 }
 
 /// Takes over a segment an earlier master left: every shard repaired (a process of the
-/// earlier master may have died holding its lock, mid-write), then the header's live words
+/// earlier master may have died holding its lock, mid-write; from a master still `running`,
+/// a handover, only the shards owed a repair), then the header's live words
 /// set from this master's `settings` (its pid, a new generation, this configuration's expiry
 /// and lock timeout); the hash key and geometry stay those the records were made with. A
 /// shard that stays locked by a live process leaves the header untouched.
@@ -378,16 +387,22 @@ fn adopt(
     segment: Segment,
     geo: Geometry,
     settings: Settings,
+    running: bool,
 ) -> Result<(ClusterStore, Adoption), SetupError> {
     let store = ClusterStore { shared: Arc::new(Shared { segment, geo, settings }) };
     let shared = &store.shared;
-    let kept = store.repair_all("adopted from an earlier master").map_err(|e| {
-        SetupError::CannotAdopt {
-            name: shared.settings.name.clone(),
-            path: Segment::named_path(&shared.settings.name),
-            reason: e.to_string(),
-        }
-    })?;
+    let cannot = |e: crate::StoreError| SetupError::CannotAdopt {
+        name: shared.settings.name.clone(),
+        path: Segment::named_path(&shared.settings.name),
+        reason: e.to_string(),
+    };
+    // Taken over from a running master, whose workers are serving: only what is owed.
+    let kept = if running {
+        store.recover();
+        store.length().map_err(cannot)?
+    } else {
+        store.repair_all("adopted from an earlier master").map_err(cannot)?
+    };
     // The live words, the owner last: a master killed before it stores its pid leaves the
     // segment to the next one as it found it.
     let words = header::live_words(&shared.settings);
@@ -550,7 +565,8 @@ impl ClusterStore {
                     // The records were hashed with this key; the segment was made then.
                     settings.hash_key = found.hash_key;
                     settings.created_ms = found.created_ms;
-                    let (store, adoption) = adopt(segment, geo, settings)?;
+                    let running = config.take_over.is_some();
+                    let (store, adoption) = adopt(segment, geo, settings, running)?;
                     (store, Some(adoption))
                 }
                 Start::Resize(segment, old_geo, found) => {

@@ -251,6 +251,17 @@ impl Client {
         (msg, worker)
     }
 
+    /// GET /hello with the jar's cookies, never panicking: the message, or what went wrong.
+    fn try_hello(&self) -> Result<String, String> {
+        let mut request = self.agent.get(&self.url).header("connection", "close");
+        let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        request = request.header("cookie", cookies.join("; "));
+        let mut response = request.call().map_err(|e| e.to_string())?;
+        let body = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
+        let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        json["msg"].as_str().map(str::to_owned).ok_or(body)
+    }
+
     /// A request that must find the session.
     fn again(&mut self) -> usize {
         let (msg, worker) = self.hello();
@@ -378,6 +389,97 @@ fn hello_actix_sessions_survive_through_a_snapshot() {
 #[test]
 fn prefork_sessions_survive_through_a_snapshot() {
     sessions_survive_a_restart_through_a_snapshot("prefork");
+}
+
+/// With `STORE_NAME`, SIGUSR2 hands the service over to a new master with no downtime: a
+/// client opening a new connection for every request, all along the handover, gets every
+/// answer, each "Hello again"; the old master exits 0 once the new one's workers run, the new
+/// one (another pid) announces the same address, and the client goes on with it alone.
+fn hands_over_to_a_new_master_under_load(name: &str) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let store = format!("hello-handover-{}-{name}", std::process::id());
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(PathBuf::from(format!("/dev/shm/cluster-session-store.{store}")));
+    let key = "5e".repeat(64);
+    let env = [("STORE_NAME", store.as_str()), ("SESSION_KEY", key.as_str())];
+    let mut server = Server::start_with(name, &env);
+    let old = server.master.pid;
+    let mut client = Client::new(server.port);
+    client.hello();
+    client.again();
+
+    let (stop, answered) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let load = std::thread::spawn({
+        let (stop, answered) = (Arc::clone(&stop), Arc::clone(&answered));
+        let mut load = Client::new(server.port);
+        load.jar = client.jar.clone();
+        move || {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match load.try_hello() {
+                    Ok(msg) if msg.starts_with("Hello again from worker ") => {}
+                    other => failures.push(format!("{other:?}")),
+                }
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+            failures
+        }
+    });
+    let wait_for_answers = |n: usize| {
+        let from = answered.load(Ordering::SeqCst);
+        let deadline = Instant::now() + WAIT;
+        while answered.load(Ordering::SeqCst) < from + n {
+            assert!(Instant::now() < deadline, "the load made no progress");
+            std::thread::yield_now();
+        }
+    };
+    wait_for_answers(20);
+    kill(old, Signal::SIGUSR2).expect("SIGUSR2");
+    server.expect(|l| l.starts_with("master: SIGUSR2, handing over to a new master"));
+    let line = server.expect(|l| l.contains(": listening on http://127.0.0.1:"));
+    let new: i32 = line
+        .strip_prefix("master ")
+        .and_then(|l| l.split(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("pid in the log line");
+    assert_ne!(new, old.as_raw(), "the same master announced itself again");
+    assert!(line.ends_with(&format!(":{}/hello", server.port)), "another address: {line}");
+    server.expect(|l| l.ends_with(&format!("took over from master {old}")));
+    server.expect(|l| l == "master: workers stopped, store released");
+    assert_eq!(server.master.wait(WAIT), 0, "the old master's exit");
+    // The new master's workers alone now.
+    wait_for_answers(20);
+    stop.store(true, Ordering::SeqCst);
+    let failures = load.join().expect("the load thread");
+    assert!(failures.is_empty(), "{} failed requests: {failures:?}", failures.len());
+    assert!(answered.load(Ordering::SeqCst) >= 40);
+    client.again();
+
+    kill(Pid::from_raw(new), Signal::SIGTERM).expect("SIGTERM to the new master");
+    server.expect(|l| l == "master: workers stopped, store released");
+    server.stopped = true;
+}
+
+#[test]
+fn hello_cluster_hands_over_under_load() {
+    hands_over_to_a_new_master_under_load("hello_cluster");
+}
+
+#[test]
+fn hello_actix_hands_over_under_load() {
+    hands_over_to_a_new_master_under_load("hello_actix");
+}
+
+#[test]
+fn prefork_hands_over_under_load() {
+    hands_over_to_a_new_master_under_load("prefork");
 }
 
 #[test]

@@ -33,6 +33,14 @@
 //! dies (`Config::keep_segment`) and adopted by the next master started with that name, with
 //! every session. Without it, the store is an anonymous memfd that ends with the master.
 //!
+//! With `STORE_NAME`, SIGUSR2 hands the service over to a new master with no downtime (a new
+//! build, say: the master re-executes its own executable file). The new master gets the
+//! listening sockets as inherited descriptors (`LISTEN_FDS`) and the old master's pid
+//! (`HANDOVER_FROM`), adopts the store while the old one still runs (`Config::take_over`),
+//! starts its workers on the same sockets, and then sends the old master SIGTERM: the old
+//! workers stop accepting, finish their requests and exit, and the old master with them.
+//! Connections keep queueing on the same sockets throughout, so none is refused.
+//!
 //! `SNAPSHOT=<path>` keeps them across reboots too: the master restores the snapshot file at
 //! start (if it exists) and writes it when it stops (`Config::snapshot`), and every minute.
 //!
@@ -43,6 +51,7 @@
 use std::error::Error;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -193,8 +202,17 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     let grace = Duration::from_millis(setting("SHUTDOWN_GRACE_MS", ms(SHUTDOWN_GRACE))?);
     let first_delay = Duration::from_millis(setting("RESTART_DELAY_MS", ms(RESTART_DELAY_MIN))?);
     let mut config = Config::new().default_ttl(Duration::from_secs(3600));
-    if std::env::var_os("STORE_NAME").is_some() {
+    let named = std::env::var_os("STORE_NAME").is_some();
+    if named {
         config = config.name(&store_name()).backing(Backing::Named).keep_segment(true);
+    }
+    let handover_from: Option<u32> = match std::env::var("HANDOVER_FROM") {
+        Ok(pid) if named => Some(pid.parse().map_err(|e| format!("HANDOVER_FROM={pid}: {e}"))?),
+        Ok(_) => return Err("HANDOVER_FROM needs STORE_NAME (a named, kept store)".into()),
+        Err(_) => None,
+    };
+    if let Some(pid) = handover_from {
+        config = config.take_over(pid);
     }
     if let Some(path) = std::env::var_os("SNAPSHOT") {
         config = config.snapshot(path).snapshot_interval(Duration::from_secs(60));
@@ -208,17 +226,19 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     // blocked before `setup()` starts the coordinator thread, which inherits the mask: a
     // thread with them unblocked would take SIGTERM's default action and end the master.
     let mut signals = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR2] {
         signals.add(s);
     }
     signals.thread_block()?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
 
     let master = ClusterStore::setup(config)?;
-    let first = listen(SocketAddr::from(([127, 0, 0, 1], port)))?;
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..workers {
+    let mut listeners = inherited_listeners()?;
+    if listeners.is_empty() {
+        listeners.push(listen(SocketAddr::from(([127, 0, 0, 1], port)))?);
+    }
+    let addr = listeners[0].local_addr()?;
+    while listeners.len() < workers {
         listeners.push(listen(addr)?);
     }
     if let Some(restored) = master.restored() {
@@ -246,6 +266,9 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
         .collect();
     // When the master began stopping the workers, and when it stops waiting for them.
     let mut stopping: Option<Instant> = None;
+    // The master this one takes over from, until its workers run; the one it hands over to.
+    let mut predecessor = handover_from.map(|pid| Pid::from_raw(pid as i32));
+    let mut successor: Option<Pid> = None;
     loop {
         let now = Instant::now();
         if stopping.is_none() {
@@ -275,6 +298,11 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
             if slots.is_empty() {
                 return Err("every worker failed at start".into());
             }
+            if let Some(old) = predecessor.take() {
+                // This master's workers accept on the same sockets now: the old ones may go.
+                println!("master {}: took over from master {old}", std::process::id());
+                let _ = kill(old, Signal::SIGTERM);
+            }
         } else if slots.iter().all(|s| s.pid.is_none()) {
             println!("{}", master.stats()?);
             drop(master);
@@ -299,6 +327,11 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
                     Ok(_) => continue,
                     Err(e) => return Err(e.into()),
                 };
+                if successor == Some(pid) {
+                    successor = None;
+                    println!("master: the new master (pid {pid}) {how}; this one serves on");
+                    continue;
+                }
                 let Some(at) = slots.iter().position(|s| s.pid == Some(pid)) else { continue };
                 // Repairs at once any shard the worker died holding.
                 let repaired = master.worker_exited(pid.as_raw() as u32);
@@ -325,6 +358,24 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
                 }
                 slot.due = Some(Instant::now() + delay);
             },
+            Some(Signal::SIGUSR2) if stopping.is_none() && successor.is_none() => {
+                if !named {
+                    println!("master: SIGUSR2 needs STORE_NAME (a named, kept store); ignored");
+                    continue;
+                }
+                let sockets: Vec<RawFd> = slots
+                    .iter()
+                    .filter_map(|s| s.listener.as_ref().map(|l| l.as_raw_fd()))
+                    .collect();
+                match hand_over(&sockets) {
+                    Ok(pid) => {
+                        println!("master: SIGUSR2, handing over to a new master (pid {pid})");
+                        successor = Some(pid);
+                    }
+                    Err(e) => println!("master: SIGUSR2, but no new master could start: {e}"),
+                }
+            }
+            Some(Signal::SIGUSR2) => {}
             Some(signal) if stopping.is_none() => {
                 println!("master: {signal:?}, stopping the workers");
                 for slot in &mut slots {
@@ -357,6 +408,53 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
             }
         }
     }
+}
+
+/// Starts a new master from this one's executable file, with this one's arguments and
+/// environment, the listening `sockets` inherited (`LISTEN_FDS`) and `HANDOVER_FROM` naming
+/// this master. Its output goes where this one's does.
+fn hand_over(sockets: &[RawFd]) -> std::io::Result<Pid> {
+    let list: Vec<String> = sockets.iter().map(|fd| fd.to_string()).collect();
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
+        .args(std::env::args_os().skip(1))
+        .env("HANDOVER_FROM", std::process::id().to_string())
+        .env("LISTEN_FDS", list.join(","));
+    let inherit = sockets.to_vec();
+    // SAFETY: runs in the forked child before exec, and only calls fcntl, which is
+    // async-signal-safe, on descriptors the child has (copies of this process's).
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &inherit {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    Ok(Pid::from_raw(child.id() as i32))
+}
+
+/// The listening sockets a master handing over passed in `LISTEN_FDS`, each marked
+/// close-on-exec again.
+fn inherited_listeners() -> Result<Vec<TcpListener>, Box<dyn Error>> {
+    let Ok(list) = std::env::var("LISTEN_FDS") else { return Ok(Vec::new()) };
+    let mut listeners = Vec::new();
+    for fd in list.split(',').filter(|f| !f.is_empty()) {
+        let fd: RawFd = fd.parse().map_err(|e| format!("LISTEN_FDS={list}: {e}"))?;
+        // SAFETY: the master that started this process left these descriptors open for it
+        // (and nothing else here owns them): each is a listening socket, owned from now on
+        // by the `TcpListener`.
+        let listener = unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        nix::fcntl::fcntl(
+            &listener,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 /// The next of the blocked signals, waiting up to `timeout` (for ever if `None`); `None` if
