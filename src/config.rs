@@ -28,6 +28,11 @@ pub enum Backing {
     /// created exclusively, for workers started by exec: they call
     /// [`ClusterStore::attach`](crate::ClusterStore::attach).
     Named,
+    /// The memfd segment of the master this one takes over from
+    /// ([`Config::take_over`]), whose descriptor it inherited under this number (that master
+    /// passed [`Master::memfd`](crate::Master::memfd) without its close-on-exec flag). The
+    /// store takes the descriptor over: nothing else in the process may use or close it.
+    Inherited(std::os::fd::RawFd),
 }
 
 /// Settings for [`ClusterStore::setup`](crate::ClusterStore::setup). Built with chained
@@ -276,8 +281,20 @@ impl Config {
                 );
             }
         }
-        if let Some(pid) = self.take_over.filter(|_| !self.keep_segment) {
-            return invalid("take_over", pid.to_string(), "only with keep_segment(true)".into());
+        let inherited = matches!(self.backing, Backing::Inherited(_));
+        if let Some(pid) = self.take_over.filter(|_| !self.keep_segment && !inherited) {
+            return invalid(
+                "take_over",
+                pid.to_string(),
+                "only with keep_segment(true), or Backing::Inherited".into(),
+            );
+        }
+        if inherited && self.take_over.is_none() {
+            return invalid(
+                "backing",
+                format!("{:?}", self.backing),
+                "Backing::Inherited only with Config::take_over".into(),
+            );
         }
         if self.keep_segment && self.backing != Backing::Named {
             return invalid(

@@ -161,6 +161,14 @@ impl Master {
         Some(self.store.write_snapshot(path, false))
     }
 
+    /// The descriptor of a memfd segment (close-on-exec), to pass to the master that takes
+    /// over from this one: start it with the descriptor's close-on-exec flag cleared, and
+    /// with [`Backing::Inherited`] and [`Config::take_over`]. `None` for a named segment,
+    /// which the next master opens by name.
+    pub fn memfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.store.shared.segment.memfd()
+    }
+
     /// Pid of the process that called `setup()`.
     pub fn pid(&self) -> u32 {
         self.pid
@@ -484,6 +492,40 @@ fn resize(
     Ok((new, adoption))
 }
 
+/// The memfd segment a master handing over passed by descriptor (`Backing::Inherited`), to
+/// be adopted: a memfd of this user's, with an intact header made for this name and this
+/// configuration's geometry.
+fn inherit(fd: std::os::fd::RawFd, config: &Config, geo: &Geometry) -> Result<Start, InTheWay> {
+    let segment = match Segment::open_inherited(fd) {
+        Ok(segment) => segment,
+        Err(OpenError::Untrusted(owner) | OpenError::PermissionDenied(owner)) => {
+            return Err(InTheWay::Untrusted(owner))
+        }
+        Err(OpenError::TooSmall(len)) => {
+            return Err(InTheWay::CannotAdopt(format!("{len} bytes, smaller than a header")))
+        }
+        Err(OpenError::Os(action, e)) => {
+            return Err(InTheWay::CannotAdopt(format!("could not {action}: {e}")))
+        }
+        Err(OpenError::NotFound) => return Err(InTheWay::CannotAdopt("no such descriptor".into())),
+    };
+    match header::decode(&segment.read_header(), segment.len()) {
+        Ok(found) => match fit(&found, geo, &config.name) {
+            Fit::Same => {
+                let (old_geo, settings) = found;
+                Ok(Start::Adopt(segment, old_geo, settings))
+            }
+            Fit::OtherName(reason) => Err(InTheWay::CannotAdopt(reason)),
+            Fit::OtherGeometry => Err(InTheWay::CannotAdopt(
+                "a running master's segment cannot change its geometry: stop that master, \
+                 then start this one"
+                    .into(),
+            )),
+        },
+        Err(e) => Err(InTheWay::CannotAdopt(format!("its header does not decode: {e:?}"))),
+    }
+}
+
 fn random_u64s<const N: usize>() -> Result<[u64; N], SetupError> {
     let mut bytes = vec![0u8; 8 * N];
     getrandom::fill(&mut bytes).map_err(|e| SetupError::Os {
@@ -534,6 +576,7 @@ impl ClusterStore {
             Backing::Memfd => FreshSegment::create_memfd(&config.name, geo.total_size)
                 .map(|fresh| Ok(Start::Fresh(fresh))),
             Backing::Named => create_or_adopt(&config, &geo),
+            Backing::Inherited(fd) => Ok(inherit(fd, &config, &geo)),
         }
         .map_err(|e| match e {
             CreateError::Exists => SetupError::SegmentExists {

@@ -391,11 +391,12 @@ fn prefork_sessions_survive_through_a_snapshot() {
     sessions_survive_a_restart_through_a_snapshot("prefork");
 }
 
-/// With `STORE_NAME`, SIGUSR2 hands the service over to a new master with no downtime: a
+/// SIGUSR2 hands the service over to a new master with no downtime (with `STORE_NAME`, or
+/// the default memfd store, whose descriptor the new master inherits): a
 /// client opening a new connection for every request, all along the handover, gets every
 /// answer, each "Hello again"; the old master exits 0 once the new one's workers run, the new
 /// one (another pid) announces the same address, and the client goes on with it alone.
-fn hands_over_to_a_new_master_under_load(name: &str) {
+fn hands_over_to_a_new_master_under_load(name: &str, named: bool) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -408,7 +409,10 @@ fn hands_over_to_a_new_master_under_load(name: &str) {
     }
     let _remove = Remove(PathBuf::from(format!("/dev/shm/cluster-session-store.{store}")));
     let key = "5e".repeat(64);
-    let env = [("STORE_NAME", store.as_str()), ("SESSION_KEY", key.as_str())];
+    let mut env = vec![("SESSION_KEY", key.as_str())];
+    if named {
+        env.push(("STORE_NAME", store.as_str()));
+    }
     let mut server = Server::start_with(name, &env);
     let old = server.master.pid;
     let mut client = Client::new(server.port);
@@ -469,17 +473,28 @@ fn hands_over_to_a_new_master_under_load(name: &str) {
 
 #[test]
 fn hello_cluster_hands_over_under_load() {
-    hands_over_to_a_new_master_under_load("hello_cluster");
+    hands_over_to_a_new_master_under_load("hello_cluster", true);
 }
 
 #[test]
 fn hello_actix_hands_over_under_load() {
-    hands_over_to_a_new_master_under_load("hello_actix");
+    hands_over_to_a_new_master_under_load("hello_actix", true);
 }
 
 #[test]
 fn prefork_hands_over_under_load() {
-    hands_over_to_a_new_master_under_load("prefork");
+    hands_over_to_a_new_master_under_load("prefork", true);
+}
+
+/// The default store, a memfd: the new master inherits its descriptor.
+#[test]
+fn hello_cluster_hands_over_its_memfd_under_load() {
+    hands_over_to_a_new_master_under_load("hello_cluster", false);
+}
+
+#[test]
+fn prefork_hands_over_its_memfd_under_load() {
+    hands_over_to_a_new_master_under_load("prefork", false);
 }
 
 #[test]

@@ -4,9 +4,9 @@
 //! planted under the name (a valid one, even open to all) is refused by `attach` and by
 //! `setup()` with `UntrustedSegment` naming its owner and mode, and so is one of the user's
 //! own that grants group or others access; `setup()` facing another user's segment says whose
-//! it is. The default memfd segment has no name anywhere; its only other door,
-//! `/proc/<master>/map_files/<range>` (the master keeps no descriptor of it once mapped), is
-//! closed to another user. The second-user cases fork a child
+//! it is. The default memfd segment has no name anywhere; its other doors,
+//! `/proc/<master>/map_files/<range>` and `/proc/<master>/fd/<n>` (the descriptor the master
+//! keeps for a handover), are closed to another user. The second-user cases fork a child
 //! that switches to `nobody` (uid and gid 65534), so they need root; run as another user
 //! they say they are skipped, and the mode check still runs.
 mod common;
@@ -90,8 +90,9 @@ fn another_user_cannot_open_the_masters_memfd_mapping_through_proc() {
     }
     let name = common::unique_name("perm-memfd");
     let master = ClusterStore::setup(config(&name)).expect("setup");
-    // The master keeps no descriptor of its memfd once mapped; the mapping's entry under
-    // /proc/<pid>/map_files is the one way in from outside.
+    // From outside, the memfd is reached through the mapping's entry under
+    // /proc/<pid>/map_files, or the descriptor the master keeps for a handover under
+    // /proc/<pid>/fd.
     let label = format!("/memfd:cluster-session-store.{name}");
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     let range = maps
@@ -101,19 +102,25 @@ fn another_user_cannot_open_the_masters_memfd_mapping_through_proc() {
         .expect("the master maps its memfd")
         .to_owned();
     let door = format!("/proc/{}/map_files/{range}", std::process::id());
-    // Root can open it...
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&master.memfd().expect("a memfd segment"));
+    let other_door = format!("/proc/{}/fd/{fd}", std::process::id());
+    // Root can open them...
     assert!(std::fs::File::open(&door).is_ok(), "{door}");
+    assert!(std::fs::File::open(&other_door).is_ok(), "{other_door}");
     // ...another user cannot.
     let mut child = common::spawn(|| {
         become_nobody();
-        match std::fs::File::open(&door) {
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => 0,
-            Err(e) => {
-                eprintln!("unexpected error: {e}");
-                1
+        for door in [&door, &other_door] {
+            match std::fs::File::open(door) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+                Err(e) => {
+                    eprintln!("unexpected error: {e}");
+                    return 1;
+                }
+                Ok(_) => return 2,
             }
-            Ok(_) => 2,
         }
+        0
     });
     assert_eq!(child.wait(common::WAIT), 0, "1: another error, 2: opened, 90: setuid failed");
     assert!(master.check_integrity().is_ok());

@@ -251,6 +251,26 @@ fn a_running_masters_segment_is_not_adopted() {
     assert_eq!(first.kill(), 128 + 9);
 }
 
+/// `Backing::Inherited` takes only a memfd of this user's, and only in a handover.
+#[test]
+fn an_inherited_descriptor_must_be_a_memfd_in_a_handover() {
+    use std::os::fd::IntoRawFd;
+    let _serial = serial();
+    let name = unique_name("inherit");
+    let inherited = |fd| common::config(&name).backing(Backing::Inherited(fd));
+    match ClusterStore::setup(inherited(0)) {
+        Err(SetupError::InvalidConfig { field: "backing", .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // A regular file of this user's: not a memfd. The store takes the descriptor over.
+    let path = std::env::temp_dir().join(unique_name("not-a-memfd"));
+    std::fs::write(&path, [0u8; 8192]).unwrap();
+    let fd = std::fs::File::open(&path).unwrap().into_raw_fd();
+    let refused = ClusterStore::setup(inherited(fd).take_over(std::process::id()));
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(refused, Err(SetupError::UntrustedSegment { .. })), "{refused:?}");
+}
+
 #[test]
 fn keep_segment_needs_a_named_segment() {
     let config = kept("keep-memfd").backing(Backing::Memfd);

@@ -33,10 +33,11 @@
 //! dies (`Config::keep_segment`) and adopted by the next master started with that name, with
 //! every session. Without it, the store is an anonymous memfd that ends with the master.
 //!
-//! With `STORE_NAME`, SIGUSR2 hands the service over to a new master with no downtime (a new
-//! build, say: the master re-executes its own executable file). The new master gets the
-//! listening sockets as inherited descriptors (`LISTEN_FDS`) and the old master's pid
-//! (`HANDOVER_FROM`), adopts the store while the old one still runs (`Config::take_over`),
+//! SIGUSR2 hands the service over to a new master with no downtime (a new build, say: the
+//! master re-executes its own executable file). The new master gets the listening sockets as
+//! inherited descriptors (`LISTEN_FDS`), the store's memfd too unless it is named
+//! (`STORE_FD`), and the old master's pid (`HANDOVER_FROM`), adopts the store while the old
+//! one still runs (`Config::take_over`),
 //! starts its workers on the same sockets, and then sends the old master SIGTERM: the old
 //! workers stop accepting, finish their requests and exit, and the old master with them.
 //! Connections keep queueing on the same sockets throughout, so none is refused.
@@ -207,12 +208,16 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
         config = config.name(&store_name()).backing(Backing::Named).keep_segment(true);
     }
     let handover_from: Option<u32> = match std::env::var("HANDOVER_FROM") {
-        Ok(pid) if named => Some(pid.parse().map_err(|e| format!("HANDOVER_FROM={pid}: {e}"))?),
-        Ok(_) => return Err("HANDOVER_FROM needs STORE_NAME (a named, kept store)".into()),
+        Ok(pid) => Some(pid.parse().map_err(|e| format!("HANDOVER_FROM={pid}: {e}"))?),
         Err(_) => None,
     };
     if let Some(pid) = handover_from {
         config = config.take_over(pid);
+        if !named {
+            let fd = std::env::var("STORE_FD").map_err(|_| "HANDOVER_FROM needs STORE_FD")?;
+            let fd = fd.parse().map_err(|e| format!("STORE_FD={fd}: {e}"))?;
+            config = config.backing(Backing::Inherited(fd));
+        }
     }
     if let Some(path) = std::env::var_os("SNAPSHOT") {
         config = config.snapshot(path).snapshot_interval(Duration::from_secs(60));
@@ -359,15 +364,12 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
                 slot.due = Some(Instant::now() + delay);
             },
             Some(Signal::SIGUSR2) if stopping.is_none() && successor.is_none() => {
-                if !named {
-                    println!("master: SIGUSR2 needs STORE_NAME (a named, kept store); ignored");
-                    continue;
-                }
                 let sockets: Vec<RawFd> = slots
                     .iter()
                     .filter_map(|s| s.listener.as_ref().map(|l| l.as_raw_fd()))
                     .collect();
-                match hand_over(&sockets) {
+                let memfd = master.memfd().map(|fd| fd.as_raw_fd());
+                match hand_over(&sockets, memfd) {
                     Ok(pid) => {
                         println!("master: SIGUSR2, handing over to a new master (pid {pid})");
                         successor = Some(pid);
@@ -411,16 +413,20 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
 }
 
 /// Starts a new master from this one's executable file, with this one's arguments and
-/// environment, the listening `sockets` inherited (`LISTEN_FDS`) and `HANDOVER_FROM` naming
-/// this master. Its output goes where this one's does.
-fn hand_over(sockets: &[RawFd]) -> std::io::Result<Pid> {
+/// environment, the listening `sockets` inherited (`LISTEN_FDS`), the store's `memfd` too if
+/// it is one (`STORE_FD`), and `HANDOVER_FROM` naming this master. Its output goes where this
+/// one's does.
+fn hand_over(sockets: &[RawFd], memfd: Option<RawFd>) -> std::io::Result<Pid> {
     let list: Vec<String> = sockets.iter().map(|fd| fd.to_string()).collect();
     let mut command = std::process::Command::new(std::env::current_exe()?);
     command
         .args(std::env::args_os().skip(1))
         .env("HANDOVER_FROM", std::process::id().to_string())
         .env("LISTEN_FDS", list.join(","));
-    let inherit = sockets.to_vec();
+    if let Some(fd) = memfd {
+        command.env("STORE_FD", fd.to_string());
+    }
+    let inherit: Vec<RawFd> = sockets.iter().copied().chain(memfd).collect();
     // SAFETY: runs in the forked child before exec, and only calls fcntl, which is
     // async-signal-safe, on descriptors the child has (copies of this process's).
     unsafe {

@@ -32,6 +32,9 @@ const SHM_PREFIX: &str = "/cluster-session-store.";
 /// A mapped segment.
 pub(crate) struct Segment {
     map: MmapRaw,
+    /// A memfd segment's descriptor (close-on-exec), kept so that a master can hand the
+    /// segment to the master that replaces it (`Master::memfd`).
+    memfd: Option<OwnedFd>,
 }
 
 /// A segment just created by this process and not yet shared with any other: the only
@@ -94,7 +97,12 @@ impl FreshSegment {
             .map_err(|e| CreateError::Os("name the memfd", io::Error::other(e)))?;
         let fd = memfd_create(label.as_c_str(), MFdFlags::MFD_CLOEXEC)
             .map_err(|e| CreateError::Os("create a memfd", e.into()))?;
-        Self::size_and_map(fd, len)
+        let mut fresh = Self::size_and_map(
+            fd.try_clone().map_err(|e| CreateError::Os("keep the memfd", e))?,
+            len,
+        )?;
+        fresh.0.memfd = Some(fd);
+        Ok(fresh)
     }
 
     /// Creates the named segment `/dev/shm/cluster-session-store.<name>`, mode 0600,
@@ -153,7 +161,7 @@ impl FreshSegment {
             .len(len)
             .map_raw(&file)
             .map_err(|e| CreateError::Os("map the segment", e))?;
-        Ok(FreshSegment(Segment { map }))
+        Ok(FreshSegment(Segment { map, memfd: None }))
     }
 }
 
@@ -186,7 +194,46 @@ impl Segment {
             .len(len)
             .map_raw(&file)
             .map_err(|e| OpenError::Os("map the named segment", e))?;
-        Ok(Segment { map })
+        Ok(Segment { map, memfd: None })
+    }
+
+    /// Maps, whole, the memfd segment whose descriptor a master handing over passed to this
+    /// process (`Backing::Inherited`), if it is a memfd of this user's: `fstat` must show
+    /// the caller's effective uid as owner, and the descriptor must take memfd seals
+    /// (`F_GET_SEALS`), which no file, socket or named segment does.
+    pub fn open_inherited(fd: std::os::fd::RawFd) -> Result<Self, OpenError> {
+        // SAFETY: F_GETFD reads a descriptor's flags and touches nothing else.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            return Err(OpenError::Os("use the inherited descriptor", io::Error::last_os_error()));
+        }
+        // SAFETY: the descriptor is open (checked just above), and `Backing::Inherited`'s
+        // contract is that the store takes it over: nothing else in the process uses or
+        // closes it, so the `File` may own it.
+        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let meta = file.metadata().map_err(|e| OpenError::Os("stat the inherited memfd", e))?;
+        let owner = Owner::of(&meta);
+        let memfd = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GET_SEALS).is_ok();
+        if owner.uid != effective_uid() || !memfd {
+            return Err(OpenError::Untrusted(owner));
+        }
+        let len = meta.len();
+        if len < HEADER_SIZE as u64 {
+            return Err(OpenError::TooSmall(len));
+        }
+        let len = usize::try_from(len).map_err(|e| OpenError::Os("size", io::Error::other(e)))?;
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
+            .map_err(|e| OpenError::Os("map the inherited memfd", e))?;
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+            .map_err(|e| OpenError::Os("mark the inherited memfd close-on-exec", e.into()))?;
+        Ok(Segment { map, memfd: Some(file.into()) })
+    }
+
+    /// A memfd segment's descriptor (close-on-exec); `None` for a named one.
+    pub fn memfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.memfd.as_ref().map(|fd| fd.as_fd())
     }
 
     /// Removes a named segment from the shm namespace; mappings stay valid.
