@@ -4,10 +4,11 @@
 //!
 //! The cookie signing key must be the same in every worker, so the master makes it before
 //! forking: from `SESSION_KEY` (128 hex characters, 64 bytes) if set, so that cookies stay
-//! valid across restarts (with `STORE_NAME`, the sessions do too), else a new random one. Each worker then starts its own single-threaded actix system and serves until
-//! SIGTERM or SIGINT: it then stops accepting, leaves the connections it accepted last a
-//! moment (`DRAIN`) to send their requests, answers the requests begun (actix's graceful
-//! stop; the master's grace period bounds it) and exits.
+//! valid across restarts (with `STORE_NAME`, the sessions do too), else a new random one.
+//! Each worker then starts its own single-threaded actix system and serves until SIGTERM or
+//! SIGINT: it then stops accepting, leaves the connections it accepted last a moment
+//! (`DRAIN`) to send their requests, answers the requests begun (actix's graceful stop; the
+//! master's grace period bounds it) and exits.
 //!
 //! A store error is logged to the worker's stderr and answered 500 `internal error`, as is
 //! every other server error: the details stay in the log.

@@ -165,8 +165,9 @@
 //! - **Segment lifecycle.** A memfd segment leaves nothing behind. A named segment is removed
 //!   when the [`Master`] is dropped in the process that called `setup` (never in a worker), or
 //!   when that process dies of SIGTERM or SIGINT (a handler is installed where the signal still
-//!   has its default action). One left by a master that was SIGKILLed is found by the next
-//!   `setup`: refused with [`SetupError::StaleSegment`], which names the file, or replaced when
+//!   has its default action), unless [`Config::keep_segment`] keeps it (below). One left by a
+//!   master that was SIGKILLed is found by the next `setup`: refused with
+//!   [`SetupError::StaleSegment`], which names the file, or replaced when
 //!   [`Config::reclaim_stale`] allows it. A live master's is [`SetupError::SegmentExists`].
 //! - **Stats, from any process.** [`stats`](ClusterStore::stats) reads counters without
 //!   locking: records, bytes used, index slots, hits, misses, reads that had to take the lock,
@@ -175,6 +176,24 @@
 //!   shard's lock, and [`check_integrity`](ClusterStore::check_integrity) the whole segment.
 //!   Each has a readable `Display`. Repairs, evictions, stale segments, worker exits and sweeps
 //!   are `tracing` events; the library never prints.
+//!
+//! # Restarts, deploys and reboots
+//!
+//! - **Restarts.** With [`Config::keep_segment`] (and [`Backing::Named`]), the segment outlives
+//!   its master, however it ends, and the next `setup` of that name adopts it with every
+//!   session: it repairs every shard, then records itself as the owner
+//!   ([`Master::adoption`] says what it took over). A new geometry copies the sessions into a
+//!   new segment; another format version or a damaged header is
+//!   [`SetupError::CannotAdopt`], the segment left as it was.
+//! - **Deploys with no downtime.** A running master starts its successor, which sets up with
+//!   [`Config::take_over`] (and, for the default memfd, [`Backing::Inherited`] with the
+//!   descriptor of [`Master::memfd`]): it adopts the segment while the old master's workers
+//!   still serve, and the old master stops once the new workers run. The examples do this on
+//!   SIGUSR2, passing the listening sockets too.
+//! - **Reboots and format upgrades.** [`ClusterStore::snapshot`] writes every live session to
+//!   a file (atomically, mode 0600) and [`ClusterStore::restore`] reads it back;
+//!   [`Config::snapshot`] does both at setup and shutdown, and every
+//!   [`Config::snapshot_interval`].
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
