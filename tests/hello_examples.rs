@@ -314,14 +314,8 @@ fn one_session_across_workers_survives_a_killed_worker(name: &str) {
 /// cookie).
 fn sessions_survive_restarts_with_store_name(name: &str) {
     let store = format!("hello-restart-{}-{name}", std::process::id());
-    let segment = PathBuf::from(format!("/dev/shm/cluster-session-store.{store}"));
-    struct Remove(PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _remove = Remove(segment.clone());
+    let segment = PathBuf::from(common::shm_path(&store));
+    let _remove = common::RemovedAtEnd(segment.clone());
     // hello_actix signs its cookies with this key, which must outlive the master too.
     let key = "5e".repeat(64);
     let env = [("STORE_NAME", store.as_str()), ("SESSION_KEY", key.as_str())];
@@ -352,13 +346,7 @@ fn sessions_survive_restarts_with_store_name(name: &str) {
 /// start.
 fn sessions_survive_a_restart_through_a_snapshot(name: &str) {
     let file = std::env::temp_dir().join(format!("hello-snapshot-{}-{name}", std::process::id()));
-    struct Remove(PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _remove = Remove(file.clone());
+    let _remove = common::RemovedAtEnd(file.clone());
     let key = "5e".repeat(64);
     let path = file.to_str().expect("a UTF-8 temporary path");
     let env = [("SNAPSHOT", path), ("SESSION_KEY", key.as_str())];
@@ -401,13 +389,7 @@ fn hands_over_to_a_new_master_under_load(name: &str, named: bool) {
     use std::sync::Arc;
 
     let store = format!("hello-handover-{}-{name}", std::process::id());
-    struct Remove(PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _remove = Remove(PathBuf::from(format!("/dev/shm/cluster-session-store.{store}")));
+    let _remove = common::RemovedAtEnd(PathBuf::from(common::shm_path(&store)));
     let key = "5e".repeat(64);
     let mut env = vec![("SESSION_KEY", key.as_str())];
     if named {

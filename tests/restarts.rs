@@ -25,18 +25,8 @@ fn kept(name: &str) -> Config {
 }
 
 /// The kept segment's file, removed when the test ends however it ends.
-struct Kept(PathBuf);
-
-impl Kept {
-    fn of(name: &str) -> Kept {
-        Kept(PathBuf::from(common::shm_path(name)))
-    }
-}
-
-impl Drop for Kept {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+fn kept_file(name: &str) -> common::RemovedAtEnd {
+    common::RemovedAtEnd(PathBuf::from(common::shm_path(name)))
 }
 
 fn value(i: usize) -> Vec<u8> {
@@ -81,7 +71,7 @@ fn adopt_and_check(name: &str, soon: SystemTime) -> cluster_session_store::Maste
 fn a_stopped_masters_sessions_are_adopted_by_the_next() {
     let _serial = serial();
     let name = unique_name("keep-drop");
-    let file = Kept::of(&name);
+    let file = kept_file(&name);
     let soon = SystemTime::now() + Duration::from_millis(300);
     let mut first = spawn(|| {
         let master = ClusterStore::setup(kept(&name)).unwrap();
@@ -108,7 +98,7 @@ fn a_stopped_masters_sessions_are_adopted_by_the_next() {
 fn a_master_stopped_by_sigterm_leaves_its_sessions_to_the_next() {
     let _serial = serial();
     let name = unique_name("keep-term");
-    let _file = Kept::of(&name);
+    let _file = kept_file(&name);
     let soon = SystemTime::now() + Duration::from_millis(300);
     let ready = Signal1::new();
     let mut first = spawn(|| {
@@ -141,7 +131,7 @@ fn a_master_killed_mid_write_leaves_its_sessions_to_the_next() {
 
     let _serial = serial();
     let name = unique_name("keep-kill");
-    let _file = Kept::of(&name);
+    let _file = kept_file(&name);
     let soon = SystemTime::now() + Duration::from_millis(300);
     let parked = Signal1::new();
     common::PARK_FD.store(parked.write_fd(), Ordering::SeqCst);
@@ -165,7 +155,7 @@ fn a_master_killed_mid_write_leaves_its_sessions_to_the_next() {
 fn a_segment_of_another_geometry_is_resized_with_its_sessions() {
     let _serial = serial();
     let name = unique_name("keep-geo");
-    let _file = Kept::of(&name);
+    let _file = kept_file(&name);
     let soon = SystemTime::now() + Duration::from_millis(300);
     let mut first = spawn(|| {
         let master = ClusterStore::setup(kept(&name)).unwrap();
@@ -211,7 +201,7 @@ fn a_segment_of_another_geometry_is_resized_with_its_sessions() {
 fn a_damaged_segment_is_left_as_it_was() {
     let _serial = serial();
     let name = unique_name("keep-damaged");
-    let file = Kept::of(&name);
+    let file = kept_file(&name);
     let mut first = spawn(|| {
         write_sessions(&ClusterStore::setup(kept(&name)).unwrap(), SystemTime::now());
         0
@@ -237,7 +227,7 @@ fn a_damaged_segment_is_left_as_it_was() {
 fn a_running_masters_segment_is_not_adopted() {
     let _serial = serial();
     let name = unique_name("keep-live");
-    let _file = Kept::of(&name);
+    let _file = kept_file(&name);
     let ready = Signal1::new();
     let mut first = spawn(|| {
         let _master = ClusterStore::setup(kept(&name)).unwrap();

@@ -185,16 +185,7 @@ impl Segment {
         if !owner.trusted() {
             return Err(OpenError::Untrusted(owner));
         }
-        let len = meta.len();
-        if len < HEADER_SIZE as u64 {
-            return Err(OpenError::TooSmall(len));
-        }
-        let len = usize::try_from(len).map_err(|e| OpenError::Os("size", io::Error::other(e)))?;
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(&file)
-            .map_err(|e| OpenError::Os("map the named segment", e))?;
-        Ok(Segment { map, memfd: None })
+        Ok(Segment { map: map_whole(&file, meta.len())?, memfd: None })
     }
 
     /// Maps, whole, the memfd segment whose descriptor a master handing over passed to this
@@ -216,15 +207,7 @@ impl Segment {
         if owner.uid != effective_uid() || !memfd {
             return Err(OpenError::Untrusted(owner));
         }
-        let len = meta.len();
-        if len < HEADER_SIZE as u64 {
-            return Err(OpenError::TooSmall(len));
-        }
-        let len = usize::try_from(len).map_err(|e| OpenError::Os("size", io::Error::other(e)))?;
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(&file)
-            .map_err(|e| OpenError::Os("map the inherited memfd", e))?;
+        let map = map_whole(&file, meta.len())?;
         nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
             .map_err(|e| OpenError::Os("mark the inherited memfd close-on-exec", e.into()))?;
         Ok(Segment { map, memfd: Some(file.into()) })
@@ -390,6 +373,16 @@ impl Segment {
         // SAFETY: offset + len <= mapping length (asserted), so the pointer stays inside.
         unsafe { self.map.as_mut_ptr().add(offset) }
     }
+}
+
+/// Maps the whole of an existing segment's `file`, `len` bytes long: one smaller than a
+/// header is not a segment.
+fn map_whole(file: &File, len: u64) -> Result<MmapRaw, OpenError> {
+    if len < HEADER_SIZE as u64 {
+        return Err(OpenError::TooSmall(len));
+    }
+    let len = usize::try_from(len).map_err(|e| OpenError::Os("size", io::Error::other(e)))?;
+    MmapOptions::new().len(len).map_raw(file).map_err(|e| OpenError::Os("map the segment", e))
 }
 
 /// The shm object name for a validated segment name.

@@ -63,6 +63,16 @@ pub fn shm_path(name: &str) -> String {
     format!("/dev/shm/cluster-session-store.{name}")
 }
 
+/// A file a test leaves behind (a kept segment, a snapshot), removed when the test ends
+/// however it ends.
+pub struct RemovedAtEnd(pub std::path::PathBuf);
+
+impl Drop for RemovedAtEnd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Tests of one file that fork run one at a time: a fork while another test thread holds a
