@@ -550,8 +550,10 @@ impl ClusterStore {
     /// up; [`SetupError::SegmentExists`] if a named segment of that name exists and its master
     /// runs, [`SetupError::StaleSegment`] if its master is gone, and
     /// [`SetupError::UntrustedSegment`] if it is another user's or open to group or others;
-    /// under [`Config::keep_segment`], a segment left by a master no longer running is adopted
-    /// with its sessions, or refused with [`SetupError::CannotAdopt`] saying why.
+    /// under [`Config::keep_segment`], a segment left by a master no longer running (or by
+    /// the one of [`Config::take_over`]) is adopted with its sessions, or refused with
+    /// [`SetupError::CannotAdopt`] saying why; [`SetupError::Snapshot`] if the
+    /// [`Config::snapshot`] file exists and cannot be restored.
     ///
     /// # Examples
     /// ```
