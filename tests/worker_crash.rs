@@ -497,9 +497,14 @@ mod campaign {
                     let counter = state[k].counter + 1;
                     let len = 50 + rng.below(3000) as u16;
                     let value = sealed(w as u8, counter, len as usize);
-                    if let Err(e) = store.set_raw(&sid, &value, Expiry::Default) {
-                        eprintln!("worker {w} set {sid}: {e}");
-                        return 10;
+                    match store.set_raw(&sid, &value, Expiry::Default) {
+                        Ok(()) => {}
+                        // A full `Refuse` store: nothing written, nothing acknowledged.
+                        Err(cluster_session_store::StoreError::Full { .. }) => continue,
+                        Err(e) => {
+                            eprintln!("worker {w} set {sid}: {e}");
+                            return 10;
+                        }
                     }
                     state[k] = Acked { counter, len, present: true };
                     let _ = nix::unistd::write(ack, &ack_bytes(k, state[k], SET));
@@ -644,15 +649,35 @@ mod campaign {
 
     #[test]
     fn random_kills_lose_nothing_acknowledged() {
+        campaign("campaign", false);
+    }
+
+    /// The same on a `Refuse` store too small for the workers' sessions: new sessions and
+    /// growth are refused (`Full`, so not acknowledged), and rewrites of a full shard go
+    /// through its spare block, where the kills land too.
+    #[test]
+    fn random_kills_of_a_full_refuse_store_lose_nothing_acknowledged() {
+        campaign("campaign-full", true);
+    }
+
+    fn campaign(prefix: &str, full: bool) {
         let _serial = serial();
         let kills: usize =
             std::env::var("CRASH_KILLS").map_or(200, |v| v.parse().unwrap()).min(10_000);
-        let name = unique_name("campaign");
+        let name = unique_name(prefix);
         let config = config(&name)
             .memory_size(8 << 20)
             .shards(8)
             .lock_timeout(Duration::from_secs(10))
             .sweep_interval(Duration::from_millis(20));
+        let config = if full {
+            config
+                .memory_size(256 << 10)
+                .shards(2)
+                .eviction(cluster_session_store::Eviction::Refuse)
+        } else {
+            config
+        };
         let master = ClusterStore::setup(config).unwrap();
         let free_at_start = master.stats().unwrap();
         let memory_at_start = master.memory().unwrap();
@@ -720,6 +745,12 @@ mod campaign {
         }
         let stats = master.stats().unwrap();
         assert_eq!(stats.evictions, 0, "the campaign assumes nothing is evicted");
+        if full {
+            assert!(
+                stats.used_bytes * 4 >= stats.data_bytes * 3,
+                "the store never filled: {stats}"
+            );
+        }
         for w in 0..WORKERS {
             for k in 0..KEYS {
                 master.destroy(&key(w, k)).unwrap();
@@ -734,7 +765,7 @@ mod campaign {
         let report = master.check_integrity();
         assert!(report.is_ok(), "{report}");
         eprintln!(
-            "crash campaign: {kills} kills, {} recoveries, {writes} writes acknowledged, {} key \
+            "crash campaign ({prefix}): {kills} kills, {} recoveries, {writes} writes acknowledged, {} key \
              states verified byte for byte, {} in-flight writes landed, {} acknowledged writes lost",
             end.recoveries, checked.keys, checked.landed, checked.lost
         );
