@@ -262,7 +262,11 @@ fn a_writer_killed_mid_snapshot_leaves_the_previous_one() {
     assert_eq!(writer.kill(), 128 + 9);
     assert_eq!(std::fs::read(dir.file()).unwrap(), before, "the previous snapshot changed");
     assert!(store.check_integrity().is_ok());
+    let leftover = dir.0.join(format!("sessions.snapshot.{}.tmp", writer.pid));
+    assert!(leftover.exists(), "the killed writer's temporary file");
     let written = store.snapshot(dir.file()).unwrap();
     assert_eq!(written.sessions, SESSIONS as u64 - 1);
-    assert!(!dir.0.join("sessions.snapshot.tmp").exists());
+    let files: Vec<_> =
+        std::fs::read_dir(&dir.0).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(files, ["sessions.snapshot"], "temporary files left");
 }

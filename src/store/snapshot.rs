@@ -23,9 +23,9 @@
 //!   16  crc         u32      CRC-32 of these 16 bytes
 //! ```
 //!
-//! A snapshot is written to `<path>.tmp` (created anew, mode 0600), synced, and renamed over
-//! `<path>`, and the directory synced: a process killed while writing leaves the previous
-//! snapshot whole. Reading refuses a file that is not the user's alone (another owner, or
+//! A snapshot is written to `<path>.<pid>.tmp` (created anew, mode 0600), synced, and renamed
+//! over `<path>`, and the directory synced: a process killed while writing leaves the previous
+//! snapshot whole (and its temporary file, which the next writer removes). Reading refuses a file that is not the user's alone (another owner, or
 //! any group or other permission bit), as `attach` does a segment.
 #![forbid(unsafe_code)]
 
@@ -79,11 +79,34 @@ fn io_error<'p>(
     move |source| SnapshotError::Io { path: path.to_owned(), action, source }
 }
 
-/// `<path>.tmp`: where a snapshot is written before it takes `path`'s place.
-fn temporary(path: &Path) -> PathBuf {
+/// `<path>.<pid>.tmp`: where process `pid` writes a snapshot before it takes `path`'s place.
+/// One per process, so that two writers of one path (the masters of a handover) never write
+/// into, or rename, each other's.
+fn temporary(path: &Path, pid: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".tmp");
+    name.push(format!(".{pid}.tmp"));
     PathBuf::from(name)
+}
+
+/// Removes the temporary files that writers of `path` killed while writing left behind:
+/// those of processes no longer running. Best effort: an unreadable directory is no error.
+fn remove_leftovers(path: &Path) {
+    let (Some(dir), Some(file)) = (path.parent(), path.file_name()) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let prefix = format!("{}.", file.to_string_lossy());
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".tmp"));
+        let Some(pid) = pid.and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// A record's or the end's CRC: of its 16 fixed bytes, then the rest.
@@ -142,7 +165,8 @@ impl ClusterStore {
         path: &Path,
         gate: bool,
     ) -> Result<Snapshot, SnapshotError> {
-        let temp = temporary(path);
+        remove_leftovers(path);
+        let temp = temporary(path, std::process::id());
         match std::fs::remove_file(&temp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(io_error(&temp, "remove an old temporary snapshot")(e))
