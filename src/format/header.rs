@@ -3,8 +3,36 @@
 //! this build can safely walk.
 #![forbid(unsafe_code)]
 
-use crate::config::{valid_name, Backing, Eviction};
 use crate::format::layout::*;
+
+/// What a full shard does with a write that needs room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// Free expired records, then the least recently used ones in that shard (sampled).
+    Lru,
+    /// Free expired records; if that is not enough, a new session fails with
+    /// [`StoreError::Full`](crate::StoreError::Full), and so does a session grown past the
+    /// size class of its record (its old value stays). A rewrite that fits its record's class
+    /// always succeeds: each shard keeps a spare block of the largest class for it.
+    Refuse,
+}
+
+/// How the segment is shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// An anonymous memfd: only the master and processes it forks can map it; nothing is left
+    /// behind in `/dev/shm`. The default.
+    Memfd,
+    /// A POSIX shared-memory object `/dev/shm/cluster-session-store.<name>`, mode 0600,
+    /// created exclusively, for workers started by exec: they call
+    /// [`ClusterStore::attach`](crate::ClusterStore::attach).
+    Named,
+    /// The memfd segment of the master this one takes over from
+    /// ([`Config::take_over`](crate::Config::take_over)), whose descriptor it inherited under this number (that master
+    /// passed [`Master::memfd`](crate::Master::memfd) without its close-on-exec flag). The
+    /// store takes the descriptor over: nothing else in the process may use or close it.
+    Inherited(std::os::fd::RawFd),
+}
 
 /// Settings stored in the header besides the geometry.
 #[derive(Clone, Debug)]

@@ -49,6 +49,14 @@ pub const H_LOCK_TIMEOUT_MS: usize = 480;
 pub const LIVE_WORDS: [usize; 4] = [H_OWNER_PID, H_GENERATION, H_DEFAULT_TTL_MS, H_LOCK_TIMEOUT_MS];
 const _: () = assert!(H_CRC + 4 <= H_OWNER_PID && H_LOCK_TIMEOUT_MS + 8 <= HEADER_SIZE);
 
+/// Namespace and segment names: 1 to 64 characters from `A-Z a-z 0-9 . _ -`, not `.` or `..`.
+pub(crate) fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// Longest namespace name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest session id accepted, in bytes. Express session ids are 32 characters, signed
