@@ -474,6 +474,15 @@ mod campaign {
         after: u64,
     }
 
+    /// In a worker: a line on the process's stderr itself. `eprintln!` would write into the
+    /// test harness's capture buffer, which a forked child copies and never shows.
+    macro_rules! complain {
+        ($($arg:tt)*) => {{
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), $($arg)*);
+        }};
+    }
+
     /// A worker: mixed operations on its own keys, forever, acknowledging each completed write
     /// as `ACK` bytes (one `write`, under PIPE_BUF, so never torn).
     fn worker(
@@ -502,7 +511,7 @@ mod campaign {
                         // A full `Refuse` store: nothing written, nothing acknowledged.
                         Err(cluster_session_store::StoreError::Full { .. }) => continue,
                         Err(e) => {
-                            eprintln!("worker {w} set {sid}: {e}");
+                            complain!("worker {w} set {sid}: {e}");
                             return 10;
                         }
                     }
@@ -516,7 +525,7 @@ mod campaign {
                             && sealed_counter(&v) == state[k].counter => {}
                     Ok(None) if !state[k].present => {}
                     other => {
-                        eprintln!(
+                        complain!(
                             "worker {w} get {sid}: state {:?}, got {:?}",
                             state[k],
                             other.map(|o| o.map(|v| (
@@ -530,7 +539,7 @@ mod campaign {
                 },
                 _ => {
                     if let Err(e) = store.destroy(&sid) {
-                        eprintln!("worker {w} destroy {sid}: {e}");
+                        complain!("worker {w} destroy {sid}: {e}");
                         return 12;
                     }
                     state[k].present = false;
@@ -701,8 +710,10 @@ mod campaign {
                 // Let the victim (and meanwhile the others) make progress, then kill it at a
                 // random moment within its next operations.
                 for _ in 0..1 + rng.below(40) {
-                    let (k, a) =
-                        read_ack(&slots[w].acks, true).expect("a worker stopped acknowledging");
+                    let Some((k, a)) = read_ack(&slots[w].acks, true) else {
+                        let code = slots[w].child.wait(WAIT);
+                        panic!("worker {w} stopped acknowledging: it exited with {code} (10: a set failed, 11: a read was wrong, 12: a destroy failed; its stderr says why)");
+                    };
                     acked[w][k] = a;
                     writes += 1;
                 }
