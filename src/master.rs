@@ -106,7 +106,8 @@ impl Coordinator {
                     drop(gate);
                     if let (Some((path, every)), Some(due)) = (&snapshot, next_snapshot) {
                         if Instant::now() >= due {
-                            // The gate is held for each shard's copy, not while the file is written.
+                            // The fork gate is held one shard at a time (its copy and the
+                            // writing of its records), never across the whole file.
                             let written = store.write_snapshot(path, true);
                             let _gate = fork_gate::hold();
                             report_snapshot(&store, path, written);
