@@ -23,7 +23,7 @@ use crate::format::header::{self, HeaderError, Settings};
 use crate::format::layout::{Geometry, FORMAT_VERSION, LIVE_WORDS, SHARD_MUTEX};
 use crate::lock::{fork_gate, init_shard_mutex};
 use crate::segment::{
-    effective_uid, signals, CreateError, FreshSegment, OpenError, Owner, Segment,
+    effective_uid, running, signals, CreateError, FreshSegment, OpenError, Owner, Segment,
 };
 use crate::store::{registry, ClusterStore, Expiry, Restored, Shared, Snapshot};
 
@@ -330,12 +330,7 @@ fn create_or_adopt(
     // which `setup()` looked in first (a kept segment outlives its `Master`).
     // So is the master this one takes over from (`Config::take_over`).
     let alive = owner_pid.is_some_and(|pid| {
-        pid != std::process::id()
-            && Some(pid) != config.take_over
-            && !matches!(
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None),
-                Err(nix::errno::Errno::ESRCH)
-            )
+        pid != std::process::id() && Some(pid) != config.take_over && running(pid)
     });
     if alive {
         return Err(CreateError::Exists);
@@ -443,7 +438,7 @@ fn set_up(
 /// its expiry (those that do not fit are counted and named in warnings), then the new
 /// segment takes the name in one `rename`, replacing the old one. Until then the old segment
 /// is untouched: a failure, or a kill, leaves it for the next start (a kill also leaves the
-/// temporary `<name>.resize-<pid>` behind).
+/// temporary `<name>.resize-<pid>` behind, which the next resize of the name removes).
 fn resize(
     old: Segment,
     old_geo: Geometry,
@@ -452,6 +447,7 @@ fn resize(
     settings: Settings,
 ) -> Result<(ClusterStore, Adoption), SetupError> {
     let name = settings.name.clone();
+    Segment::remove_leftovers(&name, "resize");
     let temporary = format!("{name}.resize-{}", settings.owner_pid);
     let cannot = |reason: String| SetupError::CannotAdopt {
         name: name.clone(),

@@ -164,6 +164,11 @@ fn a_segment_of_another_geometry_is_resized_with_its_sessions() {
         0
     });
     assert_eq!(first.wait(WAIT), 0);
+    // What a master killed mid-resize leaves: its temporary segment, removed by the next.
+    let mut dead = spawn(|| 0);
+    assert_eq!(dead.wait(WAIT), 0);
+    let leftover = common::shm_path(&format!("{name}.resize-{}", dead.pid));
+    std::fs::write(&leftover, [0u8; 4096]).unwrap();
     let resized = kept(&name).shards(8).memory_size(2 << 20).max_value_size(1024);
     let master = ClusterStore::setup(resized).expect("resized");
     let adoption = master.adoption().expect("an adoption");

@@ -70,6 +70,13 @@ impl Owner {
     }
 }
 
+/// Whether process `pid` runs: `kill(pid, 0)` does not fail with `ESRCH` (a pid reused by an
+/// unrelated process reads as running).
+pub(crate) fn running(pid: u32) -> bool {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    !matches!(nix::sys::signal::kill(pid, None), Err(nix::errno::Errno::ESRCH))
+}
+
 /// The effective uid of this process: the owner a trusted segment must have.
 pub(crate) fn effective_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
@@ -228,6 +235,22 @@ impl Segment {
     /// segment already named `to` is replaced, and its mappings stay valid.
     pub fn rename_named(from: &str, to: &str) -> io::Result<()> {
         std::fs::rename(Self::named_path(from), Self::named_path(to))
+    }
+
+    /// Removes the segments `<name>.<kind>-<pid>` (say `sessions.resize-1234`) that processes
+    /// no longer running left behind: a master killed in the middle of making one. Best
+    /// effort: a name it cannot read or remove is left.
+    pub fn remove_leftovers(name: &str, kind: &str) {
+        let Ok(entries) = std::fs::read_dir("/dev/shm") else { return };
+        // The shm name without its leading slash, as /dev/shm lists it.
+        let prefix = format!("{}{name}.{kind}-", &SHM_PREFIX[1..]);
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let pid = file.strip_prefix(&prefix).and_then(|pid| pid.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !running(pid)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Where the operating system shows a named segment.

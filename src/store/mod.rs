@@ -123,9 +123,7 @@ impl ClusterStore {
     pub fn master_alive(&self) -> bool {
         // The header's owner, read now: a master that adopted the segment since this
         // process attached is the one asked about.
-        let owner = self.shared.segment.live_word(H_OWNER_PID).load(Relaxed) as u32;
-        let pid = nix::unistd::Pid::from_raw(owner as i32);
-        !matches!(nix::sys::signal::kill(pid, None), Err(nix::errno::Errno::ESRCH))
+        crate::segment::running(self.shared.segment.live_word(H_OWNER_PID).load(Relaxed) as u32)
     }
 
     /// Largest value accepted, in bytes (`Config::max_value_size`).

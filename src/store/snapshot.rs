@@ -98,12 +98,8 @@ fn remove_leftovers(path: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let pid = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".tmp"));
-        let Some(pid) = pid.and_then(|p| p.parse::<i32>().ok()) else { continue };
-        let gone = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if gone {
+        let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !crate::segment::running(pid) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
