@@ -276,6 +276,11 @@ impl InTheWay {
     }
 }
 
+/// Why a handover (`Config::take_over`) cannot change the geometry: the running master's
+/// workers would go on writing to the old segment.
+const RUNNING_RESIZE: &str =
+    "a running master's segment cannot change its geometry: stop that master, then start this one";
+
 /// How a segment whose header decoded as `found` fits a configuration that gives `geo` for
 /// `name`.
 enum Fit {
@@ -339,12 +344,7 @@ fn create_or_adopt(
     let refused = match decoded {
         Some(Ok(found)) if config.keep_segment => match fit(&found, geo, &config.name) {
             Fit::OtherName(reason) => Some(reason),
-            // Its workers would go on writing to the old segment.
-            Fit::OtherGeometry if config.take_over.is_some() => Some(
-                "a running master's segment cannot change its geometry: stop that master, \
-                 then start this one"
-                    .into(),
-            ),
+            Fit::OtherGeometry if config.take_over.is_some() => Some(RUNNING_RESIZE.into()),
             how => {
                 let (old_geo, settings) = found;
                 let segment = existing.expect("decoded from it");
@@ -513,11 +513,7 @@ fn inherit(fd: std::os::fd::RawFd, config: &Config, geo: &Geometry) -> Result<St
                 Ok(Start::Adopt(segment, old_geo, settings))
             }
             Fit::OtherName(reason) => Err(InTheWay::CannotAdopt(reason)),
-            Fit::OtherGeometry => Err(InTheWay::CannotAdopt(
-                "a running master's segment cannot change its geometry: stop that master, \
-                 then start this one"
-                    .into(),
-            )),
+            Fit::OtherGeometry => Err(InTheWay::CannotAdopt(RUNNING_RESIZE.into())),
         },
         Err(e) => Err(InTheWay::CannotAdopt(format!("its header does not decode: {e:?}"))),
     }
