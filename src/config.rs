@@ -41,6 +41,8 @@ pub struct Config {
     pub(crate) take_over: Option<u32>,
     pub(crate) snapshot: Option<std::path::PathBuf>,
     pub(crate) snapshot_interval: Option<Duration>,
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<crate::RedisConfig>,
 }
 
 /// The namespace used by [`ClusterStore::new`](crate::ClusterStore::new).
@@ -65,6 +67,8 @@ impl Default for Config {
             take_over: None,
             snapshot: None,
             snapshot_interval: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
@@ -236,6 +240,18 @@ impl Config {
     /// turn, and written with no lock held.
     pub fn snapshot_interval(mut self, interval: Duration) -> Self {
         self.snapshot_interval = Some(interval);
+        self
+    }
+
+    /// Makes the segment the cache in front of Redis or Valkey (feature `redis`): the
+    /// master runs a tracker that applies Redis's invalidations to it, and each worker
+    /// wraps its store in a [`RedisStore`](crate::RedisStore) with the same `config`. The
+    /// segment then holds copies only: size it for the sessions in use, with
+    /// `Eviction::Lru` (the default).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, config: crate::RedisConfig) -> Self {
+        self.redis = Some(config);
         self
     }
 

@@ -478,6 +478,21 @@ pub enum StoreError {
         /// Attempts made.
         attempts: u32,
     },
+    /// Redis or Valkey did not answer within the timeout, could not be reached, or refused
+    /// the command (feature `redis`). Nothing is cached from a failed call; the next call
+    /// connects again.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    Redis {
+        /// The command that failed (`GET`, `SET`, `DEL`, …).
+        op: &'static str,
+        /// Whether it ran out of time (`RedisConfig::timeout`) rather than failed outright.
+        timed_out: bool,
+        /// The timeout it had.
+        timeout: Duration,
+        /// What the client reported.
+        message: String,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -518,6 +533,18 @@ impl fmt::Display for StoreError {
             StoreError::Contended { attempts } => {
                 write!(f, "update gave up after {attempts} attempts lost to concurrent writers")
             }
+            #[cfg(feature = "redis")]
+            StoreError::Redis { op, timed_out: true, timeout, message } => write!(
+                f,
+                "Redis {op} got no answer within {timeout:?} ({message}): is the server up and \
+                 reachable? Raise RedisConfig::timeout if it is only slow"
+            ),
+            #[cfg(feature = "redis")]
+            StoreError::Redis { op, message, .. } => write!(
+                f,
+                "Redis {op} failed: {message}; check the server and RedisConfig's URL (the next \
+                 call connects again)"
+            ),
         }
     }
 }

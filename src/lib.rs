@@ -207,6 +207,8 @@ mod format;
 pub mod integrations;
 mod lock;
 mod master;
+#[cfg(feature = "redis")]
+mod redis_tier;
 mod segment;
 mod shard;
 mod stats;
@@ -222,6 +224,9 @@ pub use config::{Backing, Config, Eviction, DEFAULT_NAME};
 pub use error::{AttachError, SetupError, SnapshotError, StoreError};
 pub use format::layout::MAX_KEY_LEN;
 pub use master::{Adoption, Master};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis_tier::{RedisConfig, RedisStore};
 pub use stats::{ClassUsage, IntegrityProblem, IntegrityReport, MemoryUsage, Stats};
 pub use store::{ClusterStore, Expiry, Restored, Snapshot, SNAPSHOT_VERSION};
 

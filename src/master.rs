@@ -63,19 +63,25 @@ pub struct Adoption {
     pub resized: bool,
 }
 
-/// The coordinator thread and the means to stop it.
+/// The master's background threads, and the means to stop them: the coordinator, and the
+/// Redis tracker under `Config::redis`.
 struct Coordinator {
     control: Arc<(Mutex<bool>, Condvar)>,
     thread: JoinHandle<()>,
+    #[cfg(feature = "redis")]
+    tracker: Option<crate::redis_tier::Tracker>,
 }
 
 impl Coordinator {
-    fn start(
-        store: ClusterStore,
-        interval: Duration,
-        budget: usize,
-        snapshot: Option<(PathBuf, Duration)>,
-    ) -> std::io::Result<Self> {
+    fn start(store: ClusterStore, config: &Config) -> std::io::Result<Self> {
+        let (interval, budget) = (config.sweep_interval, config.sweep_budget);
+        let snapshot = config.snapshot.clone().zip(config.snapshot_interval);
+        #[cfg(feature = "redis")]
+        let tracker = config
+            .redis
+            .clone()
+            .map(|redis| crate::redis_tier::Tracker::start(store.clone(), redis))
+            .transpose()?;
         fork_gate::install();
         let control = Arc::new((Mutex::new(false), Condvar::new()));
         let stop = Arc::clone(&control);
@@ -116,10 +122,19 @@ impl Coordinator {
                     }
                 }
             })?;
-        Ok(Coordinator { control, thread })
+        Ok(Coordinator {
+            control,
+            thread,
+            #[cfg(feature = "redis")]
+            tracker,
+        })
     }
 
     fn stop(self) {
+        #[cfg(feature = "redis")]
+        if let Some(tracker) = self.tracker {
+            tracker.stop();
+        }
         let (stopped, wake) = &*self.control;
         *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
         wake.notify_all();
@@ -624,14 +639,9 @@ impl ClusterStore {
                 },
                 _ => None,
             };
-            let periodic = config.snapshot.clone().zip(config.snapshot_interval);
-            let coordinator = Coordinator::start(
-                store.clone(),
-                config.sweep_interval,
-                config.sweep_budget,
-                periodic,
-            )
-            .map_err(|source| SetupError::Os { action: "start the coordinator thread", source })?;
+            let coordinator = Coordinator::start(store.clone(), &config).map_err(|source| {
+                SetupError::Os { action: "start the coordinator and tracker threads", source }
+            })?;
             Ok((store, coordinator, adoption, restored))
         })();
         let (store, coordinator, adoption, restored) = match started {

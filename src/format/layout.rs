@@ -48,6 +48,26 @@ pub const H_DEFAULT_TTL_MS: usize = 472;
 pub const H_LOCK_TIMEOUT_MS: usize = 480;
 pub const LIVE_WORDS: [usize; 4] = [H_OWNER_PID, H_GENERATION, H_DEFAULT_TTL_MS, H_LOCK_TIMEOUT_MS];
 const _: () = assert!(H_CRC + 4 <= H_OWNER_PID && H_LOCK_TIMEOUT_MS + 8 <= HEADER_SIZE);
+/// The cache words: the state of the host's Redis tier (feature `redis`), changed by the
+/// master's tracker and read by every worker; zero in a segment no tracker has used. Like the
+/// live words, `AtomicU64`s outside the CRC. The epoch is odd while a tracker is armed; the
+/// invalidations count what it applied; the beat and the loss are unix ms.
+pub const H_CACHE_EPOCH: usize = 512;
+pub const H_CACHE_INVALIDATIONS: usize = 520;
+pub const H_CACHE_BEAT_MS: usize = 528;
+pub const H_CACHE_LOST_MS: usize = 536;
+/// The header words that change after setup, live and cache: only ever accessed atomically.
+pub const ATOMIC_WORDS: [usize; 8] = [
+    H_OWNER_PID,
+    H_GENERATION,
+    H_DEFAULT_TTL_MS,
+    H_LOCK_TIMEOUT_MS,
+    H_CACHE_EPOCH,
+    H_CACHE_INVALIDATIONS,
+    H_CACHE_BEAT_MS,
+    H_CACHE_LOST_MS,
+];
+const _: () = assert!(H_LOCK_TIMEOUT_MS + 8 <= H_CACHE_EPOCH && H_CACHE_LOST_MS + 8 <= HEADER_SIZE);
 
 /// Namespace and segment names: 1 to 64 characters from `A-Z a-z 0-9 . _ -`, not `.` or `..`.
 pub(crate) fn valid_name(name: &str) -> bool {

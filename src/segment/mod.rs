@@ -23,7 +23,7 @@ use nix::sys::stat::Mode;
 pub(crate) mod signals;
 
 use crate::format::layout::{
-    Geometry, HEADER_SIZE, H_MAGIC, LIVE_WORDS, MAGIC, SHARD_STATE, SHARD_STATS, SHARD_VERSION,
+    Geometry, ATOMIC_WORDS, HEADER_SIZE, H_MAGIC, MAGIC, SHARD_STATE, SHARD_STATS, SHARD_VERSION,
 };
 
 /// Prefix of named segments in the POSIX shm namespace (`/dev/shm` on Linux).
@@ -263,12 +263,13 @@ impl Segment {
         self.map.len()
     }
 
-    /// Header live word `at` (one of `LIVE_WORDS`): an `AtomicU64` past the header CRC, the
-    /// one part of the header that changes after setup (an adopting master stores to it).
+    /// Header word `at` (one of `ATOMIC_WORDS`, live or cache): an `AtomicU64` past the
+    /// header CRC, the part of the header that changes after setup (an adopting master
+    /// stores to the live words, a tracker to the cache words).
     pub fn live_word(&self, at: usize) -> &AtomicU64 {
-        assert!(LIVE_WORDS.contains(&at) && self.len() >= HEADER_SIZE, "not a live word: {at}");
-        // SAFETY: in bounds (HEADER_SIZE <= len, asserted; live words end before it) and
-        // 8-aligned (a page-aligned base, offsets multiples of 8); live words are only ever
+        assert!(ATOMIC_WORDS.contains(&at) && self.len() >= HEADER_SIZE, "not a live word: {at}");
+        // SAFETY: in bounds (HEADER_SIZE <= len, asserted; these words end before it) and
+        // 8-aligned (a page-aligned base, offsets multiples of 8); they are only ever
         // accessed atomically by every process (`read_header` loads them so too), so a shared
         // reference bounded by `&self` aliases nothing written otherwise.
         unsafe { &*(self.map.as_ptr().add(at) as *const AtomicU64) }
@@ -290,14 +291,14 @@ impl Segment {
             return out;
         }
         for (i, byte) in out.iter_mut().enumerate().skip(MAGIC.len()) {
-            if LIVE_WORDS.iter().any(|&at| (at..at + 8).contains(&i)) {
+            if ATOMIC_WORDS.iter().any(|&at| (at..at + 8).contains(&i)) {
                 continue;
             }
-            // SAFETY: i < HEADER_SIZE <= len; the body outside the live words is immutable
+            // SAFETY: i < HEADER_SIZE <= len; the body outside the atomic words is immutable
             // once the magic is published, so these reads race with nothing.
             *byte = unsafe { base.add(i).read_volatile() };
         }
-        for at in LIVE_WORDS {
+        for at in ATOMIC_WORDS {
             let word = self.live_word(at).load(Ordering::Acquire);
             out[at..at + 8].copy_from_slice(&word.to_ne_bytes());
         }

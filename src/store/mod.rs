@@ -14,8 +14,7 @@ mod maintenance;
 mod open;
 mod snapshot;
 
-use codec::decode;
-pub(crate) use codec::encode;
+pub(crate) use codec::{decode, encode};
 pub(crate) use locked::Shared;
 pub(crate) use open::registry;
 pub use snapshot::{Restored, Snapshot, SNAPSHOT_VERSION};
@@ -58,7 +57,7 @@ pub enum Expiry {
 
 impl Expiry {
     /// The expiry as unix milliseconds.
-    fn deadline(self, now_ms: u64, default_ttl_ms: u64) -> u64 {
+    pub(crate) fn deadline(self, now_ms: u64, default_ttl_ms: u64) -> u64 {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         match self {
             Expiry::Default => now_ms.saturating_add(default_ttl_ms),
@@ -258,7 +257,10 @@ impl ClusterStore {
         None
     }
 
-    /// Writes a record under `expect`.
+    /// Writes a record under `expect`, and only if `still()` holds under the shard lock
+    /// (`Written::Conflict` otherwise): the Redis tier's fills check there that no
+    /// invalidation came in meanwhile.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         key: &[u8],
@@ -267,6 +269,7 @@ impl ClusterStore {
         expires_ms: u64,
         expect: Expect,
         now: Clock,
+        still: impl Fn() -> bool,
     ) -> Result<Written> {
         let shard = self.shard(hash);
         self.prefetch_slot(shard, hash);
@@ -279,6 +282,9 @@ impl ClusterStore {
         let shared = &self.shared;
         let mut evicted = 0;
         let written = shared.with_shard_mut(shard, |g| {
+            if !still() {
+                return Ok(Written::Conflict);
+            }
             let mut freed = Freed::default();
             let written = shard::put(g, &new, expect, policy, now, &mut freed)?;
             shared.count_freed(g, freed);
@@ -335,9 +341,41 @@ impl ClusterStore {
         let (now, expires) = self.deadline(expiry);
         let hash = self.hash(key);
         match expires {
-            Some(expires) => self.write(key, hash, value, expires, Expect::Any, now).map(drop),
+            Some(expires) => {
+                self.write(key, hash, value, expires, Expect::Any, now, || true).map(drop)
+            }
             None => self.remove(key, hash, Expect::Any).map(drop),
         }
+    }
+
+    /// [`set_raw`](Self::set_raw) if `still()` holds under the shard lock: returns whether
+    /// it held (with an expiry already past, nothing is written or removed). For the Redis
+    /// tier, whose fills must lose to an invalidation that came in while they were fetched.
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_raw_if(
+        &self,
+        sid: &str,
+        value: &[u8],
+        expiry: Expiry,
+        still: impl Fn() -> bool,
+    ) -> Result<bool> {
+        let key = key_bytes(sid)?;
+        self.check_value(value)?;
+        let (now, Some(expires)) = self.deadline(expiry) else { return Ok(false) };
+        let hash = self.hash(key);
+        Ok(self.write(key, hash, value, expires, Expect::Any, now, still)? == Written::Done)
+    }
+
+    /// The expiry `Expiry::Default` gives, in ms (`Config::default_ttl`).
+    #[cfg(feature = "redis")]
+    pub(crate) fn default_ttl_ms(&self) -> u64 {
+        self.shared.settings.default_ttl_ms
+    }
+
+    /// Header word `at` (one of the `H_CACHE_*` cache words).
+    #[cfg(feature = "redis")]
+    pub(crate) fn cache_word(&self, at: usize) -> &std::sync::atomic::AtomicU64 {
+        self.shared.segment.live_word(at)
     }
 
     /// Stores the session encoded as MessagePack (upsert); see [`set_raw`](Self::set_raw).
@@ -385,7 +423,9 @@ impl ClusterStore {
         let (now, expires) = self.deadline(expiry);
         let hash = self.hash(key);
         if let Some(expires) = expires {
-            return Ok(self.write(key, hash, value, expires, expect, now)? == Written::Done);
+            return Ok(
+                self.write(key, hash, value, expires, expect, now, || true)? == Written::Done
+            );
         }
         Ok(match expect {
             Expect::Present => self.remove(key, hash, Expect::Any)? == Removed::Live,
@@ -458,7 +498,9 @@ impl ClusterStore {
             match (next, expires) {
                 (Some(value), Some(expires)) => {
                     self.check_value(&value)?;
-                    if self.write(key, hash, &value, expires, expect, now)? == Written::Done {
+                    if self.write(key, hash, &value, expires, expect, now, || true)?
+                        == Written::Done
+                    {
                         return Ok(Some(value));
                     }
                 }

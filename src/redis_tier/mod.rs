@@ -1,0 +1,588 @@
+//! Many hosts: Redis or Valkey holds the sessions, and each host's segment is the cache in
+//! front of it (feature `redis`).
+//!
+//! The master is set up with [`Config::redis`](crate::Config::redis): it holds one RESP3
+//! connection with broadcast client tracking on the key prefix (`CLIENT TRACKING ON BCAST
+//! PREFIX …`) and applies every `invalidate` push to the segment, so every worker of the host
+//! sees it; a flush empties the segment. Each worker wraps its store in a [`RedisStore`] with
+//! the same [`RedisConfig`]:
+//!
+//! - a read answers from the segment, with no network call, when the copy there was made
+//!   while the tracker was armed and still is; otherwise it reads Redis (`GET` and `PTTL`)
+//!   and fills the segment, unless an invalidation came in meanwhile;
+//! - `add_raw` is `SET … NX PX`, `replace_raw` `SET … XX PX` (a logout on another host is
+//!   never undone), `set_raw` `SET … PX`, `destroy` `DEL`, `touch` `PEXPIRE`, each followed by
+//!   the same change to the local copy. Redis's TTL is the session's expiry.
+//!
+//! **Consistency.** A host reads its own writes (the write goes to Redis first, and the local
+//! copy is replaced or dropped before the call returns). Another host's write reaches this
+//! host's cache after one invalidation hop: the push from Redis to this host's master, then
+//! its removal from the segment; until then a hit may return the previous value.
+//!
+//! **Trust.** The segment's header holds the tracker's epoch (odd while armed), a count of
+//! the invalidations applied and the tracker's heartbeat. A cached copy carries the epoch it
+//! was filled in; a hit needs that epoch to be the current, armed one and a heartbeat within
+//! [`RedisConfig::timeout`]. A lost tracking connection (closed, or a `PING` unanswered for
+//! the timeout), a stopped master and a master that stopped beating all end the trust: reads
+//! then go to Redis until a tracker is armed again, under a new epoch.
+//!
+//! **Redis down.** Every call to Redis has [`RedisConfig::timeout`] for connecting and for
+//! each reply; past it the call fails with [`StoreError::Redis`]. Reads fail the same way once
+//! the tracker has noticed (within the timeout and a quarter), unless
+//! [`RedisConfig::serve_stale_for`] lets hits be served that much longer: a logout on another
+//! host may then go unseen for that long. A failed connection is dropped; the next call
+//! connects again, and the master's tracker reconnects on its own.
+#![forbid(unsafe_code)]
+
+mod tracker;
+
+use std::sync::atomic::Ordering::{Acquire, SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use redis::{Connection, RedisError, Value};
+
+use crate::clock::{now_ms, Clock};
+use crate::format::layout::{
+    H_CACHE_BEAT_MS, H_CACHE_EPOCH, H_CACHE_INVALIDATIONS, H_CACHE_LOST_MS, MAX_KEY_LEN,
+};
+use crate::{ClusterStore, Expiry, Result, SetupError, StoreError};
+
+pub(crate) use tracker::Tracker;
+
+/// Bytes a cached copy adds after the session's: the epoch it was filled in.
+const TAG: usize = 8;
+/// Keys a `SCAN` step asks for.
+const SCAN_COUNT: usize = 1000;
+
+/// Whether `epoch` is one a tracker armed (odd).
+fn armed(epoch: u64) -> bool {
+    epoch % 2 == 1
+}
+
+/// Where Redis is and how the tier uses it: the same in the master and in every worker.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    client: redis::Client,
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    serve_stale: Duration,
+}
+
+impl RedisConfig {
+    /// Redis or Valkey at `url` (`redis://[user:password@]host:port[/db]` or
+    /// `redis+unix:///path`), with the key prefix `"session:"`, a timeout of 500 ms and no
+    /// stale hits. `InvalidConfig` if the URL does not parse or asks for TLS (not supported
+    /// yet).
+    pub fn new(url: &str) -> Result<RedisConfig, SetupError> {
+        let invalid = |allowed: &str| SetupError::InvalidConfig {
+            field: "redis",
+            value: url.to_owned(),
+            allowed: allowed.to_owned(),
+        };
+        let client = redis::Client::open(url)
+            .map_err(|e| invalid(&format!("a redis:// or redis+unix:// URL ({e})")))?;
+        if !matches!(
+            client.get_connection_info().addr(),
+            redis::ConnectionAddr::Tcp(..) | redis::ConnectionAddr::Unix(_)
+        ) {
+            return Err(invalid("redis:// or redis+unix:// (TLS is not supported yet)"));
+        }
+        Ok(RedisConfig {
+            client,
+            url: url.to_owned(),
+            prefix: "session:".to_owned(),
+            timeout: Duration::from_millis(500),
+            serve_stale: Duration::ZERO,
+        })
+    }
+
+    /// The prefix of every key the tier stores (and of the keys its tracker watches).
+    pub fn prefix(mut self, prefix: &str) -> RedisConfig {
+        prefix.clone_into(&mut self.prefix);
+        self
+    }
+
+    /// How long a call waits to connect and for each reply, and how long the tracker waits
+    /// for a `PING`'s answer. At least 10 ms.
+    pub fn timeout(mut self, timeout: Duration) -> RedisConfig {
+        self.timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Keeps serving cache hits for `grace` after the tracker lost Redis (zero, the default,
+    /// serves none): a logout on another host may go unseen for that long.
+    pub fn serve_stale_for(mut self, grace: Duration) -> RedisConfig {
+        self.serve_stale = grace;
+        self
+    }
+
+    /// The URL it was made from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn key(&self, sid: &str) -> String {
+        format!("{}{sid}", self.prefix)
+    }
+
+    fn ms(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The tier's state as a read or write found it in the header, before its network call.
+#[derive(Clone, Copy, Debug)]
+struct View {
+    epoch: u64,
+    invalidations: u64,
+    beat_ms: u64,
+    lost_ms: u64,
+}
+
+impl View {
+    /// Whether a copy filled in `epoch` may answer now (`now_ms`, the coarse clock): filled
+    /// under the current armed epoch, with the tracker's heartbeat at most `timeout` old;
+    /// or, with `grace`, within `grace` of the moment that trust ended.
+    fn hit(&self, tag: u64, now_ms: u64, timeout: u64, grace: u64) -> bool {
+        let armed = armed(self.epoch);
+        let (trusted, ended) = if armed {
+            (self.epoch, self.beat_ms.saturating_add(timeout))
+        } else {
+            (self.epoch.wrapping_sub(1), self.lost_ms)
+        };
+        self.epoch != 0 && tag == trusted && (armed || grace > 0) && now_ms < ended + grace
+    }
+
+    /// The epoch whose copies [`hit`](Self::hit) may accept.
+    fn trusted_tag(&self) -> u64 {
+        if armed(self.epoch) {
+            self.epoch
+        } else {
+            self.epoch.wrapping_sub(1)
+        }
+    }
+}
+
+/// A worker's handle to the tier: its host's [`ClusterStore`] as the cache, Redis as the
+/// store. Cheap to clone; `Send` and `Sync`. Connections to Redis are pooled per process (a
+/// forked child opens its own) and made on first use.
+///
+/// # Examples
+/// ```no_run
+/// use cluster_session_store::{ClusterStore, Config, Expiry, RedisConfig, RedisStore};
+///
+/// let redis = RedisConfig::new("redis://127.0.0.1:6379")?;
+/// // The master, before forking: its tracker keeps the segment in step with Redis.
+/// let master = ClusterStore::setup(Config::new().name("doc-redis").redis(redis.clone()))?;
+/// // Each worker, after the fork:
+/// let store = RedisStore::new(ClusterStore::open("doc-redis")?, redis);
+/// assert!(store.add_raw("sid", b"state", Expiry::Default)?);
+/// assert_eq!(store.get_raw("sid")?.as_deref(), Some(&b"state"[..]));
+/// # drop(master);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    local: ClusterStore,
+    config: RedisConfig,
+    /// Idle connections, and the process they were opened in.
+    pool: Mutex<(u32, Vec<Connection>)>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("local", &self.inner.local)
+            .field("url", &self.inner.config.url)
+            .field("prefix", &self.inner.config.prefix)
+            .finish()
+    }
+}
+
+/// What a `SET` stores under.
+#[derive(Clone, Copy)]
+enum SetIf {
+    Always,
+    Absent,
+    Present,
+}
+
+impl RedisStore {
+    /// The tier over `local`, this host's store (set up by a master with
+    /// [`Config::redis`](crate::Config::redis) and the same `config`).
+    pub fn new(local: ClusterStore, config: RedisConfig) -> RedisStore {
+        let pool = Mutex::new((std::process::id(), Vec::new()));
+        RedisStore { inner: Arc::new(Inner { local, config, pool }) }
+    }
+
+    /// This host's store, the cache.
+    pub fn local(&self) -> &ClusterStore {
+        &self.inner.local
+    }
+
+    /// Whether a cache hit may answer now: a tracker is armed and beating (or the
+    /// [`serve_stale_for`](RedisConfig::serve_stale_for) grace runs). Monitoring; a read
+    /// checks it itself.
+    pub fn trusted(&self) -> bool {
+        let view = self.view();
+        let (timeout, grace) = self.limits();
+        view.hit(view.trusted_tag(), Clock::new().floor(), timeout, grace)
+    }
+
+    /// The tracker's epoch: odd while one is armed; each arming and each loss moves it on.
+    pub fn epoch(&self) -> u64 {
+        self.view().epoch
+    }
+
+    fn view(&self) -> View {
+        let word = |at| self.inner.local.cache_word(at).load(Acquire);
+        View {
+            epoch: word(H_CACHE_EPOCH),
+            invalidations: word(H_CACHE_INVALIDATIONS),
+            beat_ms: word(H_CACHE_BEAT_MS),
+            lost_ms: word(H_CACHE_LOST_MS),
+        }
+    }
+
+    fn limits(&self) -> (u64, u64) {
+        let c = &self.inner.config;
+        (RedisConfig::ms(c.timeout), RedisConfig::ms(c.serve_stale))
+    }
+
+    fn check(&self, sid: &str, value: Option<&[u8]>) -> Result<()> {
+        match sid.len() {
+            0 => return Err(StoreError::EmptyKey),
+            len if len > MAX_KEY_LEN => {
+                return Err(StoreError::KeyTooLong { len, max: MAX_KEY_LEN })
+            }
+            _ => {}
+        }
+        let max = self.inner.local.max_value_size().saturating_sub(TAG);
+        match value {
+            Some(value) if value.len() > max => {
+                Err(StoreError::ValueTooLarge { len: value.len(), max })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `op` on a pooled connection (opened if none is idle); a connection that failed
+    /// is dropped, not pooled.
+    fn redis<T>(
+        &self,
+        what: &'static str,
+        op: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let timeout = self.inner.config.timeout;
+        let fail = |e: RedisError| StoreError::Redis {
+            op: what,
+            timed_out: e.is_timeout(),
+            timeout,
+            message: e.to_string(),
+        };
+        let idle = {
+            let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let pid = std::process::id();
+            if pool.0 != pid {
+                // The parent's connections: its sockets, not this process's to use or close.
+                for conn in pool.1.drain(..) {
+                    std::mem::forget(conn);
+                }
+                pool.0 = pid;
+            }
+            pool.1.pop()
+        };
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn =
+                    self.inner.config.client.get_connection_with_timeout(timeout).map_err(fail)?;
+                conn.set_read_timeout(Some(timeout)).map_err(fail)?;
+                conn.set_write_timeout(Some(timeout)).map_err(fail)?;
+                conn
+            }
+        };
+        let result = op(&mut conn).map_err(fail)?;
+        let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.0 == std::process::id() {
+            pool.1.push(conn);
+        }
+        Ok(result)
+    }
+
+    /// Puts `value` in the segment as filled under `view`, if no invalidation and no change
+    /// of epoch came in since `view` was read (checked under the shard lock, which the
+    /// tracker's removal also takes): a copy that might be older than an invalidation is
+    /// never kept. Only under an armed epoch; a full shard keeps no copy.
+    fn fill(&self, sid: &str, value: &[u8], expires_ms: u64, view: View) -> Result<bool> {
+        if !armed(view.epoch) {
+            return Ok(false);
+        }
+        let mut tagged = Vec::with_capacity(value.len() + TAG);
+        tagged.extend_from_slice(value);
+        tagged.extend_from_slice(&view.epoch.to_le_bytes());
+        let local = &self.inner.local;
+        let still = || {
+            local.cache_word(H_CACHE_INVALIDATIONS).load(SeqCst) == view.invalidations
+                && local.cache_word(H_CACHE_EPOCH).load(SeqCst) == view.epoch
+        };
+        let at = Expiry::At(UNIX_EPOCH + Duration::from_millis(expires_ms));
+        match local.set_raw_if(sid, &tagged, at, still) {
+            Err(StoreError::Full { .. }) => Ok(false),
+            filled => filled,
+        }
+    }
+
+    /// The session's bytes, from the segment if its copy may answer, else from Redis.
+    pub fn get_raw(&self, sid: &str) -> Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        Ok(self.get_raw_into(sid, &mut out)?.then_some(out))
+    }
+
+    /// [`get_raw`](Self::get_raw) into `out` (cleared first); returns whether it was found.
+    pub fn get_raw_into(&self, sid: &str, out: &mut Vec<u8>) -> Result<bool> {
+        self.check(sid, None)?;
+        let view = self.view();
+        let (timeout, grace) = self.limits();
+        if view.epoch != 0 && self.inner.local.get_raw_into(sid, out)? && out.len() >= TAG {
+            let at = out.len() - TAG;
+            let tag = u64::from_le_bytes(out[at..].try_into().expect("8 bytes"));
+            if view.hit(tag, Clock::new().floor(), timeout, grace) {
+                out.truncate(at);
+                return Ok(true);
+            }
+        }
+        out.clear();
+        let key = self.inner.config.key(sid);
+        let (value, pttl): (Option<Vec<u8>>, i64) =
+            self.redis("GET", |c| redis::pipe().get(&key).pttl(&key).query(c))?;
+        let Some(value) = value else { return Ok(false) };
+        // A key with no expiry (-1) was not written by this tier: served, not cached.
+        if let Ok(ttl) = u64::try_from(pttl) {
+            self.fill(sid, &value, now_ms().saturating_add(ttl), view)?;
+        }
+        *out = value;
+        Ok(true)
+    }
+
+    /// The session decoded from MessagePack, or `None`.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, sid: &str) -> Result<Option<T>> {
+        self.get_raw(sid)?.map(|bytes| crate::store::decode(sid, &bytes)).transpose()
+    }
+
+    /// `SET` under `cond` with `expiry`; then the local copy replaced (if it was stored) or
+    /// dropped. An expiry already past deletes instead (`DEL`), as in the single-host store.
+    /// Returns whether `cond` held.
+    fn write(&self, sid: &str, value: &[u8], expiry: Expiry, cond: SetIf) -> Result<bool> {
+        self.check(sid, Some(value))?;
+        let view = self.view();
+        let now = now_ms();
+        let expires_ms = expiry.deadline(now, self.inner.local.default_ttl_ms());
+        let key = self.inner.config.key(sid);
+        if expires_ms <= now {
+            let existed = match cond {
+                SetIf::Absent => {
+                    self.redis("EXISTS", |c| redis::cmd("EXISTS").arg(&key).query::<i64>(c))?
+                }
+                _ => self.redis("DEL", |c| redis::cmd("DEL").arg(&key).query::<i64>(c))?,
+            };
+            self.inner.local.destroy(sid)?;
+            return Ok(match cond {
+                SetIf::Absent => existed == 0,
+                SetIf::Present => existed > 0,
+                SetIf::Always => true,
+            });
+        }
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(value).arg("PX").arg(expires_ms - now);
+        match cond {
+            SetIf::Always => {}
+            SetIf::Absent => drop(set.arg("NX")),
+            SetIf::Present => drop(set.arg("XX")),
+        }
+        let stored = !matches!(self.redis("SET", |c| set.query::<Value>(c))?, Value::Nil);
+        // The local copy is the new value, or none: never the one this call replaced.
+        if !(stored && self.fill(sid, value, expires_ms, view)?) {
+            self.inner.local.destroy(sid)?;
+        }
+        Ok(stored)
+    }
+
+    /// Stores the session's bytes (upsert).
+    pub fn set_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<()> {
+        self.write(sid, value, expiry, SetIf::Always).map(drop)
+    }
+
+    /// Stores the session's bytes only under an unused id (`SET … NX`); returns whether the
+    /// id was free.
+    pub fn add_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<bool> {
+        self.write(sid, value, expiry, SetIf::Absent)
+    }
+
+    /// Stores the session's bytes only over a live session (`SET … XX`): a session destroyed
+    /// on any host is never written back. Returns whether one was live.
+    pub fn replace_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<bool> {
+        self.write(sid, value, expiry, SetIf::Present)
+    }
+
+    /// Stores the session encoded as MessagePack (upsert).
+    pub fn set<T: serde::Serialize + ?Sized>(
+        &self,
+        sid: &str,
+        value: &T,
+        expiry: Expiry,
+    ) -> Result<()> {
+        self.set_raw(sid, &crate::store::encode(value)?, expiry)
+    }
+
+    /// Stores the session encoded as MessagePack only under an unused id.
+    pub fn add<T: serde::Serialize + ?Sized>(
+        &self,
+        sid: &str,
+        value: &T,
+        expiry: Expiry,
+    ) -> Result<bool> {
+        self.add_raw(sid, &crate::store::encode(value)?, expiry)
+    }
+
+    /// Stores the session encoded as MessagePack only over a live session.
+    pub fn replace<T: serde::Serialize + ?Sized>(
+        &self,
+        sid: &str,
+        value: &T,
+        expiry: Expiry,
+    ) -> Result<bool> {
+        self.replace_raw(sid, &crate::store::encode(value)?, expiry)
+    }
+
+    /// Removes the session (`DEL`, then the local copy). Returns whether Redis had it.
+    pub fn destroy(&self, sid: &str) -> Result<bool> {
+        self.check(sid, None)?;
+        let key = self.inner.config.key(sid);
+        let removed: i64 = self.redis("DEL", |c| redis::cmd("DEL").arg(&key).query(c))?;
+        self.inner.local.destroy(sid)?;
+        Ok(removed > 0)
+    }
+
+    /// Gives a live session a new expiry (`PEXPIRE`, then the local copy's). Returns whether
+    /// it was live; an expiry already past removes it.
+    pub fn touch(&self, sid: &str, expiry: Expiry) -> Result<bool> {
+        self.check(sid, None)?;
+        let now = now_ms();
+        let expires_ms = expiry.deadline(now, self.inner.local.default_ttl_ms());
+        if expires_ms <= now {
+            return self.destroy(sid);
+        }
+        let key = self.inner.config.key(sid);
+        let ttl = expires_ms - now;
+        let live: i64 =
+            self.redis("PEXPIRE", |c| redis::cmd("PEXPIRE").arg(&key).arg(ttl).query(c))?;
+        if live > 0 {
+            self.inner.local.touch(sid, expiry)?;
+        } else {
+            self.inner.local.destroy(sid)?;
+        }
+        Ok(live > 0)
+    }
+
+    /// Every key under the prefix, by `SCAN` (a key written meanwhile may be missed).
+    fn keys(&self) -> Result<Vec<String>> {
+        let pattern = format!("{}*", glob_escape(&self.inner.config.prefix));
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self.redis("SCAN", |c| {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query(c)
+            })?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Every live session's bytes, from Redis.
+    pub fn all_raw(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut all = Vec::new();
+        let prefix = self.inner.config.prefix.len();
+        for chunk in self.keys()?.chunks(SCAN_COUNT) {
+            let values: Vec<Option<Vec<u8>>> =
+                self.redis("MGET", |c| redis::cmd("MGET").arg(chunk).query(c))?;
+            for (key, value) in chunk.iter().zip(values) {
+                if let Some(value) = value {
+                    all.push((key[prefix..].to_owned(), value));
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// How many sessions Redis holds under the prefix.
+    pub fn length(&self) -> Result<usize> {
+        Ok(self.keys()?.len())
+    }
+
+    /// Removes every session under the prefix from Redis, then empties the segment.
+    pub fn clear(&self) -> Result<()> {
+        for chunk in self.keys()?.chunks(SCAN_COUNT) {
+            let _: i64 = self.redis("DEL", |c| redis::cmd("DEL").arg(chunk).query(c))?;
+        }
+        self.inner.local.clear()
+    }
+}
+
+/// `prefix` with the glob characters `SCAN … MATCH` gives meaning to escaped.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(epoch: u64, beat_ms: u64, lost_ms: u64) -> View {
+        View { epoch, invalidations: 0, beat_ms, lost_ms }
+    }
+
+    #[test]
+    fn a_copy_answers_only_under_the_armed_epoch_and_a_fresh_beat() {
+        let armed = view(3, 1_000, 0);
+        assert!(armed.hit(3, 1_200, 500, 0));
+        assert!(!armed.hit(1, 1_200, 500, 0), "an older epoch");
+        assert!(!armed.hit(3, 1_500, 500, 0), "the beat is a timeout old");
+        assert!(armed.hit(3, 1_700, 500, 300), "within the grace after the beat stopped");
+        assert!(!armed.hit(3, 1_800, 500, 300));
+        let lost = view(4, 1_000, 2_000);
+        assert!(!lost.hit(3, 2_001, 500, 0), "lost: no hit without a grace");
+        assert!(lost.hit(3, 2_100, 500, 300), "lost: the last armed epoch within the grace");
+        assert!(!lost.hit(3, 2_300, 500, 300));
+        assert!(!lost.hit(4, 2_100, 500, 300), "an epoch never armed");
+        assert!(!view(0, 0, 0).hit(0, 1, 500, 300), "never armed at all");
+    }
+
+    #[test]
+    fn the_scan_pattern_matches_the_prefix_literally() {
+        assert_eq!(glob_escape("session:"), "session:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

@@ -1,0 +1,370 @@
+//! The master's tracker: one RESP3 connection to Redis with broadcast client tracking on
+//! the tier's prefix, whose `invalidate` pushes it applies to the segment, and the cache
+//! words it keeps (the epoch, the invalidation count, the heartbeat, the moment of a loss).
+//!
+//! The connection is its own socket, read with `redis::Parser` after `poll(2)` says a reply
+//! is there, so that waiting for pushes never times out in the middle of one. It is silent
+//! between pushes; after a quarter of the timeout without a byte the tracker sends `PING`, and
+//! a `PING` unanswered for the whole timeout is a lost connection.
+//!
+//! **Epoch.** Odd while a tracker is armed, moved on only by compare-and-swap from a value
+//! the mover saw: arming takes an even epoch to the next odd one; a loss, or the tracker
+//! stopping, takes its own odd epoch to the next even one (and stores the moment in the loss
+//! word). So two trackers at once (the old and the new master of a handover) cannot undo each
+//! other: the one that did not arm applies invalidations too but moves nothing, and arms when
+//! the other lets go, or when the other's heartbeat is a timeout old (a master killed with
+//! SIGKILL) by moving the odd epoch two on.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use redis::{ConnectionAddr, PushKind, Value};
+
+use super::{armed, RedisConfig};
+use crate::clock::now_ms;
+use crate::format::layout::{
+    H_CACHE_BEAT_MS, H_CACHE_EPOCH, H_CACHE_INVALIDATIONS, H_CACHE_LOST_MS,
+};
+use crate::ClusterStore;
+
+/// The longest wait between two attempts to connect.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The tracker thread of a master; stopped (and its epoch let go) by [`Tracker::stop`].
+pub(crate) struct Tracker {
+    stopped: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Tracker {
+    pub fn start(store: ClusterStore, config: RedisConfig) -> std::io::Result<Tracker> {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new().name("css-redis-tracker".into()).spawn({
+            let stopped = Arc::clone(&stopped);
+            move || Tracking::new(store, config).run(&stopped)
+        })?;
+        Ok(Tracker { stopped, thread })
+    }
+
+    pub fn stop(self) {
+        self.stopped.store(true, SeqCst);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
+}
+
+/// Why a connection ended.
+type Lost = String;
+
+struct Tracking {
+    store: ClusterStore,
+    config: RedisConfig,
+    /// The odd epoch this tracker armed, while it holds it.
+    armed: Option<u64>,
+}
+
+/// The socket, either kind.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_timeouts(&self, timeout: Duration) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_read_timeout(Some(timeout)).and(s.set_write_timeout(Some(timeout)))
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(Some(timeout)).and(s.set_write_timeout(Some(timeout)))
+            }
+        }
+    }
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+/// One tracking connection: the socket, buffered for the parser.
+struct Conn {
+    reader: BufReader<Stream>,
+    parser: redis::Parser,
+}
+
+impl Conn {
+    /// Sends a command, its arguments as RESP bulk strings.
+    fn send(&mut self, args: &[&[u8]]) -> Result<(), Lost> {
+        let mut packed = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            packed.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            packed.extend_from_slice(arg);
+            packed.extend_from_slice(b"\r\n");
+        }
+        self.reader.get_mut().write_all(&packed).map_err(|e| format!("send: {e}"))
+    }
+
+    /// The next frame, waiting at most `wait` for its first byte: `None` if none came.
+    fn next(&mut self, wait: Duration) -> Result<Option<Value>, Lost> {
+        if self.reader.buffer().is_empty() {
+            let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.reader.get_ref().as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => return Ok(None),
+                Err(e) => return Err(format!("poll: {e}")),
+            }
+            if self.reader.fill_buf().map_err(|e| format!("read: {e}"))?.is_empty() {
+                return Err("the server closed the connection".into());
+            }
+        }
+        // The rest of a frame whose first byte is here comes within the socket's timeout.
+        self.parser.parse_value(&mut self.reader).map(Some).map_err(|e| format!("read: {e}"))
+    }
+
+    /// A command's reply, applying the pushes that come before it.
+    fn call(
+        &mut self,
+        tracking: &mut Tracking,
+        args: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Value, Lost> {
+        self.send(args)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left)? {
+                Some(Value::Push { kind, data }) => tracking.apply_or_let_go(&kind, &data),
+                Some(Value::ServerError(e)) => {
+                    return Err(format!("{} refused: {e:?}", String::from_utf8_lossy(args[0])))
+                }
+                Some(reply) => return Ok(reply),
+                None if left.is_zero() => return Err("no reply within the timeout".into()),
+                None => {}
+            }
+        }
+    }
+}
+
+impl Tracking {
+    fn new(store: ClusterStore, config: RedisConfig) -> Tracking {
+        Tracking { store, config, armed: None }
+    }
+
+    fn word(&self, at: usize) -> &AtomicU64 {
+        self.store.cache_word(at)
+    }
+
+    fn run(mut self, stopped: &AtomicBool) {
+        let mut backoff = Duration::from_millis(10);
+        while !stopped.load(SeqCst) {
+            let lost = match self.connect() {
+                Ok(mut conn) => {
+                    backoff = Duration::from_millis(10);
+                    self.serve(&mut conn, stopped)
+                }
+                Err(e) => e,
+            };
+            self.let_go();
+            if stopped.load(SeqCst) {
+                break;
+            }
+            tracing::warn!(namespace = self.store.name(), reason = %lost, "Redis tracking lost; cache hits stop until it is armed again");
+            std::thread::park_timeout(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        self.let_go();
+    }
+
+    /// Connects, says `HELLO 3` (with the URL's credentials), selects the URL's database,
+    /// names itself and turns tracking on.
+    fn connect(&mut self) -> Result<Conn, Lost> {
+        let timeout = self.config.timeout;
+        let info = self.config.client.get_connection_info().clone();
+        let stream = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))
+                    .map_err(|e| format!("resolve {host}: {e}"))?;
+                let mut last = format!("{host}:{port} resolves to no address");
+                let mut stream = None;
+                for addr in addrs {
+                    match TcpStream::connect_timeout(&addr, timeout) {
+                        Ok(s) => {
+                            let _ = s.set_nodelay(true);
+                            stream = Some(Stream::Tcp(s));
+                            break;
+                        }
+                        Err(e) => last = format!("connect to {addr}: {e}"),
+                    }
+                }
+                stream.ok_or(last)?
+            }
+            ConnectionAddr::Unix(path) => Stream::Unix(
+                UnixStream::connect(path).map_err(|e| format!("connect to {path:?}: {e}"))?,
+            ),
+            _ => return Err("TLS is not supported".into()),
+        };
+        stream.set_timeouts(timeout).map_err(|e| format!("socket timeouts: {e}"))?;
+        let mut conn = Conn { reader: BufReader::new(stream), parser: redis::Parser::new() };
+        let redis = info.redis_settings();
+        let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
+        if let Some(password) = redis.password() {
+            hello.extend([&b"AUTH"[..], redis.username().unwrap_or("default").as_bytes()]);
+            hello.push(password.as_bytes());
+        }
+        conn.call(self, &hello, timeout)?;
+        let db = redis.db().to_string();
+        if redis.db() != 0 {
+            conn.call(self, &[b"SELECT", db.as_bytes()], timeout)?;
+        }
+        let name = format!("css-tracker-{}", self.store.name());
+        conn.call(self, &[b"CLIENT", b"SETNAME", name.as_bytes()], timeout)?;
+        let prefix = self.config.prefix.clone();
+        let tracking: [&[u8]; 6] =
+            [b"CLIENT", b"TRACKING", b"ON", b"BCAST", b"PREFIX", prefix.as_bytes()];
+        conn.call(self, &tracking, timeout)?;
+        Ok(conn)
+    }
+
+    /// Applies pushes until the connection is lost or the tracker stops; pings when idle,
+    /// beats and arms on every wake.
+    fn serve(&mut self, conn: &mut Conn, stopped: &AtomicBool) -> Lost {
+        let timeout = self.config.timeout;
+        let tick = timeout / 4;
+        let mut ping: Option<Instant> = None;
+        let mut heard = Instant::now();
+        loop {
+            if stopped.load(SeqCst) {
+                return "stopped".into();
+            }
+            self.tick();
+            match conn.next(tick) {
+                Ok(Some(Value::Push { kind, data })) => {
+                    heard = Instant::now();
+                    self.apply_or_let_go(&kind, &data);
+                }
+                Ok(Some(_)) => {
+                    heard = Instant::now();
+                    ping = None;
+                }
+                Ok(None) => {}
+                Err(e) => return e,
+            }
+            match ping {
+                Some(sent) if sent.elapsed() >= timeout => {
+                    return format!("PING unanswered for {timeout:?}");
+                }
+                None if heard.elapsed() >= tick => {
+                    if let Err(e) = conn.send(&[b"PING"]) {
+                        return e;
+                    }
+                    ping = Some(Instant::now());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Beats while armed; arms when the epoch is free (even), or held by a tracker whose
+    /// heartbeat is a timeout old.
+    fn tick(&mut self) {
+        let epoch = self.word(H_CACHE_EPOCH).load(SeqCst);
+        let now = now_ms();
+        if self.armed == Some(epoch) {
+            self.word(H_CACHE_BEAT_MS).store(now, SeqCst);
+            return;
+        }
+        self.armed = None;
+        let timeout = RedisConfig::ms(self.config.timeout);
+        let stale = self.word(H_CACHE_BEAT_MS).load(SeqCst).saturating_add(timeout) < now;
+        let next = match (armed(epoch), stale) {
+            (false, _) => epoch + 1,
+            (true, true) => epoch + 2,
+            (true, false) => return,
+        };
+        // Beat first: a worker that sees the new epoch sees a fresh heartbeat.
+        self.word(H_CACHE_BEAT_MS).store(now, SeqCst);
+        if self.word(H_CACHE_EPOCH).compare_exchange(epoch, next, SeqCst, SeqCst).is_ok() {
+            self.armed = Some(next);
+            tracing::info!(namespace = self.store.name(), epoch = next, "Redis tracking armed");
+        }
+    }
+
+    /// Ends this tracker's trust: its epoch, if it still holds it, moves on to even.
+    fn let_go(&mut self) {
+        if let Some(armed) = self.armed.take() {
+            self.word(H_CACHE_LOST_MS).store(now_ms(), SeqCst);
+            let _ = self.word(H_CACHE_EPOCH).compare_exchange(armed, armed + 1, SeqCst, SeqCst);
+        }
+    }
+
+    /// An `invalidate` push: its keys removed from the segment, or everything for a flush
+    /// (a nil), each after the invalidation count moves on (so a fill that began before it
+    /// cannot store what it fetched). Other pushes are ignored.
+    fn apply(&self, kind: &PushKind, data: &[Value]) -> crate::Result<()> {
+        if *kind != PushKind::Invalidate {
+            return Ok(());
+        }
+        let prefix = self.config.prefix.as_bytes();
+        let counter = self.word(H_CACHE_INVALIDATIONS);
+        match data.first() {
+            Some(Value::Array(keys)) => keys.iter().try_for_each(|key| {
+                let Value::BulkString(key) = key else { return Ok(()) };
+                let sid = key.strip_prefix(prefix).and_then(|s| std::str::from_utf8(s).ok());
+                counter.fetch_add(1, SeqCst);
+                match sid {
+                    Some(sid) if !sid.is_empty() => self.store.destroy(sid).map(drop),
+                    _ => Ok(()),
+                }
+            }),
+            _ => {
+                counter.fetch_add(1, SeqCst);
+                self.store.clear()
+            }
+        }
+    }
+
+    /// [`apply`](Self::apply); one that fails (a shard lock timed out) may have left a stale
+    /// copy, so this tracker lets its epoch go and arms again under a new one.
+    fn apply_or_let_go(&mut self, kind: &PushKind, data: &[Value]) {
+        if let Err(e) = self.apply(kind, data) {
+            tracing::warn!(namespace = self.store.name(), error = %e, "an invalidation could not be applied; the cached copies are dropped from trust");
+            self.let_go();
+        }
+    }
+}

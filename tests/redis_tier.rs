@@ -1,0 +1,216 @@
+//! The Redis tier against a real `redis-server` of the test's own: two stores of one process,
+//! each with its master's tracker, stand for two hosts (`tests/hello_examples.rs` runs two
+//! example masters with forked workers). Every wait for what the trackers do is bounded
+//! polling.
+
+mod common;
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::time::{Duration, Instant};
+
+use cluster_session_store::{
+    ClusterStore, Config, Expiry, Master, RedisConfig, RedisStore, StoreError,
+};
+use redis_server::{until, RedisServer};
+
+/// How long a push may take to reach a host; the bound for a logout.
+const HOP: Duration = Duration::from_millis(100);
+/// The tier's timeout in these tests.
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+struct Host {
+    _master: Master,
+    store: RedisStore,
+    name: String,
+}
+
+fn host(redis: &RedisServer, tweak: impl FnOnce(RedisConfig) -> RedisConfig) -> Host {
+    let name = common::unique_name("redis");
+    let config = tweak(RedisConfig::new(&redis.url()).unwrap().timeout(TIMEOUT));
+    let master = ClusterStore::setup(common::config(&name).redis(config.clone())).unwrap();
+    let store = RedisStore::new(ClusterStore::open(&name).unwrap(), config);
+    until(common::WAIT, "the tracker armed", || store.trusted());
+    Host { _master: master, store, name }
+}
+
+fn two_hosts() -> (RedisServer, Host, Host) {
+    let redis = RedisServer::start();
+    let (a, b) = (host(&redis, |c| c), host(&redis, |c| c));
+    (redis, a, b)
+}
+
+/// Waits until the host's copy of `sid` answers (a read that calls no `GET`): the
+/// invalidations of the writes before it have come back and a read has filled the segment
+/// since.
+fn cached(redis: &mut RedisServer, host: &Host, sid: &str) {
+    until(common::WAIT, &format!("{} serves {sid} from its segment", host.name), || {
+        let gets = redis.calls("get");
+        assert!(host.store.get_raw(sid).unwrap().is_some(), "{sid} is gone");
+        redis.calls("get") == gets
+    });
+}
+
+/// The session as this host reads it, waiting out the invalidation hop for `want`.
+fn reads_within_a_hop(host: &Host, sid: &str, want: Option<&[u8]>) -> Duration {
+    until(HOP, &format!("{} reads {want:?}", host.name), || {
+        host.store.get_raw(sid).unwrap().as_deref() == want
+    })
+}
+
+#[test]
+fn a_session_written_on_one_host_is_read_on_the_other_and_a_hit_calls_nothing() {
+    let (mut redis, a, b) = two_hosts();
+    assert!(a.store.add_raw("s1", b"from a", Expiry::After(common::LONG)).unwrap());
+    assert_eq!(b.store.get_raw("s1").unwrap().as_deref(), Some(&b"from a"[..]));
+    // A read fills B's segment: the next reads are hits, with no call to Redis.
+    cached(&mut redis, &b, "s1");
+    let gets = redis.calls("get");
+    for _ in 0..10 {
+        assert_eq!(b.store.get_raw("s1").unwrap().as_deref(), Some(&b"from a"[..]));
+    }
+    assert_eq!(redis.calls("get"), gets, "a hit called Redis");
+    // Redis's TTL is the session's expiry.
+    let ttl: i64 = redis.cmd(&["PTTL", "session:s1"]);
+    assert!(ttl > 3_000_000 && ttl <= 3_600_000, "{ttl}");
+    // An id in use stays the other session's.
+    assert!(!b.store.add_raw("s1", b"from b", Expiry::Default).unwrap());
+    assert_eq!(a.store.get_raw("s1").unwrap().as_deref(), Some(&b"from a"[..]));
+}
+
+#[test]
+fn another_hosts_write_reaches_this_hosts_cache_within_a_hop() {
+    let (_redis, a, b) = two_hosts();
+    a.store.set_raw("s2", b"one", Expiry::Default).unwrap();
+    assert_eq!(b.store.get_raw("s2").unwrap().as_deref(), Some(&b"one"[..]));
+    assert!(a.store.replace_raw("s2", b"two", Expiry::Default).unwrap());
+    reads_within_a_hop(&b, "s2", Some(b"two"));
+    // Read-your-writes on a host.
+    assert!(b.store.replace_raw("s2", b"three", Expiry::Default).unwrap());
+    assert_eq!(b.store.get_raw("s2").unwrap().as_deref(), Some(&b"three"[..]));
+    reads_within_a_hop(&a, "s2", Some(b"three"));
+}
+
+#[test]
+fn a_logout_on_one_host_ends_the_session_on_the_other_and_a_late_save_does_not_restore_it() {
+    let (mut redis, a, b) = two_hosts();
+    assert!(a.store.add_raw("s3", b"logged in", Expiry::Default).unwrap());
+    // Both hosts hold a copy.
+    cached(&mut redis, &a, "s3");
+    cached(&mut redis, &b, "s3");
+    assert!(b.store.destroy("s3").unwrap());
+    reads_within_a_hop(&a, "s3", None);
+    // A request on A that loaded the session before the logout saves it after: nothing.
+    assert!(!a.store.replace_raw("s3", b"logged in, changed", Expiry::Default).unwrap());
+    assert_eq!(a.store.get_raw("s3").unwrap(), None);
+    assert_eq!(b.store.get_raw("s3").unwrap(), None);
+    assert!(!a.store.touch("s3", Expiry::Default).unwrap());
+}
+
+#[test]
+fn a_killed_tracking_connection_stops_the_hits_until_it_is_armed_again() {
+    let (mut redis, a, _b) = two_hosts();
+    a.store.set_raw("s4", b"cached", Expiry::Default).unwrap();
+    cached(&mut redis, &a, "s4");
+    let epoch = a.store.epoch();
+    let id = redis.client_id(&format!("css-tracker-{}", a.name)).expect("A's tracker");
+    let killed: i64 = redis.cmd(&["CLIENT", "KILL", "ID", &id]);
+    assert_eq!(killed, 1);
+    // Re-armed under a new epoch: the copy made under the old one no longer answers.
+    until(common::WAIT, "A re-armed", || a.store.trusted() && a.store.epoch() > epoch + 1);
+    let gets = redis.calls("get");
+    assert!(a.store.get_raw("s4").unwrap().is_some());
+    assert_eq!(redis.calls("get"), gets + 1, "the old copy answered");
+    assert!(a.store.get_raw("s4").unwrap().is_some());
+    assert_eq!(redis.calls("get"), gets + 1, "the new copy does not answer");
+}
+
+#[test]
+fn a_flush_empties_every_hosts_segment() {
+    let (mut redis, a, b) = two_hosts();
+    for host in [&a, &b] {
+        host.store.set_raw(&format!("s5-{}", host.name), b"x", Expiry::Default).unwrap();
+    }
+    for host in [&a, &b] {
+        for other in [&a, &b] {
+            cached(&mut redis, host, &format!("s5-{}", other.name));
+        }
+        assert_eq!(host.store.local().length().unwrap(), 2);
+    }
+    let () = redis.cmd(&["FLUSHALL"]);
+    for host in [&a, &b] {
+        until(HOP, "the segment emptied", || host.store.local().length().unwrap() == 0);
+        assert_eq!(host.store.get_raw(&format!("s5-{}", a.name)).unwrap(), None);
+    }
+    assert_eq!(a.store.length().unwrap(), 0);
+}
+
+#[test]
+fn a_stopped_redis_gives_typed_errors_within_the_timeout_and_both_hosts_recover() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (host(&redis, |c| c), host(&redis, |c| c));
+    let stale = host(&redis, |c| c.serve_stale_for(common::LONG));
+    a.store.set_raw("s6", b"before", Expiry::Default).unwrap();
+    for host in [&a, &stale] {
+        cached(&mut redis, host, "s6");
+    }
+    redis.pause();
+    let timed_out = |result: Result<_, StoreError>| match result {
+        Err(StoreError::Redis { timed_out: true, timeout, .. }) => assert_eq!(timeout, TIMEOUT),
+        other => panic!("not a Redis timeout: {other:?}"),
+    };
+    let start = Instant::now();
+    timed_out(b.store.set_raw("s6", b"during", Expiry::Default));
+    // Nothing blocks past the timeout (a bound, not a speed target: the margin is wide).
+    assert!(start.elapsed() < TIMEOUT * 4, "{:?}", start.elapsed());
+    // Once A's tracker notices, its copy no longer answers: reads fail too.
+    until(common::WAIT, "A distrusts its copies", || !a.store.trusted());
+    timed_out(a.store.get_raw("s6").map(drop));
+    // The opt-in host serves its copy meanwhile.
+    until(common::WAIT, "the stale host lost tracking", || stale.store.epoch() % 2 == 0);
+    assert_eq!(stale.store.get_raw("s6").unwrap().as_deref(), Some(&b"before"[..]));
+
+    redis.resume();
+    for host in [&a, &b] {
+        until(common::WAIT, "re-armed after SIGCONT", || host.store.trusted());
+        host.store.set_raw("s6", b"after", Expiry::Default).unwrap();
+    }
+    for host in [&a, &b, &stale] {
+        reads_within_a_hop(host, "s6", Some(b"after"));
+    }
+}
+
+#[test]
+fn a_config_that_cannot_work_is_refused_at_once() {
+    for url in ["not a url", "rediss://127.0.0.1:6379/"] {
+        let error = RedisConfig::new(url).unwrap_err().to_string();
+        assert!(error.contains("redis"), "{url}: {error}");
+    }
+    // Values must leave room for the cached copy's epoch.
+    let redis = RedisServer::start();
+    let a = host(&redis, |c| c);
+    let max = a.store.local().max_value_size() - 8;
+    assert!(a.store.set_raw("big", &vec![7; max], Expiry::Default).is_ok());
+    match a.store.set_raw("big", &vec![7; max + 1], Expiry::Default) {
+        Err(StoreError::ValueTooLarge { max: m, .. }) => assert_eq!(m, max),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.store.get_raw("big").unwrap().map(|v| v.len()), Some(max));
+}
+
+#[test]
+fn a_config_without_a_tracker_never_serves_a_hit() {
+    let mut redis = RedisServer::start();
+    let name = common::unique_name("redis-untracked");
+    let _master = ClusterStore::setup(common::config(&name)).unwrap();
+    let config = RedisConfig::new(&redis.url()).unwrap();
+    let store = RedisStore::new(ClusterStore::open(&name).unwrap(), config);
+    store.set_raw("s7", b"x", Expiry::Default).unwrap();
+    let gets = redis.calls("get");
+    for _ in 0..3 {
+        assert!(store.get_raw("s7").unwrap().is_some());
+    }
+    assert_eq!(redis.calls("get"), gets + 3);
+    assert!(!store.trusted());
+    let _ = Config::new();
+}
