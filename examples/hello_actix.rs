@@ -1,6 +1,6 @@
 //! The seed's example with actix-web and actix-session over this store: one master, a
 //! worker per CPU on one port, one session shared by all of them. Same routes (`GET /hello`,
-//! `POST /echo`), answers and master as `hello_cluster` (`cluster/mod.rs`).
+//! `GET /logout`, `POST /echo`), answers and master as `hello_cluster` (`cluster/mod.rs`).
 //!
 //! The cookie signing key must be the same in every worker, so the master makes it before
 //! forking: from `SESSION_KEY` (128 hex characters, 64 bytes) if set, so that cookies stay
@@ -31,7 +31,6 @@ use actix_web::cookie::{time::Duration, Key};
 use actix_web::dev::Service;
 use actix_web::error::ErrorInternalServerError;
 use actix_web::{get, post, web, App, HttpResponse, HttpServer};
-use cluster_session_store::ClusterStore;
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -60,7 +59,19 @@ fn signing_key(hex: &str) -> Result<Key, Box<dyn Error>> {
 /// A worker, after the fork: attach to the store, start an actix system, serve until SIGTERM
 /// or SIGINT.
 fn worker(id: usize, listener: TcpListener, key: Key) -> Result<(), Box<dyn Error>> {
-    let store = Logged { id, store: cluster::store()? };
+    match cluster::sessions()? {
+        cluster::Sessions::Local(store) => serve(id, listener, key, store),
+        cluster::Sessions::Redis(store) => serve(id, listener, key, store),
+    }
+}
+
+fn serve<S: SessionStore + Clone + Send + 'static>(
+    id: usize,
+    listener: TcpListener,
+    key: Key,
+    store: S,
+) -> Result<(), Box<dyn Error>> {
+    let store = Logged { id, store };
     actix_web::rt::System::new().block_on(async move {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -91,6 +102,7 @@ fn worker(id: usize, listener: TcpListener, key: Key) -> Result<(), Box<dyn Erro
                     }
                 })
                 .service(hello)
+                .service(logout)
                 .service(echo)
         })
         .workers(1)
@@ -136,6 +148,14 @@ async fn hello(id: web::Data<usize>, session: Session) -> actix_web::Result<Http
     Ok(HttpResponse::Ok().json(json!({ "msg": msg })))
 }
 
+/// Ends the session: removed from the store (on every host, with `REDIS_URL`) when the
+/// response goes out.
+#[get("/logout")]
+async fn logout(id: web::Data<usize>, session: Session) -> HttpResponse {
+    session.purge();
+    HttpResponse::Ok().json(json!({ "msg": format!("Bye from worker {}", **id) }))
+}
+
 #[post("/echo")]
 async fn echo(body: web::Bytes) -> HttpResponse {
     HttpResponse::Ok().body(body)
@@ -144,12 +164,12 @@ async fn echo(body: web::Bytes) -> HttpResponse {
 /// The session store, with every error it returns logged to stderr: actix-session answers a
 /// failed load or save with a bare 500 and does not report the error.
 #[derive(Clone)]
-struct Logged {
+struct Logged<S> {
     id: usize,
-    store: ClusterStore,
+    store: S,
 }
 
-impl Logged {
+impl<S> Logged<S> {
     fn log<T, E: Error + 'static>(&self, result: Result<T, E>) -> Result<T, E> {
         if let Err(e) = &result {
             eprintln!("worker {}: session store: {}", self.id, causes(e));
@@ -173,7 +193,7 @@ fn causes(e: &(dyn Error + 'static)) -> String {
 
 type State = HashMap<String, String>;
 
-impl SessionStore for Logged {
+impl<S: SessionStore> SessionStore for Logged<S> {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
         self.log(SessionStore::load(&self.store, key).await)
     }

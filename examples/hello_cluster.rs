@@ -3,6 +3,7 @@
 //!
 //! `GET /hello` answers `{"msg":"Hello from worker N"}` on a session's first visit and
 //! `{"msg":"Hello again from worker N"}` after, whichever worker served the first visit.
+//! `GET /logout` ends the session and answers `{"msg":"Bye from worker N"}`.
 //! `POST /echo` answers its body: a request whose body comes late is one in flight, which is
 //! how the tests hold one open across a shutdown. The master (`cluster/mod.rs`) sets up the
 //! store and binds the port, forks the workers, logs them coming online and exiting, starts
@@ -51,9 +52,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// A worker, after the fork: attach to the store, then serve.
 fn worker(id: usize, listener: TcpListener) -> Result<(), Box<dyn std::error::Error>> {
-    match std::env::var("STORE").as_deref() {
-        Ok("memory") => serve(id, listener, MemoryStore::default()),
-        _ => serve(id, listener, cluster::store()?),
+    if std::env::var("STORE").as_deref() == Ok("memory") {
+        return serve(id, listener, MemoryStore::default());
+    }
+    match cluster::sessions()? {
+        cluster::Sessions::Local(store) => serve(id, listener, store),
+        cluster::Sessions::Redis(store) => serve(id, listener, store),
     }
 }
 
@@ -72,6 +76,7 @@ fn serve(
         .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::hours(1)));
     let app = Router::new()
         .route("/hello", get(hello))
+        .route("/logout", get(logout))
         .route("/echo", post(echo))
         .layer(sessions)
         // Outside the session layer, which answers a failed save with an empty 500.
@@ -156,6 +161,15 @@ async fn hello(State(id): State<usize>, session: Session) -> Result<Json<Value>,
         None => format!("Hello from worker {id}"),
     };
     Ok(Json(json!({ "msg": msg })))
+}
+
+/// Ends the session: removed from the store (on every host, with `REDIS_URL`).
+async fn logout(State(id): State<usize>, session: Session) -> Result<Json<Value>, StatusCode> {
+    session.flush().await.map_err(|e| {
+        eprintln!("worker {id}: GET /logout: {e}");
+        StatusCode::INTERNAL_SERVER_ERROR
+    })?;
+    Ok(Json(json!({ "msg": format!("Bye from worker {id}") })))
 }
 
 async fn echo(body: String) -> String {

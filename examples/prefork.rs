@@ -2,6 +2,7 @@
 //! as `hello_cluster` (`cluster/mod.rs`), and workers that answer `GET /hello` with
 //! `{"msg":"Hello from worker N"}` on a session's first visit and
 //! `{"msg":"Hello again from worker N"}` after, whichever worker served the first visit.
+//! `GET /logout` ends the session and answers `{"msg":"Bye from worker N"}`.
 //! `POST /echo` answers its body (up to 64 KiB): a request whose body comes late is one in
 //! flight, which is how the tests hold one open across a shutdown.
 //!
@@ -30,7 +31,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_session_store::{ClusterStore, Expiry};
+use cluster::Sessions;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -92,7 +93,7 @@ fn worker(id: usize, listener: TcpListener) -> Result<(), Box<dyn Error>> {
     // Read from a signalfd. They are blocked from the fork on, and every thread started
     // here inherits the mask, so none takes their default action.
     let signal_fd = SignalFd::with_flags(&cluster::stop_signals(), SfdFlags::SFD_CLOEXEC)?;
-    let store = cluster::store()?;
+    let store = cluster::sessions()?;
     listener.set_nonblocking(true)?;
     // Closing the write end tells every connection thread that the worker is stopping.
     let (stopping, stop) = nix::unistd::pipe()?;
@@ -163,7 +164,7 @@ const DRAIN: Duration = Duration::from_millis(250);
 /// connection that has sent nothing by then is closed.
 fn serve(
     id: usize,
-    store: &ClusterStore,
+    store: &Sessions,
     stream: &TcpStream,
     stopping: &OwnedFd,
 ) -> Result<(), Box<dyn Error>> {
@@ -218,6 +219,7 @@ fn serve(
     let mut request = request_line.split(' ');
     match (request.next(), request.next()) {
         (Some("GET"), Some("/hello")) => hello(id, store, stream, header("cookie")),
+        (Some("GET"), Some("/logout")) => logout(id, store, stream, header("cookie")),
         (Some("POST"), Some("/echo")) => {
             let Some(len) = header("content-length").map_or(Some(0), |l| l.parse().ok()) else {
                 respond(stream, "400 Bad Request", "", b"")?;
@@ -256,12 +258,11 @@ fn serve(
 /// `GET /hello`. A store error is answered 500 with a generic body, and logged.
 fn hello(
     id: usize,
-    store: &ClusterStore,
+    store: &Sessions,
     stream: &TcpStream,
     cookie: Option<&str>,
 ) -> Result<(), Box<dyn Error>> {
-    let sid = cookie.and_then(|c| c.split(';').find_map(|c| c.trim().strip_prefix("sid=")));
-    let (sid, visited) = match visit(store, sid) {
+    let (sid, visited) = match visit(store, session_id(cookie)) {
         Ok(visit) => visit,
         Err(e) => {
             eprintln!("worker {id}: session store: {e}");
@@ -278,27 +279,49 @@ fn hello(
     Ok(())
 }
 
+/// The session id in a `cookie` header, if it has the form this server gives them.
+fn session_id(cookie: Option<&str>) -> Option<&str> {
+    let sid = cookie?.split(';').find_map(|c| c.trim().strip_prefix("sid="))?;
+    (sid.len() == 32 && sid.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sid)
+}
+
 /// Records a visit of session `sid`; returns the session's id and whether it was visited
 /// before. A cookie is honoured only if its session is live in the store: an id the client
 /// made up (or one that expired) is never adopted (no session fixation); a new session gets
-/// an id from the OS CSPRNG, stored only if unused.
-fn visit(store: &ClusterStore, sid: Option<&str>) -> Result<(String, bool), Box<dyn Error>> {
-    let live = match sid.filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())) {
-        Some(sid) => store.get::<Session>(sid)?.map(|session| (sid, session)),
-        None => None,
-    };
-    match live {
-        Some((sid, session)) => {
-            store.set(sid, &Session { visited: true }, Expiry::Default)?;
-            Ok((sid.to_owned(), session.visited))
-        }
-        None => loop {
-            let sid = new_session_id().map_err(|e| format!("no random session id: {e}"))?;
-            if store.add(&sid, &Session { visited: true }, Expiry::Default)? {
-                return Ok((sid, false));
+/// an id from the OS CSPRNG, stored only if unused. The visit is written only over the live
+/// session, so a logout meanwhile (on any host) stands: the client then starts a new one.
+fn visit(store: &Sessions, sid: Option<&str>) -> Result<(String, bool), Box<dyn Error>> {
+    if let Some(sid) = sid {
+        if let Some(session) = store.get::<Session>(sid)? {
+            if store.replace(sid, &Session { visited: true })? {
+                return Ok((sid.to_owned(), session.visited));
             }
-        },
+        }
     }
+    loop {
+        let sid = new_session_id().map_err(|e| format!("no random session id: {e}"))?;
+        if store.add(&sid, &Session { visited: true })? {
+            return Ok((sid, false));
+        }
+    }
+}
+
+/// `GET /logout`: ends the session (on every host, with `REDIS_URL`) and clears the cookie.
+fn logout(
+    id: usize,
+    store: &Sessions,
+    stream: &TcpStream,
+    cookie: Option<&str>,
+) -> Result<(), Box<dyn Error>> {
+    if let Err(e) = session_id(cookie).map_or(Ok(false), |sid| store.destroy(sid)) {
+        eprintln!("worker {id}: session store: {e}");
+        respond(stream, "500 Internal Server Error", "", b"internal error")?;
+        return Ok(());
+    }
+    let body = format!("{{\"msg\":\"Bye from worker {id}\"}}");
+    let headers = "content-type: application/json\r\nset-cookie: sid=; Path=/; Max-Age=0\r\n";
+    respond(stream, "200 OK", headers, body.as_bytes())?;
+    Ok(())
 }
 
 /// Writes a whole answer; the connection closes after it.

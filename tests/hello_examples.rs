@@ -26,6 +26,8 @@
 //! and stderr.
 
 mod common;
+#[path = "common/redis_server.rs"]
+mod redis_server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -39,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use redis_server::RedisServer;
 
 /// Longest wait for any one log line or request.
 const WAIT: Duration = Duration::from_secs(30);
@@ -233,7 +236,20 @@ impl Client {
 
     /// GET /hello; returns the message and the worker that answered.
     fn hello(&mut self) -> (String, usize) {
-        let mut request = self.agent.get(&self.url).header("connection", "close");
+        self.get(&self.url.clone())
+    }
+
+    /// GET /logout on the same server: the session ends.
+    fn logout(&mut self) {
+        let url = self.url.replace("/hello", "/logout");
+        let (msg, _) = self.get(&url);
+        assert!(msg.starts_with("Bye from worker "), "{msg:?}");
+    }
+
+    /// GET `url` with the jar's cookies, keeping those it sets; returns the message and the
+    /// worker that answered.
+    fn get(&mut self, url: &str) -> (String, usize) {
+        let mut request = self.agent.get(url).header("connection", "close");
         if !self.jar.is_empty() {
             let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
             request = request.header("cookie", cookies.join("; "));
@@ -742,6 +758,78 @@ fn hello_actix_store_error() {
 #[test]
 fn prefork_store_error() {
     a_store_error_is_a_generic_500("prefork");
+}
+
+/// With `REDIS_URL`, two masters of one example (each with its forked workers) stand for two
+/// hosts of one service: a session begun on host A is "Hello again" on host B; `GET
+/// /logout` on B ends it, and within an invalidation hop (bounded polling, 100 ms) host A
+/// answers the old cookie as a new visitor.
+fn two_hosts_share_sessions_through_redis(name: &str) {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let key = "5e".repeat(64);
+    let env = [("REDIS_URL", url.as_str()), ("SESSION_KEY", key.as_str())];
+    let mut a = Server::start_with(name, &env);
+    let mut b = Server::start_with(name, &env);
+    let mut client = Client::new(a.port);
+    let (first, _) = client.hello();
+    assert!(first.starts_with("Hello from worker "), "{first:?}");
+    client.again();
+    let on = |server: &Server| format!("http://127.0.0.1:{}/hello", server.port);
+    client.url = on(&b);
+    client.again();
+    client.again();
+    client.logout();
+    client.url = on(&a);
+    redis_server::until(Duration::from_millis(100), "host A ends the session", || {
+        client.try_hello().is_ok_and(|msg| msg.starts_with("Hello from worker "))
+    });
+    for server in [&mut a, &mut b] {
+        assert_eq!(server.stop(), 0, "log:\n{}", server.log.join("\n"));
+    }
+}
+
+#[test]
+fn hello_cluster_two_hosts_share_sessions_through_redis() {
+    two_hosts_share_sessions_through_redis("hello_cluster");
+}
+
+#[test]
+fn hello_actix_two_hosts_share_sessions_through_redis() {
+    two_hosts_share_sessions_through_redis("hello_actix");
+}
+
+#[test]
+fn prefork_two_hosts_share_sessions_through_redis() {
+    two_hosts_share_sessions_through_redis("prefork");
+}
+
+/// `GET /logout` ends the session on one host too: the next visit is a first one.
+fn logout_ends_the_session(name: &str) {
+    let mut server = Server::start(name);
+    let mut client = Client::new(server.port);
+    client.hello();
+    client.again();
+    client.logout();
+    let (msg, _) = client.hello();
+    assert!(msg.starts_with("Hello from worker "), "{msg:?}");
+    client.again();
+    assert_eq!(server.stop(), 0, "log:\n{}", server.log.join("\n"));
+}
+
+#[test]
+fn hello_cluster_logout() {
+    logout_ends_the_session("hello_cluster");
+}
+
+#[test]
+fn hello_actix_logout() {
+    logout_ends_the_session("hello_actix");
+}
+
+#[test]
+fn prefork_logout() {
+    logout_ends_the_session("prefork");
 }
 
 /// Connections on 127.0.0.1 to `port` in TIME_WAIT, from `/proc/net/tcp`.

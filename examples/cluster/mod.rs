@@ -45,6 +45,10 @@
 //! `SNAPSHOT=<path>` keeps them across reboots too: the master restores the snapshot file at
 //! start (if it exists) and writes it when it stops (`Config::snapshot`), and every minute.
 //!
+//! `REDIS_URL=redis://host:port` makes the service one host of many: Redis or Valkey holds
+//! the sessions, and this host's store is the cache in front of it (`Config::redis` in the
+//! master, whose tracker applies Redis's invalidations; `RedisStore` in every worker).
+//!
 //! `PORT` picks the port (default 8080; 0 lets the kernel choose, and the log says which).
 //! `MAX_SESSION_BYTES` sets the largest session the store accepts (`Config::max_value_size`,
 //! default 64 KiB); a request whose session would be larger is answered 500.
@@ -56,7 +60,9 @@ use std::os::unix::process::CommandExt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use cluster_session_store::{Backing, ClusterStore, Config};
+use cluster_session_store::{
+    Backing, ClusterStore, Config, Expiry, RedisConfig, RedisStore, StoreError,
+};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
@@ -191,6 +197,62 @@ pub fn store() -> Result<ClusterStore, cluster_session_store::AttachError> {
     ClusterStore::open(&store_name())
 }
 
+/// The Redis tier `REDIS_URL` asks for, if it does.
+pub fn redis() -> Result<Option<RedisConfig>, Box<dyn Error>> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) => Ok(Some(RedisConfig::new(&url)?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The worker's store: the Redis tier over this host's store with `REDIS_URL`, the store
+/// alone without. The frameworks' adapters take either; `prefork` calls these methods.
+#[derive(Clone)]
+pub enum Sessions {
+    Local(ClusterStore),
+    Redis(RedisStore),
+}
+
+// Used by `prefork`; each example compiles this module on its own.
+#[allow(dead_code)]
+impl Sessions {
+    pub fn get<T: serde::de::DeserializeOwned>(&self, sid: &str) -> Result<Option<T>, StoreError> {
+        match self {
+            Sessions::Local(store) => store.get(sid),
+            Sessions::Redis(store) => store.get(sid),
+        }
+    }
+
+    pub fn add<T: serde::Serialize>(&self, sid: &str, value: &T) -> Result<bool, StoreError> {
+        match self {
+            Sessions::Local(store) => store.add(sid, value, Expiry::Default),
+            Sessions::Redis(store) => store.add(sid, value, Expiry::Default),
+        }
+    }
+
+    pub fn replace<T: serde::Serialize>(&self, sid: &str, value: &T) -> Result<bool, StoreError> {
+        match self {
+            Sessions::Local(store) => store.replace(sid, value, Expiry::Default),
+            Sessions::Redis(store) => store.replace(sid, value, Expiry::Default),
+        }
+    }
+
+    pub fn destroy(&self, sid: &str) -> Result<bool, StoreError> {
+        match self {
+            Sessions::Local(store) => store.destroy(sid),
+            Sessions::Redis(store) => store.destroy(sid),
+        }
+    }
+}
+
+/// In a worker: [`Sessions`] as `REDIS_URL` says.
+pub fn sessions() -> Result<Sessions, Box<dyn Error>> {
+    Ok(match redis()? {
+        Some(config) => Sessions::Redis(RedisStore::new(store()?, config)),
+        None => Sessions::Local(store()?),
+    })
+}
+
 /// Runs the master until SIGTERM or SIGINT.
 pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -221,6 +283,9 @@ pub fn run(worker: Worker<'_>) -> Result<(), Box<dyn Error>> {
     }
     if let Some(path) = std::env::var_os("SNAPSHOT") {
         config = config.snapshot(path).snapshot_interval(Duration::from_secs(60));
+    }
+    if let Some(redis) = redis()? {
+        config = config.redis(redis);
     }
     if let Ok(bytes) = std::env::var("MAX_SESSION_BYTES") {
         let bytes = bytes.parse().map_err(|e| format!("MAX_SESSION_BYTES={bytes}: {e}"))?;

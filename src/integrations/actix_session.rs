@@ -77,60 +77,70 @@ fn new_key() -> Result<String, getrandom::Error> {
     Ok(key)
 }
 
-impl SessionStore for ClusterStore {
-    async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
-        match self.get::<State>(key.as_ref()) {
-            Ok(state) => Ok(state),
-            Err(e @ StoreError::Decode { .. }) => Err(LoadError::Deserialization(e.into())),
-            Err(e) if bad_key(&e) => Ok(None),
-            Err(e) => Err(LoadError::Other(e.into())),
-        }
-    }
+/// The adapter for `$store`: `ClusterStore`, and `RedisStore` under the `redis` feature,
+/// whose methods of the same names keep the same contracts.
+macro_rules! adapter {
+    ($store:ty) => {
+        impl SessionStore for $store {
+            async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
+                match self.get::<State>(key.as_ref()) {
+                    Ok(state) => Ok(state),
+                    Err(e @ StoreError::Decode { .. }) => Err(LoadError::Deserialization(e.into())),
+                    Err(e) if bad_key(&e) => Ok(None),
+                    Err(e) => Err(LoadError::Other(e.into())),
+                }
+            }
 
-    /// Stores the state under a newly minted key.
-    async fn save(&self, state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
-        let bytes = encode(&state).map_err(|e| SaveError::Serialization(e.into()))?;
-        for _ in 0..MINT_ATTEMPTS {
-            let key = new_key().map_err(|e| SaveError::Other(anyhow::Error::new(e)))?;
-            if self.add_raw(&key, &bytes, expiry(ttl)).map_err(|e| SaveError::Other(e.into()))? {
-                return SessionKey::try_from(key).map_err(|e| SaveError::Other(e.into()));
+            /// Stores the state under a newly minted key.
+            async fn save(&self, state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
+                let bytes = encode(&state).map_err(|e| SaveError::Serialization(e.into()))?;
+                for _ in 0..MINT_ATTEMPTS {
+                    let key = new_key().map_err(|e| SaveError::Other(anyhow::Error::new(e)))?;
+                    if self.add_raw(&key, &bytes, expiry(ttl)).map_err(|e| SaveError::Other(e.into()))? {
+                        return SessionKey::try_from(key).map_err(|e| SaveError::Other(e.into()));
+                    }
+                }
+                Err(SaveError::Other(anyhow::anyhow!(
+                    "no unused session key after {MINT_ATTEMPTS} random draws: the OS random source is broken"
+                )))
+            }
+
+            /// Replaces the state of a live session; saves it under a new key if the session
+            /// expired or was deleted meanwhile.
+            async fn update(
+                &self,
+                key: SessionKey,
+                state: State,
+                ttl: &Duration,
+            ) -> Result<SessionKey, UpdateError> {
+                let bytes = encode(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
+                match self.replace_raw(key.as_ref(), &bytes, expiry(ttl)) {
+                    Ok(true) => Ok(key),
+                    Err(e) if !bad_key(&e) => Err(UpdateError::Other(e.into())),
+                    Ok(false) | Err(_) => self.save(state, ttl).await.map_err(|e| match e {
+                        SaveError::Serialization(e) => UpdateError::Serialization(e),
+                        SaveError::Other(e) => UpdateError::Other(e),
+                    }),
+                }
+            }
+
+            async fn update_ttl(&self, key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
+                match self.touch(key.as_ref(), expiry(ttl)) {
+                    Err(e) if !bad_key(&e) => Err(e.into()),
+                    _ => Ok(()),
+                }
+            }
+
+            async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
+                match self.destroy(key.as_ref()) {
+                    Err(e) if !bad_key(&e) => Err(e.into()),
+                    _ => Ok(()),
+                }
             }
         }
-        Err(SaveError::Other(anyhow::anyhow!(
-            "no unused session key after {MINT_ATTEMPTS} random draws: the OS random source is broken"
-        )))
-    }
-
-    /// Replaces the state of a live session; saves it under a new key if the session
-    /// expired or was deleted meanwhile.
-    async fn update(
-        &self,
-        key: SessionKey,
-        state: State,
-        ttl: &Duration,
-    ) -> Result<SessionKey, UpdateError> {
-        let bytes = encode(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
-        match self.replace_raw(key.as_ref(), &bytes, expiry(ttl)) {
-            Ok(true) => Ok(key),
-            Err(e) if !bad_key(&e) => Err(UpdateError::Other(e.into())),
-            Ok(false) | Err(_) => self.save(state, ttl).await.map_err(|e| match e {
-                SaveError::Serialization(e) => UpdateError::Serialization(e),
-                SaveError::Other(e) => UpdateError::Other(e),
-            }),
-        }
-    }
-
-    async fn update_ttl(&self, key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
-        match self.touch(key.as_ref(), expiry(ttl)) {
-            Err(e) if !bad_key(&e) => Err(e.into()),
-            _ => Ok(()),
-        }
-    }
-
-    async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
-        match self.destroy(key.as_ref()) {
-            Err(e) if !bad_key(&e) => Err(e.into()),
-            _ => Ok(()),
-        }
-    }
+    };
 }
+
+adapter!(ClusterStore);
+#[cfg(feature = "redis")]
+adapter!(crate::RedisStore);

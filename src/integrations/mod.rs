@@ -1,11 +1,14 @@
-//! Session-middleware adapters: `ClusterStore` as the store behind tower-sessions (axum) and
-//! actix-session (actix-web), each behind the cargo feature of the same name.
+//! Session-middleware adapters: `ClusterStore` (and, with the `redis` feature, `RedisStore`)
+//! as the store behind tower-sessions (axum) and actix-session (actix-web), each behind the
+//! cargo feature of the same name.
 //!
-//! Both adapters call the store inline on the async task. A store call does memory work
-//! under one shard lock, never I/O, and any lock wait ends within `Config::lock_timeout`;
-//! moving it to a blocking pool would cost a thread hop (microseconds) to save a call that
-//! takes about one. The exception is a shard lock held by a process that is stopped (not
-//! dead): the call then blocks its executor thread for up to `Config::lock_timeout`.
+//! Both adapters call the store inline on the async task. A `ClusterStore` call does memory
+//! work under one shard lock, never I/O, and any lock wait ends within
+//! `Config::lock_timeout`; moving it to a blocking pool would cost a thread hop
+//! (microseconds) to save a call that takes about one. The exception is a shard lock held by
+//! a process that is stopped (not dead): the call then blocks its executor thread for up to
+//! `Config::lock_timeout`. A `RedisStore` call that misses the cache, and every write, waits
+//! for Redis on the executor thread: a round trip, at most `RedisConfig::timeout`.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "actix-session")]

@@ -116,56 +116,66 @@ fn store_error(e: StoreError) -> session_store::Error {
     }
 }
 
-#[async_trait]
-impl SessionStore for ClusterStore {
-    /// Stores a new record under an unused id, drawing a new id while the current one is
-    /// taken by a live session.
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let bytes = encode(record)?;
-        for _ in 0..MINT_ATTEMPTS {
-            if self
-                .add_raw(Key::of(&record.id).as_str(), &bytes, expiry(record))
-                .map_err(store_error)?
-            {
-                return Ok(());
+/// The adapter for `$store`: `ClusterStore`, and `RedisStore` under the `redis` feature,
+/// whose methods of the same names keep the same contracts.
+macro_rules! adapter {
+    ($store:ty) => {
+        #[async_trait]
+        impl SessionStore for $store {
+            /// Stores a new record under an unused id, drawing a new id while the current one is
+            /// taken by a live session.
+            async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+                let bytes = encode(record)?;
+                for _ in 0..MINT_ATTEMPTS {
+                    if self
+                        .add_raw(Key::of(&record.id).as_str(), &bytes, expiry(record))
+                        .map_err(store_error)?
+                    {
+                        return Ok(());
+                    }
+                    record.id = Id::default();
+                }
+                Err(session_store::Error::Backend(format!(
+                    "no unused session id after {MINT_ATTEMPTS} random draws: the id generator is broken"
+                )))
             }
-            record.id = Id::default();
+
+            /// Replaces the record if it is live; does nothing if it expired or was deleted (or its
+            /// id cycled) meanwhile. A past expiry date removes it.
+            async fn save(&self, record: &Record) -> session_store::Result<()> {
+                self.replace_raw(Key::of(&record.id).as_str(), &encode(record)?, expiry(record))
+                    .map(drop)
+                    .map_err(store_error)
+            }
+
+            /// The record, or `None` if it is absent or expired.
+            async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+                match self.get_raw(Key::of(id).as_str()).map_err(store_error)? {
+                    Some(bytes) => decode(*id, &bytes).map(Some),
+                    None => Ok(None),
+                }
+            }
+
+            async fn delete(&self, id: &Id) -> session_store::Result<()> {
+                self.destroy(Key::of(id).as_str()).map(drop).map_err(store_error)
+            }
         }
-        Err(session_store::Error::Backend(format!(
-            "no unused session id after {MINT_ATTEMPTS} random draws: the id generator is broken"
-        )))
-    }
 
-    /// Replaces the record if it is live; does nothing if it expired or was deleted (or its
-    /// id cycled) meanwhile. A past expiry date removes it.
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.replace_raw(Key::of(&record.id).as_str(), &encode(record)?, expiry(record))
-            .map(drop)
-            .map_err(store_error)
-    }
-
-    /// The record, or `None` if it is absent or expired.
-    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        match self.get_raw(Key::of(id).as_str()).map_err(store_error)? {
-            Some(bytes) => decode(*id, &bytes).map(Some),
-            None => Ok(None),
+        #[async_trait]
+        impl ExpiredDeletion for $store {
+            /// Frees every expired record now. Not needed for correctness (an expired record is
+            /// already absent to `load`) nor for memory (the master's coordinator sweeps every
+            /// `Config::sweep_interval`); here for code written against the trait.
+            async fn delete_expired(&self) -> session_store::Result<()> {
+                self.purge_expired().map(drop).map_err(store_error)
+            }
         }
-    }
-
-    async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.destroy(Key::of(id).as_str()).map(drop).map_err(store_error)
-    }
+    };
 }
 
-#[async_trait]
-impl ExpiredDeletion for ClusterStore {
-    /// Frees every expired record now. Not needed for correctness (an expired record is
-    /// already absent to `load`) nor for memory (the master's coordinator sweeps every
-    /// `Config::sweep_interval`); here for code written against the trait.
-    async fn delete_expired(&self) -> session_store::Result<()> {
-        self.purge_expired().map(drop).map_err(store_error)
-    }
-}
+adapter!(ClusterStore);
+#[cfg(feature = "redis")]
+adapter!(crate::RedisStore);
 
 #[cfg(test)]
 mod tests {

@@ -491,6 +491,11 @@ impl RedisStore {
         Ok(live > 0)
     }
 
+    /// Frees the expired copies in the segment now; Redis expires its keys itself.
+    pub fn purge_expired(&self) -> Result<u64> {
+        self.inner.local.purge_expired()
+    }
+
     /// Every key under the prefix, by `SCAN` (a key written meanwhile may be missed).
     fn keys(&self) -> Result<Vec<String>> {
         let pattern = format!("{}*", glob_escape(&self.inner.config.prefix));

@@ -447,6 +447,18 @@ impl ClusterStore {
         self.add_raw(sid, &encode(value)?, expiry)
     }
 
+    /// Stores the session encoded as MessagePack only if a live session has this id; see
+    /// [`replace_raw`](Self::replace_raw).
+    pub fn replace<T: Serialize + ?Sized>(
+        &self,
+        sid: &str,
+        value: &T,
+        expiry: Expiry,
+    ) -> Result<bool> {
+        key_bytes(sid)?;
+        self.replace_raw(sid, &encode(value)?, expiry)
+    }
+
     /// Removes the session. Returns whether a live one was there; a missing session is not
     /// an error.
     pub fn destroy(&self, sid: &str) -> Result<bool> {
