@@ -232,7 +232,7 @@ pub use store::{ClusterStore, Expiry, Restored, Snapshot, SNAPSHOT_VERSION};
 
 /// The README's examples run as doctests.
 /// (They use both adapters.)
-#[cfg(all(doctest, feature = "tower-sessions", feature = "actix-session"))]
+#[cfg(all(doctest, feature = "tower-sessions", feature = "actix-session", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
