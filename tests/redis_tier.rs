@@ -1,7 +1,8 @@
 //! The Redis tier against a real `redis-server` of the test's own: two stores of one process,
 //! each with its master's tracker, stand for two hosts (`tests/hello_examples.rs` runs two
-//! example masters with forked workers). Every wait for what the trackers do is bounded
-//! polling.
+//! example masters with forked workers), and a master in a forked process is killed with
+//! SIGKILL. Every wait for what the trackers do is bounded polling. The tests run one at a
+//! time (`common::serial`): one of them forks.
 
 mod common;
 #[path = "common/redis_server.rs"]
@@ -10,7 +11,7 @@ mod redis_server;
 use std::time::{Duration, Instant};
 
 use cluster_session_store::{
-    ClusterStore, Config, Expiry, Master, RedisConfig, RedisStore, StoreError,
+    Backing, ClusterStore, Config, Expiry, Master, RedisConfig, RedisStore, StoreError,
 };
 use redis_server::{until, RedisServer};
 
@@ -23,6 +24,16 @@ struct Host {
     _master: Master,
     store: RedisStore,
     name: String,
+}
+
+/// Every test ends with each host's segment passing its integrity check.
+impl Drop for Host {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let report = self.store.local().check_integrity();
+            assert!(report.is_ok(), "{}: {:?}", self.name, report.problems);
+        }
+    }
 }
 
 fn host(redis: &RedisServer, tweak: impl FnOnce(RedisConfig) -> RedisConfig) -> Host {
@@ -44,9 +55,13 @@ fn two_hosts() -> (RedisServer, Host, Host) {
 /// invalidations of the writes before it have come back and a read has filled the segment
 /// since.
 fn cached(redis: &mut RedisServer, host: &Host, sid: &str) {
-    until(common::WAIT, &format!("{} serves {sid} from its segment", host.name), || {
+    cached_in(redis, &host.store, sid);
+}
+
+fn cached_in(redis: &mut RedisServer, store: &RedisStore, sid: &str) {
+    until(common::WAIT, &format!("{} serves {sid} from its segment", store.local().name()), || {
         let gets = redis.calls("get");
-        assert!(host.store.get_raw(sid).unwrap().is_some(), "{sid} is gone");
+        assert!(store.get_raw(sid).unwrap().is_some(), "{sid} is gone");
         redis.calls("get") == gets
     });
 }
@@ -60,6 +75,7 @@ fn reads_within_a_hop(host: &Host, sid: &str, want: Option<&[u8]>) -> Duration {
 
 #[test]
 fn a_session_written_on_one_host_is_read_on_the_other_and_a_hit_calls_nothing() {
+    let _serial = common::serial();
     let (mut redis, a, b) = two_hosts();
     assert!(a.store.add_raw("s1", b"from a", Expiry::After(common::LONG)).unwrap());
     assert_eq!(b.store.get_raw("s1").unwrap().as_deref(), Some(&b"from a"[..]));
@@ -80,6 +96,7 @@ fn a_session_written_on_one_host_is_read_on_the_other_and_a_hit_calls_nothing() 
 
 #[test]
 fn another_hosts_write_reaches_this_hosts_cache_within_a_hop() {
+    let _serial = common::serial();
     let (_redis, a, b) = two_hosts();
     a.store.set_raw("s2", b"one", Expiry::Default).unwrap();
     assert_eq!(b.store.get_raw("s2").unwrap().as_deref(), Some(&b"one"[..]));
@@ -93,6 +110,7 @@ fn another_hosts_write_reaches_this_hosts_cache_within_a_hop() {
 
 #[test]
 fn a_logout_on_one_host_ends_the_session_on_the_other_and_a_late_save_does_not_restore_it() {
+    let _serial = common::serial();
     let (mut redis, a, b) = two_hosts();
     assert!(a.store.add_raw("s3", b"logged in", Expiry::Default).unwrap());
     // Both hosts hold a copy.
@@ -109,6 +127,7 @@ fn a_logout_on_one_host_ends_the_session_on_the_other_and_a_late_save_does_not_r
 
 #[test]
 fn a_killed_tracking_connection_stops_the_hits_until_it_is_armed_again() {
+    let _serial = common::serial();
     let (mut redis, a, _b) = two_hosts();
     a.store.set_raw("s4", b"cached", Expiry::Default).unwrap();
     cached(&mut redis, &a, "s4");
@@ -127,6 +146,7 @@ fn a_killed_tracking_connection_stops_the_hits_until_it_is_armed_again() {
 
 #[test]
 fn a_flush_empties_every_hosts_segment() {
+    let _serial = common::serial();
     let (mut redis, a, b) = two_hosts();
     for host in [&a, &b] {
         host.store.set_raw(&format!("s5-{}", host.name), b"x", Expiry::Default).unwrap();
@@ -147,6 +167,7 @@ fn a_flush_empties_every_hosts_segment() {
 
 #[test]
 fn a_stopped_redis_gives_typed_errors_within_the_timeout_and_both_hosts_recover() {
+    let _serial = common::serial();
     let mut redis = RedisServer::start();
     let (a, b) = (host(&redis, |c| c), host(&redis, |c| c));
     let stale = host(&redis, |c| c.serve_stale_for(common::LONG));
@@ -182,6 +203,7 @@ fn a_stopped_redis_gives_typed_errors_within_the_timeout_and_both_hosts_recover(
 
 #[test]
 fn a_config_that_cannot_work_is_refused_at_once() {
+    let _serial = common::serial();
     for url in ["not a url", "rediss://127.0.0.1:6379/"] {
         let error = RedisConfig::new(url).unwrap_err().to_string();
         assert!(error.contains("redis"), "{url}: {error}");
@@ -200,6 +222,7 @@ fn a_config_that_cannot_work_is_refused_at_once() {
 
 #[test]
 fn a_config_without_a_tracker_never_serves_a_hit() {
+    let _serial = common::serial();
     let mut redis = RedisServer::start();
     let name = common::unique_name("redis-untracked");
     let _master = ClusterStore::setup(common::config(&name)).unwrap();
@@ -213,4 +236,52 @@ fn a_config_without_a_tracker_never_serves_a_hit() {
     assert_eq!(redis.calls("get"), gets + 3);
     assert!(!store.trusted());
     let _ = Config::new();
+}
+
+/// A master killed with SIGKILL leaves its tracker's epoch armed but its heartbeat still:
+/// within the timeout the host's copies stop answering (reads go to Redis), the segment
+/// passes its integrity check, and the next master adopts it and arms under an epoch two on,
+/// so that no copy of the dead tracker's time answers again.
+#[test]
+fn a_master_killed_with_sigkill_leaves_no_copy_trusted() {
+    let _serial = common::serial();
+    let mut redis = RedisServer::start();
+    let name = common::unique_name("redis-kill");
+    let _file = common::RemovedAtEnd(common::shm_path(&name).into());
+    let config = RedisConfig::new(&redis.url()).unwrap().timeout(TIMEOUT);
+    let setup = || {
+        let kept = common::config(&name).backing(Backing::Named).keep_segment(true);
+        ClusterStore::setup(kept.redis(config.clone())).unwrap()
+    };
+    let armed = common::Signal1::new();
+    let mut master = common::spawn(|| {
+        let _master = setup();
+        let store = RedisStore::new(ClusterStore::open(&name).unwrap(), config.clone());
+        // The parent's wait for the signal bounds this one.
+        while !store.trusted() {
+            std::thread::yield_now();
+        }
+        armed.notify();
+        loop {
+            std::thread::park();
+        }
+    });
+    assert!(armed.wait(common::WAIT), "the child's tracker did not arm");
+    let worker = RedisStore::new(ClusterStore::attach(&name).unwrap(), config.clone());
+    let epoch = worker.epoch();
+    worker.set_raw("s8", b"x", Expiry::Default).unwrap();
+    cached_in(&mut redis, &worker, "s8");
+    assert_eq!(master.kill(), 128 + 9);
+
+    until(common::WAIT, "the copies stop answering", || !worker.trusted());
+    let gets = redis.calls("get");
+    assert!(worker.get_raw("s8").unwrap().is_some());
+    assert_eq!(redis.calls("get"), gets + 1, "a copy of the dead tracker's epoch answered");
+    assert!(worker.local().check_integrity().is_ok());
+
+    let _next = setup();
+    until(common::WAIT, "the next master armed", || worker.trusted());
+    assert_eq!(worker.epoch(), epoch + 2);
+    cached_in(&mut redis, &worker, "s8");
+    assert!(worker.local().check_integrity().is_ok());
 }
