@@ -1,6 +1,7 @@
 //! A `redis-server` of a test's own: on a free port of 127.0.0.1, persistence off, in a
 //! temporary directory; killed and reaped when dropped. `.ci/test` installs redis-server
 //! when it is missing.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
