@@ -194,6 +194,14 @@
 //!   a file (atomically, mode 0600) and [`ClusterStore::restore`] reads it back;
 //!   [`Config::snapshot`] does both at setup and shutdown, and every
 //!   [`Config::snapshot_interval`].
+//!
+//! # Many hosts
+//!
+//! With the `redis` feature, Redis or Valkey holds the sessions and each host's segment is
+//! the cache in front of it: `Config::redis` in the master (its tracker applies Redis's
+//! invalidations to the segment), `RedisStore` in each worker (hits from the segment with no
+//! network call; misses and writes go to Redis). `RedisStore`'s documentation states the
+//! semantics, the consistency, and what happens when Redis is down.
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

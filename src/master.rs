@@ -77,11 +77,7 @@ impl Coordinator {
         let (interval, budget) = (config.sweep_interval, config.sweep_budget);
         let snapshot = config.snapshot.clone().zip(config.snapshot_interval);
         #[cfg(feature = "redis")]
-        let tracker = config
-            .redis
-            .clone()
-            .map(|redis| crate::redis_tier::Tracker::start(store.clone(), redis))
-            .transpose()?;
+        let redis = config.redis.clone().map(|redis| (store.clone(), redis));
         fork_gate::install();
         let control = Arc::new((Mutex::new(false), Condvar::new()));
         let stop = Arc::clone(&control);
@@ -122,11 +118,21 @@ impl Coordinator {
                     }
                 }
             })?;
+        #[cfg(feature = "redis")]
+        if let Some((store, redis)) = redis {
+            return match crate::redis_tier::Tracker::start(store, redis) {
+                Ok(tracker) => Ok(Coordinator { control, thread, tracker: Some(tracker) }),
+                Err(e) => {
+                    Coordinator { control, thread, tracker: None }.stop();
+                    Err(e)
+                }
+            };
+        }
         Ok(Coordinator {
             control,
             thread,
             #[cfg(feature = "redis")]
-            tracker,
+            tracker: None,
         })
     }
 
