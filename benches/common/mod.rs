@@ -1,6 +1,7 @@
 //! Helpers shared by the benches.
 #![allow(dead_code)] // each bench uses its own part
 
+pub mod redis_server;
 pub mod summary;
 
 /// `0..n` in a fixed shuffled order (xorshift Fisher-Yates, the same every run).

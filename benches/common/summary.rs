@@ -137,10 +137,13 @@ fn pretty(ns: f64) -> String {
     }
 }
 
-/// Where criterion writes (`$CARGO_TARGET_DIR/criterion`, else `target/criterion`).
+/// Where criterion writes (`$CARGO_TARGET_DIR/criterion`, else the workspace's
+/// `target/criterion`: this package is a member of the workspace at its parent directory).
 fn criterion_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workspace = manifest.parent().unwrap_or(manifest);
     let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
     target.join("criterion")
 }
 
