@@ -804,6 +804,71 @@ fn prefork_two_hosts_share_sessions_through_redis() {
     two_hosts_share_sessions_through_redis("prefork");
 }
 
+/// Two `prefork` hosts (real masters, forked workers, named stores) through faults of Redis
+/// and of the tracking connection, observed over HTTP and through a handle attached to host
+/// A's segment: `CLIENT KILL` of A's tracker is followed by a re-arm under a new epoch, with
+/// requests answered throughout; `FLUSHALL` ends the session on both hosts and empties A's
+/// segment; a stopped Redis (SIGSTOP) makes requests fail with a 500 within the timeout,
+/// and after SIGCONT both hosts serve sessions again. A's segment passes its integrity check.
+#[test]
+fn prefork_hosts_through_redis_faults() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let names = [0, 1].map(|i| format!("hello-redis-{}-{i}", std::process::id()));
+    let _remove = names.each_ref().map(|n| common::RemovedAtEnd(common::shm_path(n).into()));
+    let host = |name: &str| {
+        Server::start_with("prefork", &[("REDIS_URL", url.as_str()), ("STORE_NAME", name)])
+    };
+    let (mut a, mut b) = (host(&names[0]), host(&names[1]));
+    let on = |server: &Server| format!("http://127.0.0.1:{}/hello", server.port);
+    let config = cluster_session_store::RedisConfig::new(&url).unwrap();
+    let local = cluster_session_store::ClusterStore::attach(&names[0]).unwrap();
+    let handle = cluster_session_store::RedisStore::new(local, config);
+    redis_server::until(WAIT, "A's tracker armed", || handle.trusted());
+
+    let mut client = Client::new(a.port);
+    client.hello();
+    client.url = on(&b);
+    client.again();
+
+    let epoch = handle.epoch();
+    let id = redis.client_id(&format!("css-tracker-{}", names[0])).expect("A's tracker");
+    let killed: i64 = redis.cmd(&["CLIENT", "KILL", "ID", &id]);
+    assert_eq!(killed, 1);
+    client.url = on(&a);
+    client.again();
+    redis_server::until(WAIT, "A re-armed", || handle.trusted() && handle.epoch() > epoch + 1);
+    client.again();
+
+    let () = redis.cmd(&["FLUSHALL"]);
+    redis_server::until(WAIT, "A's segment emptied", || handle.local().length().unwrap() == 0);
+    for server in [&a, &b] {
+        client.url = on(server);
+        let msg = client.try_hello().expect("an answer");
+        assert!(msg.starts_with("Hello from worker "), "{msg:?}");
+    }
+
+    redis.pause();
+    let started = Instant::now();
+    let failed = client.try_hello();
+    assert!(failed.as_ref().is_err_and(|e| e.contains("500")), "{failed:?}");
+    // The tier's timeout is 500 ms: nothing waits much past it (a bound, not a speed target).
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    redis.resume();
+    for server in [&a, &b] {
+        client.url = on(server);
+        redis_server::until(WAIT, "served again after SIGCONT", || client.try_hello().is_ok());
+    }
+    let (first, _) = client.hello();
+    assert!(first.starts_with("Hello from worker "), "{first:?}");
+    client.url = on(&a);
+    client.again();
+    assert!(handle.local().check_integrity().is_ok());
+    for server in [&mut a, &mut b] {
+        assert_eq!(server.stop(), 0, "log:\n{}", server.log.join("\n"));
+    }
+}
+
 /// `GET /logout` ends the session on one host too: the next visit is a first one.
 fn logout_ends_the_session(name: &str) {
     let mut server = Server::start(name);

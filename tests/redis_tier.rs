@@ -182,8 +182,9 @@ fn a_stopped_redis_gives_typed_errors_within_the_timeout_and_both_hosts_recover(
     };
     let start = Instant::now();
     timed_out(b.store.set_raw("s6", b"during", Expiry::Default));
-    // Nothing blocks past the timeout (a bound, not a speed target: the margin is wide).
-    assert!(start.elapsed() < TIMEOUT * 4, "{:?}", start.elapsed());
+    // A first call (it connects) waits once, for the timeout (a bound with a margin for the
+    // scheduler, not a speed target).
+    assert!(start.elapsed() < TIMEOUT * 2, "{:?}", start.elapsed());
     // Once A's tracker notices, its copy no longer answers: reads fail too.
     until(common::WAIT, "A distrusts its copies", || !a.store.trusted());
     timed_out(a.store.get_raw("s6").map(drop));

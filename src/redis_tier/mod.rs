@@ -81,7 +81,11 @@ impl RedisConfig {
             value: url.to_owned(),
             allowed: allowed.to_owned(),
         };
-        let client = redis::Client::open(url)
+        let parsed = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| invalid(&format!("a redis:// or redis+unix:// URL ({e})")))?;
+        // No `CLIENT SETINFO` when a connection opens: one command, one wait, per call.
+        let settings = parsed.redis_settings().clone().set_skip_set_lib_name();
+        let client = redis::Client::open(parsed.set_redis_settings(settings))
             .map_err(|e| invalid(&format!("a redis:// or redis+unix:// URL ({e})")))?;
         if !matches!(
             client.get_connection_info().addr(),
