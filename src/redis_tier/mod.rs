@@ -61,7 +61,8 @@ fn armed(epoch: u64) -> bool {
 }
 
 /// Where Redis is and how the tier uses it: the same in the master and in every worker.
-#[derive(Clone, Debug)]
+/// Its `Debug` and its errors never show the URL's password.
+#[derive(Clone)]
 pub struct RedisConfig {
     client: redis::Client,
     url: String,
@@ -78,7 +79,7 @@ impl RedisConfig {
     pub fn new(url: &str) -> Result<RedisConfig, SetupError> {
         let invalid = |allowed: &str| SetupError::InvalidConfig {
             field: "redis",
-            value: url.to_owned(),
+            value: redacted(url),
             allowed: allowed.to_owned(),
         };
         let parsed = redis::IntoConnectionInfo::into_connection_info(url)
@@ -102,10 +103,18 @@ impl RedisConfig {
         })
     }
 
-    /// The prefix of every key the tier stores (and of the keys its tracker watches).
-    pub fn prefix(mut self, prefix: &str) -> RedisConfig {
+    /// The prefix of every key the tier stores, watches and (`RedisStore::clear`) deletes:
+    /// not empty, so that the tier never touches keys that are not its own.
+    pub fn prefix(mut self, prefix: &str) -> Result<RedisConfig, SetupError> {
+        if prefix.is_empty() {
+            return Err(SetupError::InvalidConfig {
+                field: "redis prefix",
+                value: String::new(),
+                allowed: "a non-empty prefix, such as \"session:\"".into(),
+            });
+        }
         prefix.clone_into(&mut self.prefix);
-        self
+        Ok(self)
     }
 
     /// How long a call waits to connect and for each reply, and how long the tracker waits
@@ -122,9 +131,9 @@ impl RedisConfig {
         self
     }
 
-    /// The URL it was made from.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// The URL it was made from, its password (if any) replaced by `***`.
+    pub fn url(&self) -> String {
+        redacted(&self.url)
     }
 
     fn key(&self, sid: &str) -> String {
@@ -133,6 +142,28 @@ impl RedisConfig {
 
     fn ms(d: Duration) -> u64 {
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url())
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("serve_stale", &self.serve_stale)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user information (`scheme://user:password@host`)
+/// replaced by `***`.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://***@{host}"),
     }
 }
 
@@ -203,8 +234,7 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("local", &self.inner.local)
-            .field("url", &self.inner.config.url)
-            .field("prefix", &self.inner.config.prefix)
+            .field("config", &self.inner.config)
             .finish()
     }
 }
@@ -587,6 +617,18 @@ mod tests {
         assert!(!lost.hit(3, 2_300, 500, 300));
         assert!(!lost.hit(4, 2_100, 500, 300), "an epoch never armed");
         assert!(!view(0, 0, 0).hit(0, 1, 500, 300), "never armed at all");
+    }
+
+    #[test]
+    fn a_password_is_never_shown() {
+        assert_eq!(redacted("redis://u:secret@h:1/2"), "redis://u:***@h:1/2");
+        assert_eq!(redacted("redis://:secret@h:1"), "redis://:***@h:1");
+        assert_eq!(redacted("redis://secret@h"), "redis://***@h");
+        assert_eq!(redacted("redis://h:1"), "redis://h:1");
+        let config = RedisConfig::new("redis://u:secret@127.0.0.1:1/").unwrap();
+        assert!(!format!("{config:?}").contains("secret"));
+        let error = RedisConfig::new("redis://u:secret@[bad/").unwrap_err().to_string();
+        assert!(!error.contains("secret"), "{error}");
     }
 
     #[test]
