@@ -394,32 +394,38 @@ fn attach_to_another_format_version_or_a_damaged_header_is_refused() {
     assert!(ClusterStore::attach(&name).is_ok());
 
     let version = read_at(path, 8, 4);
-    assert_eq!(version, 4u32.to_ne_bytes());
+    assert_eq!(version, 5u32.to_ne_bytes());
+    // Format 4 had the shards right after the header, where the read counters are now.
+    poke(path, 8, &4u32.to_ne_bytes());
+    match ClusterStore::attach(&name) {
+        Err(AttachError::VersionMismatch { found: 4, expected: 5 }) => {}
+        other => panic!("{other:?}"),
+    }
     // Format 3 had no spare block: its writers would carve blocks over it.
     poke(path, 8, &3u32.to_ne_bytes());
     match ClusterStore::attach(&name) {
-        Err(AttachError::VersionMismatch { found: 3, expected: 4 }) => {}
+        Err(AttachError::VersionMismatch { found: 3, expected: 5 }) => {}
         other => panic!("{other:?}"),
     }
     // Format 2 had no growing index: its writers would leave records past the active slots.
     poke(path, 8, &2u32.to_ne_bytes());
     match ClusterStore::attach(&name) {
-        Err(AttachError::VersionMismatch { found: 2, expected: 4 }) => {}
+        Err(AttachError::VersionMismatch { found: 2, expected: 5 }) => {}
         other => panic!("{other:?}"),
     }
     // Format 1 had no seqlock: its writers would not warn this build's optimistic readers.
     poke(path, 8, &1u32.to_ne_bytes());
     match ClusterStore::attach(&name) {
-        Err(AttachError::VersionMismatch { found: 1, expected: 4 }) => {}
+        Err(AttachError::VersionMismatch { found: 1, expected: 5 }) => {}
         other => panic!("{other:?}"),
     }
     poke(path, 8, &99u32.to_ne_bytes());
     match ClusterStore::attach(&name) {
-        Err(AttachError::VersionMismatch { found: 99, expected: 4 }) => {}
+        Err(AttachError::VersionMismatch { found: 99, expected: 5 }) => {}
         other => panic!("{other:?}"),
     }
     let text = ClusterStore::attach(&name).unwrap_err().to_string();
-    assert!(text.contains("99") && text.contains('4'), "{text}");
+    assert!(text.contains("99") && text.contains('5'), "{text}");
     poke(path, 8, &version);
 
     // One byte of the name flipped: the header checksum no longer matches.

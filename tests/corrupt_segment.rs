@@ -97,8 +97,9 @@ fn a_flipped_value_byte_is_a_miss_and_a_repair_of_that_record_alone() {
     }
 }
 
-/// The segment header's size: shard 0 starts there (SAFETY.md, section 2).
-const SHARD_0: u64 = 4096;
+/// Where shard 0 starts: after the 4096-byte header and the read counters, 256 lines of 64
+/// bytes (SAFETY.md, section 2).
+const SHARD_0: u64 = 4096 + 256 * 64;
 
 /// A named one-shard store with no sweep (it could repair a stray write before the test
 /// looks), and its name.

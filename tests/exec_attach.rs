@@ -44,14 +44,17 @@ fn a_worker_started_by_exec_attaches_by_name() {
     assert!(master.check_integrity().is_ok());
 }
 
-/// The named segment's bytes with every shard's mutex and statistics lines (the first 256
-/// bytes of each shard) blanked: what a read-only operation must leave untouched.
+/// The named segment's bytes with the read counters (256 lines of 64 bytes after the 4096-byte
+/// header) and every shard's mutex and statistics lines (the first 256 bytes of each shard)
+/// blanked: what a read-only operation must leave untouched.
 fn contents_without_locks_and_counters(path: &str) -> Vec<u8> {
+    const SHARDS_START: usize = 4096 + 256 * 64;
     let mut bytes = std::fs::read(path).unwrap();
+    bytes[4096..SHARDS_START].fill(0);
     let shards = u32::from_ne_bytes(bytes[24..28].try_into().unwrap()) as usize;
     let stride = u64::from_ne_bytes(bytes[32..40].try_into().unwrap()) as usize;
     for shard in 0..shards {
-        let start = 4096 + shard * stride;
+        let start = SHARDS_START + shard * stride;
         bytes[start..start + 256].fill(0);
     }
     bytes

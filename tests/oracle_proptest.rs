@@ -391,7 +391,7 @@ fn tiny_lru_store_never_returns_a_wrong_value() {
     runner(64)
         .run(&ops(64, 300, false), |ops| {
             let master =
-                fresh("oracle-tiny", |c| c.memory_size(16 << 10).shards(1).eviction(Eviction::Lru));
+                fresh("oracle-tiny", |c| c.memory_size(32 << 10).shards(1).eviction(Eviction::Lru));
             check_weak_ops(&master, &ops, &mut tally.borrow_mut());
             drop(master);
             Ok(())

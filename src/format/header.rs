@@ -145,7 +145,7 @@ pub(crate) fn decode(
         return bad("data_bytes");
     }
     let expected_total =
-        shard_stride.checked_mul(shard_count).and_then(|s| s.checked_add(HEADER_SIZE));
+        shard_stride.checked_mul(shard_count).and_then(|s| s.checked_add(SHARDS_START));
     if expected_total != Some(total_size) || total_size != mapped_len {
         return bad("total_size");
     }

@@ -15,7 +15,7 @@ pub const MAGIC: [u8; 8] = *b"CSSTORE\0";
 /// seqlock version word and the stamp array (optimistic reads); a version-1 writer would not
 /// bump the version word, so the two must never share a segment. Version 4 added the spare
 /// block past the data area, which a version-3 writer would carve blocks over.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Bytes of the segment header (one page).
 pub const HEADER_SIZE: usize = 4096;
 
@@ -102,9 +102,21 @@ pub const SHARD_INDEX: usize = 512;
 pub const MUTEX_AREA: usize = 64;
 const _: () = assert!(SHARD_MUTEX + MUTEX_AREA <= SHARD_VERSION);
 
-/// Offsets of the stats counters within the stats line, each an `AtomicU64`.
-pub const STAT_HITS: usize = 0;
-pub const STAT_MISSES: usize = 8;
+/// The read counters, after the header: one 64-byte line per CPU (`sched_getcpu` modulo
+/// `CPU_LINES`), so that a read adds to a line its own CPU holds instead of to a line every
+/// reader of its shard shares. Each counter an `AtomicU64`, added to with `fetch_add`.
+pub const READ_COUNTERS: usize = HEADER_SIZE;
+pub const CPU_LINES: usize = 256;
+pub const CPU_LINE: usize = 64;
+pub const RC_HITS: usize = 0;
+pub const RC_MISSES: usize = 8;
+/// Reads that fell back to the lock.
+pub const RC_LOCKED_READS: usize = 16;
+/// Where the shards begin.
+pub const SHARDS_START: usize = READ_COUNTERS + CPU_LINES * CPU_LINE;
+
+/// Offsets of the stats counters within the stats line, each an `AtomicU64`, written only
+/// under the shard's lock. Bytes 0..16 and 96..128 are unused (zero).
 pub const STAT_SETS: usize = 16;
 pub const STAT_EVICTIONS: usize = 24;
 pub const STAT_EXPIRATIONS: usize = 32;
@@ -116,9 +128,7 @@ pub const STAT_SWEEPS: usize = 72;
 /// Mirrors of the state's `live` and `used_bytes`, stored at the end of each locked operation.
 pub const STAT_RECORDS: usize = 80;
 pub const STAT_USED_BYTES: usize = 88;
-/// Reads that fell back to the lock (added to without the lock, by `fetch_add`).
-pub const STAT_LOCKED_READS: usize = 96;
-const _: () = assert!(STAT_LOCKED_READS + 8 <= SHARD_STATE - SHARD_STATS);
+const _: () = assert!(STAT_USED_BYTES + 8 <= SHARD_STATE - SHARD_STATS);
 
 /// Offsets within the guarded state, relative to the guard's start (the shard's STATE).
 pub const S_BUMP: usize = 0;
@@ -237,7 +247,7 @@ impl Geometry {
         spare: bool,
     ) -> Option<Self> {
         debug_assert!(shard_count.is_power_of_two());
-        let per_shard = memory_size.checked_sub(HEADER_SIZE)? / shard_count / 128 * 128;
+        let per_shard = memory_size.checked_sub(SHARDS_START)? / shard_count / 128 * 128;
         let after_fixed = per_shard.checked_sub(SHARD_INDEX)?;
         let per_slot = SLOT_SIZE + STAMP_SIZE;
         let mut slots = (after_fixed / (bytes_per_slot + per_slot)).max(16).next_power_of_two();
@@ -256,7 +266,7 @@ impl Geometry {
             return None;
         }
         Some(Geometry {
-            total_size: HEADER_SIZE + per_shard * shard_count,
+            total_size: SHARDS_START + per_shard * shard_count,
             shard_count,
             shard_bits: shard_count.trailing_zeros(),
             shard_stride: per_shard,
@@ -279,7 +289,7 @@ impl Geometry {
     /// Byte offset of shard `i` from the segment base.
     pub fn shard_offset(&self, i: usize) -> usize {
         debug_assert!(i < self.shard_count);
-        HEADER_SIZE + i * self.shard_stride
+        SHARDS_START + i * self.shard_stride
     }
 
     /// Bytes covered by a shard's lock guard: state, index and data area.

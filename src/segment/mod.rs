@@ -23,7 +23,8 @@ use nix::sys::stat::Mode;
 pub(crate) mod signals;
 
 use crate::format::layout::{
-    Geometry, ATOMIC_WORDS, HEADER_SIZE, H_MAGIC, MAGIC, SHARD_STATE, SHARD_STATS, SHARD_VERSION,
+    Geometry, ATOMIC_WORDS, CPU_LINE, CPU_LINES, HEADER_SIZE, H_MAGIC, MAGIC, READ_COUNTERS,
+    SHARD_STATE, SHARD_STATS, SHARD_VERSION,
 };
 
 /// Prefix of named segments in the POSIX shm namespace (`/dev/shm` on Linux).
@@ -319,6 +320,20 @@ impl Segment {
         // a page-aligned base); AtomicU64 has the layout of u64; the stats line is only ever
         // accessed atomically by every process and never covered by a guard's slices, so a
         // shared reference for the mapping's lifetime, bounded by `&self`, aliases nothing.
+        unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) }
+    }
+
+    /// Read counter `which` (an `RC_*` offset) of line `line` (`< CPU_LINES`): an
+    /// `AtomicU64` in the read-counter area between the header and the first shard.
+    pub fn read_counter(&self, line: usize, which: usize) -> &AtomicU64 {
+        assert!(line < CPU_LINES && which.is_multiple_of(8) && which + 8 <= CPU_LINE);
+        let offset = READ_COUNTERS + line * CPU_LINE + which;
+        assert!(offset + 8 <= self.len(), "read counter out of range");
+        // SAFETY: in bounds (asserted) and 8-aligned (a page-aligned base, READ_COUNTERS and
+        // CPU_LINE multiples of 64, `which` of 8); AtomicU64 has the layout of u64; the area is
+        // only ever accessed atomically by every process and lies before every shard, so no
+        // lock guard's slices cover it, and a shared reference bounded by `&self` aliases
+        // nothing.
         unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) }
     }
 

@@ -138,10 +138,19 @@ struct Copied {
     hit: Hit,
     /// Its index slot.
     index: usize,
-    /// The shard clock, and whether the slot's stamp differs from it (a read stamps the
-    /// slot with the clock as it is, and only when it changed).
+    /// The shard clock, and whether the slot's stamp is owed it ([`stale_stamp`]).
     clock: u32,
     restamp: bool,
+}
+
+/// Whether a read of a record stamped `stamp` stores the clock in its slot: only once the
+/// stamp has fallen more than an eighth of the shard's records behind the clock. A record
+/// read often is then stamped at most once per that many writes to its shard, so reads of
+/// hot records store next to nothing; eviction, which picks the oldest stamp among its
+/// samples, tells apart only records that many writes apart.
+#[inline]
+fn stale_stamp(view: &impl ShardView, stamp: u32, clock: u32) -> bool {
+    clock.wrapping_sub(stamp) > view.u32_at(S_LIVE) / 8
 }
 
 /// Finds the live record of `key` and appends its value to `out`. Stores nothing.
@@ -161,7 +170,7 @@ fn copy_live(
     }
     rec.prefetch_value(view);
     let clock = view.u32_at(S_CLOCK);
-    let restamp = index::stamp(view, index) != clock;
+    let restamp = stale_stamp(view, index::stamp(view, index), clock);
     let computed = rec.append_value(view, out, || record::checksum_head(hash, key, rec.value_len));
     let hit = Hit { crc: rec.crc(view), computed, seq: rec.seq(view) };
     Ok(Some(Copied { hit, index, clock, restamp }))

@@ -34,12 +34,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Read counter `which` (`RC_*`) of the line of the CPU this thread runs on: a read adds
+    /// to it with `fetch_add`, which keeps the line in that CPU's cache while the thread
+    /// stays there (two threads on one CPU, or one moved meanwhile, share a line correctly,
+    /// only more slowly).
+    #[inline]
+    pub(crate) fn read_counter(&self, which: usize) -> &std::sync::atomic::AtomicU64 {
+        let cpu = nix::sched::sched_getcpu().unwrap_or(0);
+        self.segment.read_counter(cpu % CPU_LINES, which)
+    }
+
     /// Adds `n` to counter `which` of the shard whose lock `held` proves is held. The lock
     /// serialises every writer of these counters, so a plain load and store (no locked
     /// instruction) is exact, and readers without the lock still see whole values.
     pub(super) fn count(&self, held: &ShardGuard<'_>, which: usize, n: u64) {
-        // The read counters are added to by optimistic readers, without the lock.
-        debug_assert!(![STAT_HITS, STAT_MISSES, STAT_LOCKED_READS].contains(&which));
         if n > 0 {
             let counter = self.segment.stat(&self.geo, held.shard(), which);
             counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
@@ -175,10 +183,9 @@ impl Shared {
         let (mut g, first) = self.lock(shard)?;
         let repaired = self.repair(&mut g, shard, "a record failed its CRC");
         if was_hit {
-            // Optimistic readers add to these without the lock: atomic read-modify-writes.
-            let hits = self.segment.stat(&self.geo, shard, STAT_HITS);
+            let hits = self.read_counter(RC_HITS);
             let _ = hits.fetch_update(Relaxed, Relaxed, |h| Some(h.saturating_sub(1)));
-            self.segment.stat(&self.geo, shard, STAT_MISSES).fetch_add(1, Relaxed);
+            self.read_counter(RC_MISSES).fetch_add(1, Relaxed);
         }
         drop(g);
         self.report(shard, first);

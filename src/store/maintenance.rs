@@ -208,9 +208,6 @@ impl ClusterStore {
         let mut lock_wait_ns = 0;
         for shard in 0..shared.geo.shard_count {
             let read = |which| shared.segment.stat(&shared.geo, shard, which).load(Relaxed);
-            stats.hits += read(STAT_HITS);
-            stats.misses += read(STAT_MISSES);
-            stats.locked_reads += read(STAT_LOCKED_READS);
             stats.sets += read(STAT_SETS);
             stats.destroys += read(STAT_DESTROYS);
             stats.evictions += read(STAT_EVICTIONS);
@@ -228,6 +225,12 @@ impl ClusterStore {
             lock_wait_ns += read(STAT_LOCK_WAIT_NS);
         }
         stats.lock_wait = Duration::from_nanos(lock_wait_ns);
+        for line in 0..CPU_LINES {
+            let read = |which| shared.segment.read_counter(line, which).load(Relaxed);
+            stats.hits += read(RC_HITS);
+            stats.misses += read(RC_MISSES);
+            stats.locked_reads += read(RC_LOCKED_READS);
+        }
         Ok(stats)
     }
 }

@@ -192,19 +192,17 @@ impl ClusterStore {
         self.prefetch_slot(shard, hash);
         let now = Clock::new();
         let shared = &self.shared;
-        let stat = |which| shared.segment.stat(&shared.geo, shard, which);
         let hit = match self.read_optimistic(shard, key, hash, now, out) {
             Some(hit) => hit,
             None => {
-                stat(STAT_LOCKED_READS).fetch_add(1, Relaxed);
+                shared.read_counter(RC_LOCKED_READS).fetch_add(1, Relaxed);
                 shared.with_shard(shard, |g| {
                     out.clear();
                     shard::get(g, hash, key, now, out)
                 })?
             }
         };
-        // Optimistic readers add to these without the lock: atomic read-modify-writes.
-        stat(if hit.is_some() { STAT_HITS } else { STAT_MISSES }).fetch_add(1, Relaxed);
+        shared.read_counter(if hit.is_some() { RC_HITS } else { RC_MISSES }).fetch_add(1, Relaxed);
         match hit {
             Some(hit)
                 if hit.computed.unwrap_or_else(|| record::checksum(hash, key, out)) == hit.crc =>
