@@ -8,7 +8,8 @@
 //! (also `target/bench-summary-scaling.md`) gives each count's speed-up over one worker, from
 //! the same run.
 //!
-//! The speed-up on the 90/10 mix (the target's figure) is also measured in alternation,
+//! The speed-ups on 90/10 uniform and Zipf and 50/50 Zipf (the targets' figures) are also
+//! measured in alternation,
 //! outside criterion: [`ROUNDS`] rounds, each running the same operations with one worker and
 //! with N, each first in every other round; the summary's second table gives the medians and
 //! the median of the per-round speed-ups. Criterion measures one worker count seconds before
@@ -218,7 +219,8 @@ fn scaling(c: &mut Criterion, summary: &mut Summary) {
     assert!(master.check_integrity().is_ok());
 }
 
-/// The 90/10 speed-up of each worker count over one, in alternation (see the module docs),
+/// The speed-up of each worker count over one on 90/10 (uniform and Zipf) and 50/50 (Zipf),
+/// in alternation (see the module docs),
 /// for the store and for the control (a private map in each worker), all four runs of a
 /// round back to back: each count, and each of store and control, first in every other
 /// round.
@@ -233,7 +235,9 @@ fn interleaved(master: &ClusterStore, keys: &[String], summary: &mut Summary) {
     };
     let mut rows = Vec::new();
     let mut control = Vec::new();
-    for (dist, zipf) in [("uniform", false), ("zipf", true)] {
+    let mixes =
+        [("90-10", 10, "uniform", false), ("90-10", 10, "zipf", true), ("50-50", 50, "zipf", true)];
+    for (mix, set_pct, dist, zipf) in mixes {
         let samples = key_samples(zipf);
         for workers in worker_counts().into_iter().filter(|&w| w > 1) {
             // Per round: ns per operation of the store with N workers (0) and with one (1),
@@ -253,7 +257,7 @@ fn interleaved(master: &ClusterStore, keys: &[String], summary: &mut Summary) {
                 for which in a.into_iter().chain(b) {
                     let over = if which < 2 { Over::Store(master) } else { Over::PrivateMap };
                     let n = if which % 2 == 0 { workers } else { 1 };
-                    let d = run(over, keys, &samples, n, 10, ROUND_OPS);
+                    let d = run(over, keys, &samples, n, set_pct, ROUND_OPS);
                     t[which].push(d.as_nanos() as f64 / ROUND_OPS as f64);
                 }
             }
@@ -263,7 +267,7 @@ fn interleaved(master: &ClusterStore, keys: &[String], summary: &mut Summary) {
             let store = speedup(&t[0], &t[1]);
             let map = speedup(&t[2], &t[3]);
             let relative = store.iter().zip(&map).map(|(s, m)| s / m).collect();
-            let figure = format!("90-10 {dist}, {workers} workers");
+            let figure = format!("{mix} {dist}, {workers} workers");
             control.push(format!(
                 "{figure}: the map {:.2}×, this store's speed-up ÷ the map's {:.2}",
                 median(map),
@@ -273,8 +277,9 @@ fn interleaved(master: &ClusterStore, keys: &[String], summary: &mut Summary) {
         }
     }
     let note = format!(
-        "Interleaved: {ROUNDS} rounds, each {ROUND_OPS} operations of the 90/10 mix run by one \
-         worker and by N (split among them), and the same for the control, the four runs of a \
+        "Interleaved: {ROUNDS} rounds, each {ROUND_OPS} operations of the mix (90/10 uniform \
+         and Zipf, 50/50 Zipf) run by one worker and by N (split among them), and the same for \
+         the control, the four runs of a \
          round back to back, N first in every other round; aggregate time per operation \
          (medians), and the median of the per-round speed-ups.\n\nControl: the same mix on a \
          HashMap private to each worker (get+clone, insert; nothing shared, N copies of the \
