@@ -47,8 +47,8 @@ use std::collections::HashMap;
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration;
 
-use super::MINT_ATTEMPTS;
-use crate::store::encode;
+use super::{call, Store, MINT_ATTEMPTS};
+use crate::store::{decode, encode};
 use crate::{ClusterStore, Expiry, StoreError};
 
 /// actix-session's session state.
@@ -77,13 +77,32 @@ fn new_key() -> Result<String, getrandom::Error> {
     Ok(key)
 }
 
+/// The failure of a call that panicked on the blocking pool.
+fn panicked(e: String) -> anyhow::Error {
+    anyhow::anyhow!(e)
+}
+
 /// The adapter for `$store`: `ClusterStore`, and `RedisStore` under the `redis` feature,
-/// whose methods of the same names keep the same contracts.
+/// whose methods of the same names keep the same contracts. Each call goes through
+/// [`call`] (inline, or on the blocking pool for a network call); a `load` answered from
+/// memory (`Store::get_local`) stays inline.
 macro_rules! adapter {
     ($store:ty) => {
         impl SessionStore for $store {
             async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
-                match self.get::<State>(key.as_ref()) {
+                let found = match self.get_local(key.as_ref()) {
+                    Some(found) => found,
+                    None => {
+                        let sid = key.as_ref().to_owned();
+                        call(self, move |s| s.get_raw(&sid))
+                            .await
+                            .map_err(|e| LoadError::Other(panicked(e)))?
+                    }
+                };
+                let state = found.and_then(|bytes| {
+                    bytes.map(|bytes| decode::<State>(key.as_ref(), &bytes)).transpose()
+                });
+                match state {
                     Ok(state) => Ok(state),
                     Err(e @ StoreError::Decode { .. }) => Err(LoadError::Deserialization(e.into())),
                     Err(e) if bad_key(&e) => Ok(None),
@@ -93,12 +112,18 @@ macro_rules! adapter {
 
             /// Stores the state under a newly minted key.
             async fn save(&self, state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
-                let bytes = encode(&state).map_err(|e| SaveError::Serialization(e.into()))?;
+                let mut bytes = encode(&state).map_err(|e| SaveError::Serialization(e.into()))?;
+                let at = expiry(ttl);
                 for _ in 0..MINT_ATTEMPTS {
                     let key = new_key().map_err(|e| SaveError::Other(anyhow::Error::new(e)))?;
-                    if self.add_raw(&key, &bytes, expiry(ttl)).map_err(|e| SaveError::Other(e.into()))? {
+                    let (added, key, back) =
+                        call(self, move |s| (s.add_raw(&key, &bytes, at), key, bytes))
+                            .await
+                            .map_err(|e| SaveError::Other(panicked(e)))?;
+                    if added.map_err(|e| SaveError::Other(e.into()))? {
                         return SessionKey::try_from(key).map_err(|e| SaveError::Other(e.into()));
                     }
+                    bytes = back;
                 }
                 Err(SaveError::Other(anyhow::anyhow!(
                     "no unused session key after {MINT_ATTEMPTS} random draws: the OS random source is broken"
@@ -114,7 +139,11 @@ macro_rules! adapter {
                 ttl: &Duration,
             ) -> Result<SessionKey, UpdateError> {
                 let bytes = encode(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
-                match self.replace_raw(key.as_ref(), &bytes, expiry(ttl)) {
+                let at = expiry(ttl);
+                let (replaced, key) = call(self, move |s| (s.replace_raw(key.as_ref(), &bytes, at), key))
+                    .await
+                    .map_err(|e| UpdateError::Other(panicked(e)))?;
+                match replaced {
                     Ok(true) => Ok(key),
                     Err(e) if !bad_key(&e) => Err(UpdateError::Other(e.into())),
                     Ok(false) | Err(_) => self.save(state, ttl).await.map_err(|e| match e {
@@ -125,14 +154,16 @@ macro_rules! adapter {
             }
 
             async fn update_ttl(&self, key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
-                match self.touch(key.as_ref(), expiry(ttl)) {
+                let (sid, at) = (key.as_ref().to_owned(), expiry(ttl));
+                match call(self, move |s| s.touch(&sid, at)).await.map_err(panicked)? {
                     Err(e) if !bad_key(&e) => Err(e.into()),
                     _ => Ok(()),
                 }
             }
 
             async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
-                match self.destroy(key.as_ref()) {
+                let sid = key.as_ref().to_owned();
+                match call(self, move |s| s.destroy(&sid)).await.map_err(panicked)? {
                     Err(e) if !bad_key(&e) => Err(e.into()),
                     _ => Ok(()),
                 }

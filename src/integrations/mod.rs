@@ -7,8 +7,9 @@
 //! `Config::lock_timeout`; moving it to a blocking pool would cost a thread hop
 //! (microseconds) to save a call that takes about one. The exception is a shard lock held by
 //! a process that is stopped (not dead): the call then blocks its executor thread for up to
-//! `Config::lock_timeout`. A `RedisStore` call that misses the cache, and every write, waits
-//! for Redis on the executor thread: a round trip, at most `RedisConfig::timeout`.
+//! `Config::lock_timeout`. A `RedisStore` cache hit is answered inline too; a miss, and every
+//! write, waits for Redis, so it runs on Tokio's blocking pool ([`call`]): the executor
+//! thread serves other requests meanwhile.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "actix-session")]
@@ -22,3 +23,51 @@ pub mod tower_sessions;
 /// from the OS CSPRNG, so a second attempt is already astronomically rare.
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
 const MINT_ATTEMPTS: usize = 16;
+
+/// A store behind the adapters.
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+pub(crate) trait Store: Clone + Send + Sync + 'static {
+    /// Whether a call may wait for the network.
+    #[cfg(feature = "redis")]
+    const REMOTE: bool;
+
+    /// `get_raw`, if it can be answered without the network: always for `ClusterStore`, for
+    /// a `RedisStore` only from a trusted copy in the segment.
+    fn get_local(&self, sid: &str) -> Option<crate::Result<Option<Vec<u8>>>>;
+}
+
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+impl Store for crate::ClusterStore {
+    #[cfg(feature = "redis")]
+    const REMOTE: bool = false;
+
+    fn get_local(&self, sid: &str) -> Option<crate::Result<Option<Vec<u8>>>> {
+        Some(self.get_raw(sid))
+    }
+}
+
+#[cfg(all(feature = "redis", any(feature = "tower-sessions", feature = "actix-session")))]
+impl Store for crate::RedisStore {
+    const REMOTE: bool = true;
+
+    fn get_local(&self, sid: &str) -> Option<crate::Result<Option<Vec<u8>>>> {
+        self.cached(sid).map(|hit| Ok(Some(hit)))
+    }
+}
+
+/// Runs `op` on `store`: inline, or, for a store whose calls may wait for the network, on
+/// Tokio's blocking pool (both frameworks run on Tokio). `Err` only if `op` panicked there.
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+pub(crate) async fn call<S: Store, T: Send + 'static>(
+    store: &S,
+    op: impl FnOnce(&S) -> T + Send + 'static,
+) -> Result<T, String> {
+    #[cfg(feature = "redis")]
+    if S::REMOTE {
+        let store = store.clone();
+        return tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(|e| format!("the session store call failed on the blocking pool: {e}"));
+    }
+    Ok(op(store))
+}

@@ -44,7 +44,7 @@ use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
-use super::MINT_ATTEMPTS;
+use super::{call, Store, MINT_ATTEMPTS};
 use crate::{ClusterStore, Expiry, StoreError};
 
 /// What is stored for a record: its id is the key.
@@ -116,8 +116,15 @@ fn store_error(e: StoreError) -> session_store::Error {
     }
 }
 
+/// The failure of a call that panicked on the blocking pool.
+fn panicked(e: String) -> session_store::Error {
+    session_store::Error::Backend(e)
+}
+
 /// The adapter for `$store`: `ClusterStore`, and `RedisStore` under the `redis` feature,
-/// whose methods of the same names keep the same contracts.
+/// whose methods of the same names keep the same contracts. Each call goes through
+/// [`call`] (inline, or on the blocking pool for a network call); a `load` answered from
+/// memory (`Store::get_local`) stays inline.
 macro_rules! adapter {
     ($store:ty) => {
         #[async_trait]
@@ -125,14 +132,18 @@ macro_rules! adapter {
             /// Stores a new record under an unused id, drawing a new id while the current one is
             /// taken by a live session.
             async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-                let bytes = encode(record)?;
+                let mut bytes = encode(record)?;
+                let at = expiry(record);
                 for _ in 0..MINT_ATTEMPTS {
-                    if self
-                        .add_raw(Key::of(&record.id).as_str(), &bytes, expiry(record))
-                        .map_err(store_error)?
-                    {
+                    let key = Key::of(&record.id);
+                    let (added, back) =
+                        call(self, move |s| (s.add_raw(key.as_str(), &bytes, at), bytes))
+                            .await
+                            .map_err(panicked)?;
+                    if added.map_err(store_error)? {
                         return Ok(());
                     }
+                    bytes = back;
                     record.id = Id::default();
                 }
                 Err(session_store::Error::Backend(format!(
@@ -143,21 +154,36 @@ macro_rules! adapter {
             /// Replaces the record if it is live; does nothing if it expired or was deleted (or its
             /// id cycled) meanwhile. A past expiry date removes it.
             async fn save(&self, record: &Record) -> session_store::Result<()> {
-                self.replace_raw(Key::of(&record.id).as_str(), &encode(record)?, expiry(record))
+                let (key, bytes, at) = (Key::of(&record.id), encode(record)?, expiry(record));
+                call(self, move |s| s.replace_raw(key.as_str(), &bytes, at))
+                    .await
+                    .map_err(panicked)?
                     .map(drop)
                     .map_err(store_error)
             }
 
             /// The record, or `None` if it is absent or expired.
             async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-                match self.get_raw(Key::of(id).as_str()).map_err(store_error)? {
+                let key = Key::of(id);
+                let found = match self.get_local(key.as_str()) {
+                    Some(found) => found,
+                    None => {
+                        call(self, move |s| s.get_raw(key.as_str())).await.map_err(panicked)?
+                    }
+                };
+                match found.map_err(store_error)? {
                     Some(bytes) => decode(*id, &bytes).map(Some),
                     None => Ok(None),
                 }
             }
 
             async fn delete(&self, id: &Id) -> session_store::Result<()> {
-                self.destroy(Key::of(id).as_str()).map(drop).map_err(store_error)
+                let key = Key::of(id);
+                call(self, move |s| s.destroy(key.as_str()))
+                    .await
+                    .map_err(panicked)?
+                    .map(drop)
+                    .map_err(store_error)
             }
         }
 

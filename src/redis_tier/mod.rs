@@ -379,10 +379,20 @@ impl RedisStore {
         Ok(self.get_raw_into(sid, &mut out)?.then_some(out))
     }
 
-    /// [`get_raw`](Self::get_raw) into `out` (cleared first); returns whether it was found.
-    pub fn get_raw_into(&self, sid: &str, out: &mut Vec<u8>) -> Result<bool> {
-        self.check(sid, None)?;
+    /// The session from a trusted copy in the segment, with no network call: `None` if there
+    /// is none (or the id is not one the store accepts). The adapters answer hits with it
+    /// inline and send the rest to Tokio's blocking pool.
+    #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+    pub(crate) fn cached(&self, sid: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
         let view = self.view();
+        self.check(sid, None).ok()?;
+        self.hit_into(sid, &mut out, view).ok()?.then_some(out)
+    }
+
+    /// Copies the session into `out` if the segment holds a copy that may answer under
+    /// `view`; otherwise leaves `out` empty and returns false.
+    fn hit_into(&self, sid: &str, out: &mut Vec<u8>, view: View) -> Result<bool> {
         let (timeout, grace) = self.limits();
         if view.epoch != 0 && self.inner.local.get_raw_into(sid, out)? && out.len() >= TAG {
             let at = out.len() - TAG;
@@ -393,6 +403,16 @@ impl RedisStore {
             }
         }
         out.clear();
+        Ok(false)
+    }
+
+    /// [`get_raw`](Self::get_raw) into `out` (cleared first); returns whether it was found.
+    pub fn get_raw_into(&self, sid: &str, out: &mut Vec<u8>) -> Result<bool> {
+        self.check(sid, None)?;
+        let view = self.view();
+        if self.hit_into(sid, out, view)? {
+            return Ok(true);
+        }
         let key = self.inner.config.key(sid);
         let (value, pttl): (Option<Vec<u8>>, i64) =
             self.redis("GET", |c| redis::pipe().get(&key).pttl(&key).query(c))?;
