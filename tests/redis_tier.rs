@@ -209,6 +209,8 @@ fn a_config_that_cannot_work_is_refused_at_once() {
         let error = RedisConfig::new(url).unwrap_err().to_string();
         assert!(error.contains("redis"), "{url}: {error}");
     }
+    let prefix = RedisConfig::new("redis://127.0.0.1:1/").unwrap().prefix("");
+    assert!(matches!(prefix, Err(cluster_session_store::SetupError::InvalidConfig { .. })));
     // Values must leave room for the cached copy's epoch.
     let redis = RedisServer::start();
     let a = host(&redis, |c| c);
