@@ -8,7 +8,7 @@
 //! (microseconds) to save a call that takes about one. The exception is a shard lock held by
 //! a process that is stopped (not dead): the call then blocks its executor thread for up to
 //! `Config::lock_timeout`. A `RedisStore` cache hit is answered inline too; a miss, and every
-//! write, waits for Redis, so it runs on Tokio's blocking pool ([`call`]): the executor
+//! write, waits for Redis, so it runs on Tokio's blocking pool: the executor
 //! thread serves other requests meanwhile.
 #![forbid(unsafe_code)]
 
