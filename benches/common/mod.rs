@@ -70,8 +70,9 @@ pub fn interleave(
     (median(a), median(b), median(ratios))
 }
 
-/// `get_raw_into` and `set_raw` of this store against the map's get+clone and insert, each
-/// pair [`interleave`]d over `keys` (every key present in both, holding `value`), added to
+/// `get_raw_into` and `set_raw` of this store against the map's get (copying into a reused
+/// buffer) and insert, each pair [`interleave`]d over `keys` (every key present in both,
+/// holding `value`), added to
 /// the summary's interleaved table as `get <size>` and `set <size>`.
 #[allow(clippy::too_many_arguments)]
 pub fn versus_map(
