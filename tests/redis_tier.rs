@@ -288,3 +288,22 @@ fn a_master_killed_with_sigkill_leaves_no_copy_trusted() {
     cached_in(&mut redis, &worker, "s8");
     assert!(worker.local().check_integrity().is_ok());
 }
+
+/// An invalidation of a key under the prefix that the segment cannot hold (an id longer than
+/// `MAX_KEY_LEN`, written by another client) has no copy to remove: the tracker keeps its
+/// epoch, and the invalidations after it are applied.
+#[test]
+fn an_invalidation_of_a_key_the_segment_cannot_hold_keeps_the_epoch() {
+    let _serial = common::serial();
+    let (mut redis, a, _b) = two_hosts();
+    a.store.set_raw("s9", b"x", Expiry::Default).unwrap();
+    cached(&mut redis, &a, "s9");
+    let epoch = a.store.epoch();
+    let long = format!("session:{}", common::too_long_key());
+    let () = redis.cmd(&["SET", &long, "x"]);
+    // Pushed after the long key's invalidation, on the same connection: once A reads the new
+    // value, the long key's invalidation has been applied.
+    let () = redis.cmd(&["SET", "session:s9", "y"]);
+    reads_within_a_hop(&a, "s9", Some(b"y"));
+    assert_eq!(a.store.epoch(), epoch, "the tracker let its epoch go");
+}

@@ -62,10 +62,13 @@ pub(crate) async fn call<S: Store, T: Send + 'static>(
     store: &S,
     op: impl FnOnce(&S) -> T + Send + 'static,
 ) -> Result<T, String> {
+    // Outside a Tokio runtime there is no blocking pool: the call runs inline. A call sent
+    // to the pool runs to its end even if the request that made it is dropped.
     #[cfg(feature = "redis")]
-    if S::REMOTE {
+    if let (true, Ok(runtime)) = (S::REMOTE, tokio::runtime::Handle::try_current()) {
         let store = store.clone();
-        return tokio::task::spawn_blocking(move || op(&store))
+        return runtime
+            .spawn_blocking(move || op(&store))
             .await
             .map_err(|e| format!("the session store call failed on the blocking pool: {e}"));
     }

@@ -12,10 +12,11 @@
 //!   and fills the segment, unless an invalidation came in meanwhile;
 //! - `add_raw` is `SET … NX PX`, `replace_raw` `SET … XX PX` (a logout on another host is
 //!   never undone), `set_raw` `SET … PX`, `destroy` `DEL`, `touch` `PEXPIRE`, each followed by
-//!   the same change to the local copy. Redis's TTL is the session's expiry.
+//!   the removal of the local copy (the next read fetches the new value). Redis's TTL is the
+//!   session's expiry.
 //!
 //! **Consistency.** A host reads its own writes (the write goes to Redis first, and the local
-//! copy is replaced or dropped before the call returns). Another host's write reaches this
+//! copy, and any fill begun before it, are dropped before the call returns). Another host's write reaches this
 //! host's cache after one invalidation hop: the push from Redis to this host's master, then
 //! its removal from the segment; until then a hit may return the previous value.
 //!
@@ -52,6 +53,9 @@ pub(crate) use tracker::Tracker;
 
 /// Bytes a cached copy adds after the session's: the epoch it was filled in.
 const TAG: usize = 8;
+/// Idle connections a process keeps for later calls; more, opened while many calls ran at
+/// once, are closed when their call ends.
+const MAX_IDLE: usize = 16;
 /// Keys a `SCAN` step asks for.
 const SCAN_COUNT: usize = 1000;
 
@@ -118,9 +122,9 @@ impl RedisConfig {
     }
 
     /// How long a call waits to connect and for each reply, and how long the tracker waits
-    /// for a `PING`'s answer. At least 10 ms.
+    /// for a `PING`'s answer. From 10 ms to 1 minute (clamped).
     pub fn timeout(mut self, timeout: Duration) -> RedisConfig {
-        self.timeout = timeout.max(Duration::from_millis(10));
+        self.timeout = timeout.clamp(Duration::from_millis(10), Duration::from_secs(60));
         self
     }
 
@@ -156,9 +160,14 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
-/// `url` with the password of its user information (`scheme://user:password@host`)
-/// replaced by `***`.
+/// `url` with the password of its user information (`scheme://user:password@host`), and
+/// its query, replaced by `***`.
 fn redacted(url: &str) -> String {
+    // A unix socket's URL carries its password in the query (`?pass=`): none is shown.
+    let url = match url.split_once('?') {
+        Some((base, _)) => return format!("{}?***", redacted(base)),
+        None => url,
+    };
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
     match userinfo.split_once(':') {
@@ -187,7 +196,10 @@ impl View {
         } else {
             (self.epoch.wrapping_sub(1), self.lost_ms)
         };
-        self.epoch != 0 && tag == trusted && (armed || grace > 0) && now_ms < ended + grace
+        self.epoch != 0
+            && tag == trusted
+            && (armed || grace > 0)
+            && now_ms < ended.saturating_add(grace)
     }
 
     /// The epoch whose copies [`hit`](Self::hit) may accept.
@@ -202,7 +214,7 @@ impl View {
 
 /// A worker's handle to the tier: its host's [`ClusterStore`] as the cache, Redis as the
 /// store. Cheap to clone; `Send` and `Sync`. Connections to Redis are pooled per process (a
-/// forked child opens its own) and made on first use.
+/// forked child opens its own; up to 16 idle ones are kept) and made on first use.
 ///
 /// # Examples
 /// ```no_run
@@ -276,10 +288,14 @@ impl RedisStore {
 
     fn view(&self) -> View {
         let word = |at| self.inner.local.cache_word(at).load(Acquire);
+        // The beat before the epoch: a tracker taking over moves the epoch before it beats
+        // (tracker.rs), so a fresh beat is never paired with the epoch it ended.
+        let beat_ms = word(H_CACHE_BEAT_MS);
+        let epoch = word(H_CACHE_EPOCH);
         View {
-            epoch: word(H_CACHE_EPOCH),
+            epoch,
             invalidations: word(H_CACHE_INVALIDATIONS),
-            beat_ms: word(H_CACHE_BEAT_MS),
+            beat_ms,
             lost_ms: word(H_CACHE_LOST_MS),
         }
     }
@@ -324,10 +340,10 @@ impl RedisStore {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
             let pid = std::process::id();
             if pool.0 != pid {
-                // The parent's connections: its sockets, not this process's to use or close.
-                for conn in pool.1.drain(..) {
-                    std::mem::forget(conn);
-                }
+                // The parent's connections, inherited by a fork: closing this process's copies
+                // of their sockets leaves the parent's open (a `Connection` sends nothing when
+                // dropped).
+                pool.1.clear();
                 pool.0 = pid;
             }
             pool.1.pop()
@@ -344,16 +360,17 @@ impl RedisStore {
         };
         let result = op(&mut conn).map_err(fail)?;
         let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.0 == std::process::id() {
+        if pool.0 == std::process::id() && pool.1.len() < MAX_IDLE {
             pool.1.push(conn);
         }
         Ok(result)
     }
 
-    /// Puts `value` in the segment as filled under `view`, if no invalidation and no change
-    /// of epoch came in since `view` was read (checked under the shard lock, which the
-    /// tracker's removal also takes): a copy that might be older than an invalidation is
-    /// never kept. Only under an armed epoch; a full shard keeps no copy.
+    /// Puts `value` in the segment as filled under `view`, if no invalidation (the tracker's,
+    /// or this host's own write: [`forget`](Self::forget)) and no change of epoch came in
+    /// since `view` was read (checked under the shard lock, which the removals also take): a
+    /// copy that might be older than a change is never kept. Only under an armed epoch; a
+    /// full shard keeps no copy.
     fn fill(&self, sid: &str, value: &[u8], expires_ms: u64, view: View) -> Result<bool> {
         if !armed(view.epoch) {
             return Ok(false);
@@ -368,7 +385,9 @@ impl RedisStore {
         };
         let at = Expiry::At(UNIX_EPOCH + Duration::from_millis(expires_ms));
         match local.set_raw_if(sid, &tagged, at, still) {
-            Err(StoreError::Full { .. }) => Ok(false),
+            // No room, or a value another writer made larger than this host's segment
+            // takes: served from Redis, not cached.
+            Err(StoreError::Full { .. } | StoreError::ValueTooLarge { .. }) => Ok(false),
             filled => filled,
         }
     }
@@ -435,7 +454,6 @@ impl RedisStore {
     /// Returns whether `cond` held.
     fn write(&self, sid: &str, value: &[u8], expiry: Expiry, cond: SetIf) -> Result<bool> {
         self.check(sid, Some(value))?;
-        let view = self.view();
         let now = now_ms();
         let expires_ms = expiry.deadline(now, self.inner.local.default_ttl_ms());
         let key = self.inner.config.key(sid);
@@ -446,7 +464,7 @@ impl RedisStore {
                 }
                 _ => self.redis("DEL", |c| redis::cmd("DEL").arg(&key).query::<i64>(c))?,
             };
-            self.inner.local.destroy(sid)?;
+            self.forget(sid)?;
             return Ok(match cond {
                 SetIf::Absent => existed == 0,
                 SetIf::Present => existed > 0,
@@ -461,11 +479,17 @@ impl RedisStore {
             SetIf::Present => drop(set.arg("XX")),
         }
         let stored = !matches!(self.redis("SET", |c| set.query::<Value>(c))?, Value::Nil);
-        // The local copy is the new value, or none: never the one this call replaced.
-        if !(stored && self.fill(sid, value, expires_ms, view)?) {
-            self.inner.local.destroy(sid)?;
-        }
+        self.forget(sid)?;
         Ok(stored)
+    }
+
+    /// After a change in Redis: the invalidation count moves on, then the local copy is
+    /// removed, so that neither a copy made before the change nor a fill that began before it
+    /// (and checks the count under the shard lock) outlives this call: the next read fetches
+    /// the new value. The host reads its own writes without waiting for the tracker.
+    fn forget(&self, sid: &str) -> Result<()> {
+        self.inner.local.cache_word(H_CACHE_INVALIDATIONS).fetch_add(1, SeqCst);
+        self.inner.local.destroy(sid).map(drop)
     }
 
     /// Stores the session's bytes (upsert).
@@ -520,7 +544,7 @@ impl RedisStore {
         self.check(sid, None)?;
         let key = self.inner.config.key(sid);
         let removed: i64 = self.redis("DEL", |c| redis::cmd("DEL").arg(&key).query(c))?;
-        self.inner.local.destroy(sid)?;
+        self.forget(sid)?;
         Ok(removed > 0)
     }
 
@@ -537,11 +561,7 @@ impl RedisStore {
         let ttl = expires_ms - now;
         let live: i64 =
             self.redis("PEXPIRE", |c| redis::cmd("PEXPIRE").arg(&key).arg(ttl).query(c))?;
-        if live > 0 {
-            self.inner.local.touch(sid, expiry)?;
-        } else {
-            self.inner.local.destroy(sid)?;
-        }
+        self.forget(sid)?;
         Ok(live > 0)
     }
 
@@ -645,6 +665,10 @@ mod tests {
         assert_eq!(redacted("redis://:secret@h:1"), "redis://:***@h:1");
         assert_eq!(redacted("redis://secret@h"), "redis://***@h");
         assert_eq!(redacted("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            redacted("redis+unix:///run/r.sock?db=1&pass=secret"),
+            "redis+unix:///run/r.sock?***"
+        );
         let config = RedisConfig::new("redis://u:secret@127.0.0.1:1/").unwrap();
         assert!(!format!("{config:?}").contains("secret"));
         let error = RedisConfig::new("redis://u:secret@[bad/").unwrap_err().to_string();

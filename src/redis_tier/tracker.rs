@@ -2,8 +2,10 @@
 //! the tier's prefix, whose `invalidate` pushes it applies to the segment, and the cache
 //! words it keeps (the epoch, the invalidation count, the heartbeat, the moment of a loss).
 //!
-//! The connection is its own socket, read with `redis::Parser` after `poll(2)` says a reply
-//! is there, so that waiting for pushes never times out in the middle of one. It is silent
+//! The connection is its own socket: `poll(2)` waits for bytes, frames are cut whole from
+//! the tracker's own buffer ([`frame_len`]) and parsed by `redis::parse_redis_value`, so a
+//! wait for pushes never times out in the middle of one, and no frame already received waits
+//! in a parser's buffer while the tracker polls. It is silent
 //! between pushes; after a quarter of the timeout without a byte the tracker sends `PING`, and
 //! a `PING` unanswered for the whole timeout is a lost connection.
 //!
@@ -16,7 +18,7 @@
 //! SIGKILL) by moving the odd epoch two on.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -31,7 +33,7 @@ use redis::{ConnectionAddr, PushKind, Value};
 use super::{armed, RedisConfig};
 use crate::clock::now_ms;
 use crate::format::layout::{
-    H_CACHE_BEAT_MS, H_CACHE_EPOCH, H_CACHE_INVALIDATIONS, H_CACHE_LOST_MS,
+    H_CACHE_BEAT_MS, H_CACHE_EPOCH, H_CACHE_INVALIDATIONS, H_CACHE_LOST_MS, MAX_KEY_LEN,
 };
 use crate::ClusterStore;
 
@@ -120,10 +122,15 @@ impl AsFd for Stream {
     }
 }
 
-/// One tracking connection: the socket, buffered for the parser.
+/// One tracking connection: the socket, and the bytes read from it that no frame has taken
+/// yet. Frames are cut from that buffer here ([`frame_len`]) and only whole ones are given to
+/// `redis::parse_redis_value`, so no byte ever waits in a parser while `poll` waits on the
+/// socket.
 struct Conn {
-    reader: BufReader<Stream>,
-    parser: redis::Parser,
+    stream: Stream,
+    buf: Vec<u8>,
+    /// How long the rest of a frame may take once its first byte is here.
+    timeout: Duration,
 }
 
 impl Conn {
@@ -135,26 +142,47 @@ impl Conn {
             packed.extend_from_slice(arg);
             packed.extend_from_slice(b"\r\n");
         }
-        self.reader.get_mut().write_all(&packed).map_err(|e| format!("send: {e}"))
+        self.stream.write_all(&packed).map_err(|e| format!("send: {e}"))
     }
 
-    /// The next frame, waiting at most `wait` for its first byte: `None` if none came.
+    /// The next frame, waiting at most `wait` for one to begin (`None` if none did), and at
+    /// most the timeout for the rest of one begun.
     fn next(&mut self, wait: Duration) -> Result<Option<Value>, Lost> {
-        if self.reader.buffer().is_empty() {
-            let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-            let mut fds = [PollFd::new(self.reader.get_ref().as_fd(), PollFlags::POLLIN)];
+        let idle = Instant::now() + wait;
+        let mut rest: Option<Instant> = None;
+        loop {
+            if let Some(len) = frame_len(&self.buf)? {
+                let value = redis::parse_redis_value(&self.buf[..len])
+                    .map_err(|e| format!("a frame that does not parse: {e}"))?;
+                self.buf.drain(..len);
+                return Ok(Some(value));
+            }
+            let until = match self.buf.is_empty() {
+                true => idle,
+                false => *rest.get_or_insert_with(|| Instant::now() + self.timeout),
+            };
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return match self.buf.is_empty() {
+                    true => Ok(None),
+                    false => Err(format!("a frame cut short for {:?}", self.timeout)),
+                };
+            }
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::from(ms)) {
-                Ok(0) => return Ok(None),
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
                 Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => return Ok(None),
                 Err(e) => return Err(format!("poll: {e}")),
             }
-            if self.reader.fill_buf().map_err(|e| format!("read: {e}"))?.is_empty() {
-                return Err("the server closed the connection".into());
+            let mut chunk = [0u8; 4096];
+            match std::io::Read::read(&mut self.stream, &mut chunk) {
+                Ok(0) => return Err("the server closed the connection".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read: {e}")),
             }
         }
-        // The rest of a frame whose first byte is here comes within the socket's timeout.
-        self.parser.parse_value(&mut self.reader).map(Some).map_err(|e| format!("read: {e}"))
     }
 
     /// A command's reply, applying the pushes that come before it.
@@ -240,7 +268,7 @@ impl Tracking {
             _ => return Err("TLS is not supported".into()),
         };
         stream.set_timeouts(timeout).map_err(|e| format!("socket timeouts: {e}"))?;
-        let mut conn = Conn { reader: BufReader::new(stream), parser: redis::Parser::new() };
+        let mut conn = Conn { stream, buf: Vec::new(), timeout };
         let redis = info.redis_settings();
         let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
         if let Some(password) = redis.password() {
@@ -311,18 +339,30 @@ impl Tracking {
         }
         self.armed = None;
         let timeout = RedisConfig::ms(self.config.timeout);
-        let stale = self.word(H_CACHE_BEAT_MS).load(SeqCst).saturating_add(timeout) < now;
-        let next = match (armed(epoch), stale) {
-            (false, _) => epoch + 1,
-            (true, true) => epoch + 2,
-            (true, false) => return,
+        let trusted_until = self.word(H_CACHE_BEAT_MS).load(SeqCst).saturating_add(timeout);
+        let stale = trusted_until < now;
+        let cas = |from: u64, to: u64| {
+            self.word(H_CACHE_EPOCH).compare_exchange(from, to, SeqCst, SeqCst).is_ok()
         };
-        // Beat first: a worker that sees the new epoch sees a fresh heartbeat.
+        // The epoch moves before the beat does (workers load the beat first): a worker
+        // that sees the new beat sees an epoch under which no old copy answers.
+        let next = match (armed(epoch), stale) {
+            (false, _) if cas(epoch, epoch + 1) => epoch + 1,
+            // A dead or stuck tracker's epoch: ended first, as a loss would end it, at the
+            // moment its heartbeat stopped counting.
+            (true, true) if cas(epoch, epoch + 1) => {
+                self.word(H_CACHE_LOST_MS).store(trusted_until, SeqCst);
+                self.word(H_CACHE_BEAT_MS).store(now, SeqCst);
+                if !cas(epoch + 1, epoch + 2) {
+                    return;
+                }
+                epoch + 2
+            }
+            _ => return,
+        };
         self.word(H_CACHE_BEAT_MS).store(now, SeqCst);
-        if self.word(H_CACHE_EPOCH).compare_exchange(epoch, next, SeqCst, SeqCst).is_ok() {
-            self.armed = Some(next);
-            tracing::info!(namespace = self.store.name(), epoch = next, "Redis tracking armed");
-        }
+        self.armed = Some(next);
+        tracing::info!(namespace = self.store.name(), epoch = next, "Redis tracking armed");
     }
 
     /// Ends this tracker's trust: its epoch, if it still holds it, moves on to even.
@@ -347,9 +387,10 @@ impl Tracking {
                 let Value::BulkString(key) = key else { return Ok(()) };
                 let sid = key.strip_prefix(prefix).and_then(|s| std::str::from_utf8(s).ok());
                 counter.fetch_add(1, SeqCst);
-                match sid {
-                    Some(sid) if !sid.is_empty() => self.store.destroy(sid).map(drop),
-                    _ => Ok(()),
+                // A key the segment cannot hold (empty, too long, not UTF-8) has no copy.
+                match sid.filter(|sid| (1..=MAX_KEY_LEN).contains(&sid.len())) {
+                    Some(sid) => self.store.destroy(sid).map(drop),
+                    None => Ok(()),
                 }
             }),
             _ => {
@@ -366,5 +407,78 @@ impl Tracking {
             tracing::warn!(namespace = self.store.name(), error = %e, "an invalidation could not be applied; the cached copies are dropped from trust");
             self.let_go();
         }
+    }
+}
+
+/// The length of the RESP2/RESP3 frame at the start of `buf`, `None` if it is not all there
+/// yet; an error for a byte that begins no frame.
+fn frame_len(buf: &[u8]) -> Result<Option<usize>, Lost> {
+    let Some(&kind) = buf.first() else { return Ok(None) };
+    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
+    let head = eol + 2;
+    let number = || -> Result<i64, Lost> {
+        std::str::from_utf8(&buf[1..eol])
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("a frame header that is not a length: {:?}", &buf[..eol]))
+    };
+    match kind {
+        // A line: simple string, error, integer, null, boolean, double, big number.
+        b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => Ok(Some(head)),
+        // A blob: string, error, verbatim string; -1 is RESP2's null.
+        b'$' | b'!' | b'=' => match number()? {
+            n if n < 0 => Ok(Some(head)),
+            n => {
+                let end = head + n as usize + 2;
+                Ok((buf.len() >= end).then_some(end))
+            }
+        },
+        // An aggregate: array, set, push, map and attribute (two frames an entry). An
+        // attribute is followed by the frame it annotates.
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let count = number()?;
+            let frames = if matches!(kind, b'%' | b'|') { count * 2 } else { count };
+            let mut at = head;
+            for _ in 0..frames.max(0) {
+                match frame_len(&buf[at..])? {
+                    Some(len) => at += len,
+                    None => return Ok(None),
+                }
+            }
+            if kind == b'|' {
+                return Ok(frame_len(&buf[at..])?.map(|len| at + len));
+            }
+            Ok(Some(at))
+        }
+        other => Err(format!("a frame of unknown type {:?}", other as char)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_len;
+
+    #[test]
+    fn frames_are_cut_whole_and_only_whole() {
+        let frames: [&[u8]; 8] = [
+            b"+OK\r\n",
+            b"$5\r\nhello\r\n",
+            b"$-1\r\n",
+            b"_\r\n",
+            b">2\r\n$10\r\ninvalidate\r\n*1\r\n$3\r\nk:1\r\n",
+            b">2\r\n$10\r\ninvalidate\r\n_\r\n",
+            b"%1\r\n+server\r\n+redis\r\n",
+            b"|1\r\n+a\r\n:1\r\n+OK\r\n",
+        ];
+        for frame in frames {
+            assert_eq!(frame_len(frame).unwrap(), Some(frame.len()), "{frame:?}");
+            for cut in 0..frame.len() {
+                assert_eq!(frame_len(&frame[..cut]).unwrap(), None, "{frame:?} cut at {cut}");
+            }
+            let mut two = frame.to_vec();
+            two.extend_from_slice(b"+PONG\r\n");
+            assert_eq!(frame_len(&two).unwrap(), Some(frame.len()));
+        }
+        assert!(frame_len(b"?what\r\n").is_err());
     }
 }
