@@ -44,22 +44,38 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub(crate) struct Tracker {
     stopped: Arc<AtomicBool>,
     thread: JoinHandle<()>,
+    /// Disconnected when the thread ends.
+    ended: std::sync::mpsc::Receiver<()>,
+    timeout: Duration,
 }
 
 impl Tracker {
     pub fn start(store: ClusterStore, config: RedisConfig) -> std::io::Result<Tracker> {
         let stopped = Arc::new(AtomicBool::new(false));
+        let (ending, ended) = std::sync::mpsc::channel::<()>();
+        let timeout = config.timeout;
         let thread = std::thread::Builder::new().name("css-redis-tracker".into()).spawn({
             let stopped = Arc::clone(&stopped);
-            move || Tracking::new(store, config).run(&stopped)
+            move || {
+                let _ending = ending;
+                Tracking::new(store, config).run(&stopped)
+            }
         })?;
-        Ok(Tracker { stopped, thread })
+        Ok(Tracker { stopped, thread, ended, timeout })
     }
 
+    /// Stops the thread, which lets its epoch go, and waits for it for twice the timeout:
+    /// past that (a name that takes long to resolve, a unix socket that does not accept)
+    /// the thread is left to end on its own, and the master's drop goes on.
     pub fn stop(self) {
         self.stopped.store(true, SeqCst);
         self.thread.thread().unpark();
-        let _ = self.thread.join();
+        match self.ended.recv_timeout(self.timeout * 2) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!("the Redis tracker did not stop in time; left to end on its own")
+            }
+            _ => drop(self.thread.join()),
+        }
     }
 }
 
