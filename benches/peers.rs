@@ -21,15 +21,13 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 mod common;
 
 use cluster_session_store::{ClusterStore, Config, Expiry};
+use common::redis_server::RedisServer;
 use common::summary::Summary;
 use criterion::Criterion;
 use nix::sys::signal::{kill, Signal};
@@ -122,48 +120,18 @@ impl Drop for SocketMaster {
     }
 }
 
-/// A `redis-server` of our own on 127.0.0.1, persistence off; killed and reaped on drop.
+/// The Redis peer: a `redis-server` of the bench's own (`common::redis_server`) and one
+/// connection to it.
 struct Redis {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
     conn: redis::Connection,
+    _server: RedisServer,
 }
 
 impl Redis {
     /// `None` (after saying why) when `redis-server` is not on PATH or does not start.
     fn start(dir: &std::path::Path) -> Option<Redis> {
-        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let dir = dir.join("redis");
-        std::fs::create_dir_all(&dir).ok()?;
-        let spawned = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn();
-        let Ok(mut child) = spawned else {
-            println!("redis-server is not on PATH: the Redis peer is skipped (apt-get install redis-server)");
-            return None;
-        };
-        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(conn) = client.get_connection() {
-                return Some(Redis { child, dir, conn });
-            }
-            if Instant::now() > deadline {
-                println!("redis-server did not accept connections within 10 s: skipped");
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            // Waiting for the server to listen, bounded by the deadline above.
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let server = RedisServer::start(dir)?;
+        Some(Redis { conn: server.connect(), _server: server })
     }
 
     fn get(&mut self, key: &str, out: &mut Vec<u8>) -> bool {
@@ -174,14 +142,6 @@ impl Redis {
 
     fn set(&mut self, key: &str, value: &[u8]) {
         let () = redis::cmd("SET").arg(key).arg(value).query(&mut self.conn).expect("SET");
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
