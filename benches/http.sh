@@ -35,13 +35,8 @@ if ((ROUNDS < 2 || ROUNDS % 2)); then
 fi
 SESSIONS=${SESSIONS:-100}
 
-if ! command -v wrk >/dev/null; then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-  else
-    echo "wrk is not installed (apt-get install wrk): nothing measured"; exit 1
-  fi
-fi
+source benches/http_common.sh
+need_wrk
 cargo build --release --quiet -p examples --example hello_cluster
 bin=target/release/examples/hello_cluster
 tmp=$(mktemp -d)
@@ -55,38 +50,15 @@ stop() {
 }
 trap 'stop; rm -rf "$tmp"' EXIT
 
-# wrk's hooks: each thread gets its number (`setup`, in the main state), then sends the
-# cookies of $COOKIES (one per line) in turn, from its own share of them.
-cat >"$tmp/sessions.lua" <<'LUA'
-local threads = 0
-function setup(thread)
-  thread:set("number", threads)
-  threads = threads + 1
-end
-local cookies = {}
-for line in io.lines(os.getenv("COOKIES")) do cookies[#cookies + 1] = line end
-local i = nil
-request = function()
-  if i == nil then
-    i = (number or 0) * math.floor(#cookies / tonumber(os.getenv("THREADS")))
-  end
-  i = i % #cookies + 1
-  return wrk.format(nil, nil, { ["Cookie"] = cookies[i] })
-end
-LUA
+write_sessions_lua "$tmp/sessions.lua"
 
 # run STORE: starts the server, takes SESSIONS sessions, loads them with wrk; prints
 # "rps p50 p99".
 run() {
   STORE=$1 WORKERS=$WORKERS PORT=0 "$bin" >"$tmp/log" 2>&1 &
   server=$!
-  local port=""
-  for _ in $(seq 1 200); do # waiting for the server to bind, bounded by the loop
-    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/log" | grep -o '[0-9]*$' || true)
-    [[ -n $port ]] && break
-    sleep 0.05
-  done
-  [[ -n $port ]] || { cat "$tmp/log" >&2; echo "server did not start" >&2; exit 1; }
+  local port
+  port=$(port_of "$tmp/log")
   local url="http://127.0.0.1:$port/hello"
   # One keep-alive connection: every session begins on the worker that accepted it.
   python3 - "$port" "$SESSIONS" >"$tmp/cookies" <<'PY'

@@ -41,13 +41,8 @@ fi
 for tool in redis-server redis-cli; do
   command -v "$tool" >/dev/null || { echo "$tool is not installed: nothing measured"; exit 1; }
 done
-if ! command -v wrk >/dev/null; then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-  else
-    echo "wrk is not installed (apt-get install wrk): nothing measured"; exit 1
-  fi
-fi
+source benches/http_common.sh
+need_wrk
 cargo build --release --quiet -p benches --example http_redis_server
 bin=target/release/examples/http_redis_server
 tmp=$(mktemp -d)
@@ -82,27 +77,7 @@ done
 redis_url="redis://127.0.0.1:$redis_port"
 redis_version=$(rcli info server | awk -F: '/^redis_version/ { print $2 }' | tr -d '\r')
 
-# wrk's hooks: thread n loads host A (n even) or B (n odd), gets its number, then sends the
-# cookies of $COOKIES (one per line) in turn, from its own share of them.
-cat >"$tmp/hosts.lua" <<'LUA'
-local threads = 0
-function setup(thread)
-  local port = (threads % 2 == 0) and os.getenv("PORT_A") or os.getenv("PORT_B")
-  thread.addr = wrk.lookup("127.0.0.1", port)[1]
-  thread:set("number", threads)
-  threads = threads + 1
-end
-local cookies = {}
-for line in io.lines(os.getenv("COOKIES")) do cookies[#cookies + 1] = line end
-local i = nil
-request = function()
-  if i == nil then
-    i = (number or 0) * math.floor(#cookies / tonumber(os.getenv("THREADS")))
-  end
-  i = i % #cookies + 1
-  return wrk.format(nil, nil, { ["Cookie"] = cookies[i] })
-end
-LUA
+write_sessions_lua "$tmp/hosts.lua"
 
 # host MODE: starts one host of MODE (its master and workers) in this shell, so that `stop`
 # knows it; prints its port.
@@ -114,16 +89,6 @@ host() {
     MODE=peer PEER_REDIS_URL=$redis_url WORKERS=$WORKERS PORT=0 "$bin" >"$log" 2>&1 &
   fi
   servers+=($!)
-}
-port_of() {
-  local port=""
-  for _ in $(seq 1 200); do # waiting for the master to bind, bounded by the loop
-    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$1" | grep -o '[0-9]*$' || true)
-    [[ -n $port ]] && break
-    sleep 0.05
-  done
-  [[ -n $port ]] || { cat "$1" >&2; echo "server did not start" >&2; exit 1; }
-  echo "$port"
 }
 
 # load ROUTE: wrk on both hosts; prints "rps p50 p99 commands-per-request".
