@@ -92,12 +92,9 @@ macro_rules! adapter {
             async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
                 let found = match self.get_local(key.as_ref()) {
                     Some(found) => found,
-                    None => {
-                        let sid = key.as_ref().to_owned();
-                        call(self, move |s| s.get_raw(&sid))
-                            .await
-                            .map_err(|e| LoadError::Other(panicked(e)))?
-                    }
+                    None => call(self, key.as_ref(), |s, sid| s.get_raw(sid))
+                        .await
+                        .map_err(|e| LoadError::Other(panicked(e)))?,
                 };
                 let state = found.and_then(|bytes| {
                     bytes.map(|bytes| decode::<State>(key.as_ref(), &bytes)).transpose()
@@ -116,8 +113,8 @@ macro_rules! adapter {
                 let at = expiry(ttl);
                 for _ in 0..MINT_ATTEMPTS {
                     let key = new_key().map_err(|e| SaveError::Other(anyhow::Error::new(e)))?;
-                    let (added, key, back) =
-                        call(self, move |s| (s.add_raw(&key, &bytes, at), key, bytes))
+                    let (added, back) =
+                        call(self, &key, move |s, sid| (s.add_raw(sid, &bytes, at), bytes))
                             .await
                             .map_err(|e| SaveError::Other(panicked(e)))?;
                     if added.map_err(|e| SaveError::Other(e.into()))? {
@@ -140,7 +137,7 @@ macro_rules! adapter {
             ) -> Result<SessionKey, UpdateError> {
                 let bytes = encode(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
                 let at = expiry(ttl);
-                let (replaced, key) = call(self, move |s| (s.replace_raw(key.as_ref(), &bytes, at), key))
+                let replaced = call(self, key.as_ref(), move |s, sid| s.replace_raw(sid, &bytes, at))
                     .await
                     .map_err(|e| UpdateError::Other(panicked(e)))?;
                 match replaced {
@@ -154,16 +151,15 @@ macro_rules! adapter {
             }
 
             async fn update_ttl(&self, key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
-                let (sid, at) = (key.as_ref().to_owned(), expiry(ttl));
-                match call(self, move |s| s.touch(&sid, at)).await.map_err(panicked)? {
+                let at = expiry(ttl);
+                match call(self, key.as_ref(), move |s, sid| s.touch(sid, at)).await.map_err(panicked)? {
                     Err(e) if !bad_key(&e) => Err(e.into()),
                     _ => Ok(()),
                 }
             }
 
             async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
-                let sid = key.as_ref().to_owned();
-                match call(self, move |s| s.destroy(&sid)).await.map_err(panicked)? {
+                match call(self, key.as_ref(), |s, sid| s.destroy(sid)).await.map_err(panicked)? {
                     Err(e) if !bad_key(&e) => Err(e.into()),
                     _ => Ok(()),
                 }

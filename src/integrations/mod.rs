@@ -55,22 +55,24 @@ impl Store for crate::RedisStore {
     }
 }
 
-/// Runs `op` on `store`: inline, or, for a store whose calls may wait for the network, on
-/// Tokio's blocking pool (both frameworks run on Tokio). `Err` only if `op` panicked there.
+/// Runs `op` on `store` and the session id `sid`: inline, borrowing `sid`, or, for a store
+/// whose calls may wait for the network, on Tokio's blocking pool (both frameworks run on
+/// Tokio) with a copy of it. `Err` only if `op` panicked there.
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
 pub(crate) async fn call<S: Store, T: Send + 'static>(
     store: &S,
-    op: impl FnOnce(&S) -> T + Send + 'static,
+    sid: &str,
+    op: impl FnOnce(&S, &str) -> T + Send + 'static,
 ) -> Result<T, String> {
     // Outside a Tokio runtime there is no blocking pool: the call runs inline. A call sent
     // to the pool runs to its end even if the request that made it is dropped.
     #[cfg(feature = "redis")]
     if let (true, Ok(runtime)) = (S::REMOTE, tokio::runtime::Handle::try_current()) {
-        let store = store.clone();
+        let (store, sid) = (store.clone(), sid.to_owned());
         return runtime
-            .spawn_blocking(move || op(&store))
+            .spawn_blocking(move || op(&store, &sid))
             .await
             .map_err(|e| format!("the session store call failed on the blocking pool: {e}"));
     }
-    Ok(op(store))
+    Ok(op(store, sid))
 }

@@ -137,7 +137,7 @@ macro_rules! adapter {
                 for _ in 0..MINT_ATTEMPTS {
                     let key = Key::of(&record.id);
                     let (added, back) =
-                        call(self, move |s| (s.add_raw(key.as_str(), &bytes, at), bytes))
+                        call(self, key.as_str(), move |s, sid| (s.add_raw(sid, &bytes, at), bytes))
                             .await
                             .map_err(panicked)?;
                     if added.map_err(store_error)? {
@@ -155,7 +155,7 @@ macro_rules! adapter {
             /// id cycled) meanwhile. A past expiry date removes it.
             async fn save(&self, record: &Record) -> session_store::Result<()> {
                 let (key, bytes, at) = (Key::of(&record.id), encode(record)?, expiry(record));
-                call(self, move |s| s.replace_raw(key.as_str(), &bytes, at))
+                call(self, key.as_str(), move |s, sid| s.replace_raw(sid, &bytes, at))
                     .await
                     .map_err(panicked)?
                     .map(drop)
@@ -168,7 +168,7 @@ macro_rules! adapter {
                 let found = match self.get_local(key.as_str()) {
                     Some(found) => found,
                     None => {
-                        call(self, move |s| s.get_raw(key.as_str())).await.map_err(panicked)?
+                        call(self, key.as_str(), |s, sid| s.get_raw(sid)).await.map_err(panicked)?
                     }
                 };
                 match found.map_err(store_error)? {
@@ -179,7 +179,7 @@ macro_rules! adapter {
 
             async fn delete(&self, id: &Id) -> session_store::Result<()> {
                 let key = Key::of(id);
-                call(self, move |s| s.destroy(key.as_str()))
+                call(self, key.as_str(), |s, sid| s.destroy(sid))
                     .await
                     .map_err(panicked)?
                     .map(drop)

@@ -45,7 +45,7 @@ use redis::{Connection, RedisError, Value};
 
 use crate::clock::{now_ms, Clock};
 use crate::format::layout::{
-    H_CACHE_BEAT_MS, H_CACHE_EPOCH, H_CACHE_INVALIDATIONS, H_CACHE_LOST_MS, MAX_KEY_LEN,
+    H_CACHE_BEAT_MS, H_CACHE_EPOCH, H_CACHE_INVALIDATIONS, H_CACHE_LOST_MS,
 };
 use crate::{ClusterStore, Expiry, Result, SetupError, StoreError};
 
@@ -306,13 +306,7 @@ impl RedisStore {
     }
 
     fn check(&self, sid: &str, value: Option<&[u8]>) -> Result<()> {
-        match sid.len() {
-            0 => return Err(StoreError::EmptyKey),
-            len if len > MAX_KEY_LEN => {
-                return Err(StoreError::KeyTooLong { len, max: MAX_KEY_LEN })
-            }
-            _ => {}
-        }
+        crate::store::key_bytes(sid)?;
         let max = self.inner.local.max_value_size().saturating_sub(TAG);
         match value {
             Some(value) if value.len() > max => {

@@ -33,7 +33,7 @@ use redis::{ConnectionAddr, PushKind, Value};
 use super::{armed, RedisConfig};
 use crate::clock::now_ms;
 use crate::format::layout::{
-    H_CACHE_BEAT_MS, H_CACHE_EPOCH, H_CACHE_INVALIDATIONS, H_CACHE_LOST_MS, MAX_KEY_LEN,
+    H_CACHE_BEAT_MS, H_CACHE_EPOCH, H_CACHE_INVALIDATIONS, H_CACHE_LOST_MS,
 };
 use crate::ClusterStore;
 
@@ -404,7 +404,7 @@ impl Tracking {
                 let sid = key.strip_prefix(prefix).and_then(|s| std::str::from_utf8(s).ok());
                 counter.fetch_add(1, SeqCst);
                 // A key the segment cannot hold (empty, too long, not UTF-8) has no copy.
-                match sid.filter(|sid| (1..=MAX_KEY_LEN).contains(&sid.len())) {
+                match sid.filter(|sid| crate::store::key_bytes(sid).is_ok()) {
                     Some(sid) => self.store.destroy(sid).map(drop),
                     None => Ok(()),
                 }

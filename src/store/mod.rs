@@ -101,7 +101,8 @@ impl std::fmt::Debug for ClusterStore {
     }
 }
 
-fn key_bytes(sid: &str) -> Result<&[u8]> {
+/// The session id's bytes, or why no store operation accepts it.
+pub(crate) fn key_bytes(sid: &str) -> Result<&[u8]> {
     match sid.len() {
         0 => Err(StoreError::EmptyKey),
         len if len > MAX_KEY_LEN => Err(StoreError::KeyTooLong { len, max: MAX_KEY_LEN }),
