@@ -48,5 +48,21 @@ use portable as backend;
 use backend::fuses;
 pub(crate) use backend::{copy_crc32, crc32, crc32_after};
 
+/// [`crc32`] by crc32fast alone: the portable backend, and the x86_64 one's fallback.
+fn crc32fast_of(crc: u32, data: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(data);
+    h.finalize()
+}
+
+/// [`crc32_after`] by crc32fast alone: the portable backend, and the x86_64 one's fallback.
+fn crc32fast_after(crc: u32, first: [u64; 2], data: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(&first[0].to_ne_bytes());
+    h.update(&first[1].to_ne_bytes());
+    h.update(data);
+    h.finalize()
+}
+
 #[cfg(test)]
 mod tests;

@@ -3,19 +3,13 @@
 /// The CRC-32 of `data`, continued from the CRC `crc` (0 to start afresh), exactly as
 /// `crc32fast::Hasher::new_with_initial(crc)` would compute it.
 pub(crate) fn crc32(crc: u32, data: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new_with_initial(crc);
-    h.update(data);
-    h.finalize()
+    super::crc32fast_of(crc, data)
 }
 
 /// The CRC-32 of the 16 bytes of `first` (each word in native byte order) followed by
 /// `data`, continued from `crc`: [`crc32`] of their concatenation.
 pub(crate) fn crc32_after(crc: u32, first: [u64; 2], data: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new_with_initial(crc);
-    h.update(&first[0].to_ne_bytes());
-    h.update(&first[1].to_ne_bytes());
-    h.update(data);
-    h.finalize()
+    super::crc32fast_after(crc, first, data)
 }
 
 /// The fused copy and CRC, which no kernel here provides: always `None`, nothing copied and

@@ -38,9 +38,7 @@ pub(crate) fn crc32(crc: u32, data: &[u8]) -> u32 {
         // x86_64 baseline.
         return unsafe { lane::lanes_of(crc, data) };
     }
-    let mut h = crc32fast::Hasher::new_with_initial(crc);
-    h.update(data);
-    h.finalize()
+    super::crc32fast_of(crc, data)
 }
 
 /// The CRC-32 of the 16 bytes of `first` (each word in native byte order) followed by
@@ -53,11 +51,7 @@ pub(crate) fn crc32_after(crc: u32, first: [u64; 2], data: &[u8]) -> u32 {
         // x86_64 baseline.
         return unsafe { lane::lanes_after(crc, first[0], first[1], data) };
     }
-    let mut h = crc32fast::Hasher::new_with_initial(crc);
-    h.update(&first[0].to_ne_bytes());
-    h.update(&first[1].to_ne_bytes());
-    h.update(data);
-    h.finalize()
+    super::crc32fast_after(crc, first, data)
 }
 
 /// Copies `len` bytes from `src` to `dst` with loads the compiler may neither elide, merge
