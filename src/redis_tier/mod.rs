@@ -1,38 +1,6 @@
 //! Many hosts: Redis or Valkey holds the sessions, and each host's segment is the cache in
-//! front of it (feature `redis`).
-//!
-//! The master is set up with [`Config::redis`](crate::Config::redis): it holds one RESP3
-//! connection with broadcast client tracking on the key prefix (`CLIENT TRACKING ON BCAST
-//! PREFIX …`) and applies every `invalidate` push to the segment, so every worker of the host
-//! sees it; a flush empties the segment. Each worker wraps its store in a [`RedisStore`] with
-//! the same [`RedisConfig`]:
-//!
-//! - a read answers from the segment, with no network call, when the copy there was made
-//!   while the tracker was armed and still is; otherwise it reads Redis (`GET` and `PTTL`)
-//!   and fills the segment, unless an invalidation came in meanwhile;
-//! - `add_raw` is `SET … NX PX`, `replace_raw` `SET … XX PX` (a logout on another host is
-//!   never undone), `set_raw` `SET … PX`, `destroy` `DEL`, `touch` `PEXPIRE`, each followed by
-//!   the removal of the local copy (the next read fetches the new value). Redis's TTL is the
-//!   session's expiry.
-//!
-//! **Consistency.** A host reads its own writes (the write goes to Redis first, and the local
-//! copy, and any fill begun before it, are dropped before the call returns). Another host's write reaches this
-//! host's cache after one invalidation hop: the push from Redis to this host's master, then
-//! its removal from the segment; until then a hit may return the previous value.
-//!
-//! **Trust.** The segment's header holds the tracker's epoch (odd while armed), a count of
-//! the invalidations applied and the tracker's heartbeat. A cached copy carries the epoch it
-//! was filled in; a hit needs that epoch to be the current, armed one and a heartbeat within
-//! [`RedisConfig::timeout`]. A lost tracking connection (closed, or a `PING` unanswered for
-//! the timeout), a stopped master and a master that stopped beating all end the trust: reads
-//! then go to Redis until a tracker is armed again, under a new epoch.
-//!
-//! **Redis down.** Every call to Redis has [`RedisConfig::timeout`] for connecting and for
-//! each reply; past it the call fails with [`StoreError::Redis`]. Reads fail the same way once
-//! the tracker has noticed (within the timeout and a quarter), unless
-//! [`RedisConfig::serve_stale_for`] lets hits be served that much longer: a logout on another
-//! host may then go unseen for that long. A failed connection is dropped; the next call
-//! connects again, and the master's tracker reconnects on its own.
+//! front of it (feature `redis`). [`RedisStore`] documents the semantics; SAFETY.md, section
+//! 10, the protocol.
 #![forbid(unsafe_code)]
 
 mod tracker;
@@ -215,6 +183,40 @@ impl View {
 /// A worker's handle to the tier: its host's [`ClusterStore`] as the cache, Redis as the
 /// store. Cheap to clone; `Send` and `Sync`. Connections to Redis are pooled per process (a
 /// forked child opens its own; up to 16 idle ones are kept) and made on first use.
+///
+/// The master is set up with [`Config::redis`](crate::Config::redis): it holds one RESP3
+/// connection with broadcast client tracking on the key prefix (`CLIENT TRACKING ON BCAST
+/// PREFIX …`) and applies every `invalidate` push to the segment, so every worker of the host
+/// sees it; a flush empties the segment. Each worker wraps its store in a [`RedisStore`] with
+/// the same [`RedisConfig`]:
+///
+/// - a read answers from the segment, with no network call, when the copy there was made
+///   while the tracker was armed and still is; otherwise it reads Redis (`GET` and `PTTL`)
+///   and fills the segment, unless an invalidation came in meanwhile;
+/// - `add_raw` is `SET … NX PX`, `replace_raw` `SET … XX PX` (a logout on another host is
+///   never undone), `set_raw` `SET … PX`, `destroy` `DEL`, `touch` `PEXPIRE`, each followed by
+///   the removal of the local copy (the next read fetches the new value). Redis's TTL is the
+///   session's expiry.
+///
+/// **Consistency.** A host reads its own writes (the write goes to Redis first, and the local
+/// copy, and any fill begun before it, are dropped before the call returns). Another host's
+/// write reaches this host's cache after one invalidation hop: the push from Redis to this
+/// host's master, then its removal from the segment; until then a hit may return the
+/// previous value.
+///
+/// **Trust.** The segment's header holds the tracker's epoch (odd while armed), a count of
+/// the invalidations applied and the tracker's heartbeat. A cached copy carries the epoch it
+/// was filled in; a hit needs that epoch to be the current, armed one and a heartbeat within
+/// [`RedisConfig::timeout`]. A lost tracking connection (closed, or a `PING` unanswered for
+/// the timeout), a stopped master and a master that stopped beating all end the trust: reads
+/// then go to Redis until a tracker is armed again, under a new epoch.
+///
+/// **Redis down.** Every call to Redis has [`RedisConfig::timeout`] for connecting and for
+/// each reply; past it the call fails with [`StoreError::Redis`]. Reads fail the same way once
+/// the tracker has noticed (within about 1.75 times the timeout of the last frame), unless
+/// [`RedisConfig::serve_stale_for`] lets hits be served that much longer: a logout on another
+/// host may then go unseen for that long. A failed connection is dropped; the next call
+/// connects again, and the master's tracker reconnects on its own.
 ///
 /// # Examples
 /// ```no_run
