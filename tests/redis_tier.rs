@@ -307,3 +307,67 @@ fn an_invalidation_of_a_key_the_segment_cannot_hold_keeps_the_epoch() {
     reads_within_a_hop(&a, "s9", Some(b"y"));
     assert_eq!(a.store.epoch(), epoch, "the tracker let its epoch go");
 }
+
+/// Through the adapters a call that waits for Redis awaits it on the request's runtime: on
+/// one current-thread runtime, a hit answers while a save waits for a stopped Redis; the save
+/// and a miss fail with the tier's timeout, and after SIGCONT the same runtime's calls
+/// connect again.
+#[cfg(feature = "tower-sessions")]
+#[test]
+fn through_the_adapter_a_call_waiting_for_redis_leaves_the_runtime_serving() {
+    use std::sync::{Arc, Mutex};
+    use tower_sessions::session::{Id, Record};
+    use tower_sessions::session_store::Error;
+    use tower_sessions::SessionStore;
+
+    let _serial = common::serial();
+    let mut redis = RedisServer::start();
+    let a = host(&redis, |c| c);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = a.store.clone();
+    let record = |visits: u32| Record {
+        id: Id::default(),
+        data: [("visits".to_owned(), visits.into())].into(),
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+    };
+    let mut first = record(1);
+    runtime.block_on(store.create(&mut first)).unwrap();
+    cached(&mut redis, &a, &first.id.to_string());
+
+    redis.pause();
+    let timed_out = |result: Result<(), Error>| match result {
+        Err(Error::Backend(message)) => assert!(message.contains("no answer within"), "{message}"),
+        other => panic!("not a Redis timeout: {other:?}"),
+    };
+    runtime.block_on(async {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        let saver = tokio::spawn({
+            let (store, order, second) = (store.clone(), Arc::clone(&order), record(2));
+            async move {
+                let saved = store.save(&Record { id: first.id, ..second }).await;
+                order.lock().unwrap().push("save");
+                saved
+            }
+        });
+        // The saver runs up to its wait for Redis; then the hit, on the same thread.
+        tokio::task::yield_now().await;
+        let hit = store.load(&first.id).await.unwrap().expect("the cached session");
+        order.lock().unwrap().push("hit");
+        assert_eq!(hit.data["visits"], 1);
+        timed_out(saver.await.unwrap());
+        assert_eq!(*order.lock().unwrap(), ["hit", "save"]);
+        timed_out(store.load(&Id::default()).await.map(drop));
+        // Bounds with a margin for the scheduler, not speed targets.
+        assert!(start.elapsed() < TIMEOUT * 4, "{:?}", start.elapsed());
+    });
+
+    redis.resume();
+    until(common::WAIT, "re-armed after SIGCONT", || a.store.trusted());
+    runtime.block_on(async {
+        let second = Record { id: first.id, ..record(3) };
+        store.save(&second).await.unwrap();
+        let read = store.load(&first.id).await.unwrap().expect("the saved session");
+        assert_eq!(read.data["visits"], 3);
+    });
+}

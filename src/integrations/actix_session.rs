@@ -47,7 +47,7 @@ use std::collections::HashMap;
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration;
 
-use super::{call, Store, MINT_ATTEMPTS};
+use super::{Store, MINT_ATTEMPTS};
 use crate::store::{decode, encode};
 use crate::{ClusterStore, Expiry, StoreError};
 
@@ -77,26 +77,13 @@ fn new_key() -> Result<String, getrandom::Error> {
     Ok(key)
 }
 
-/// The failure of a call that panicked on the blocking pool.
-fn panicked(e: String) -> anyhow::Error {
-    anyhow::anyhow!(e)
-}
-
 /// The adapter for `$store`: `ClusterStore`, and `RedisStore` under the `redis` feature,
-/// whose methods of the same names keep the same contracts. Each call goes through
-/// [`call`] (inline, or on the blocking pool for a network call); a `load` answered from
-/// memory (`Store::get_local`) stays inline.
+/// whose methods of the same names keep the same contracts, called through [`Store`].
 macro_rules! adapter {
     ($store:ty) => {
         impl SessionStore for $store {
             async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
-                let found = match self.get_local(key.as_ref()) {
-                    Some(found) => found,
-                    None => call(self, key.as_ref(), |s, sid| s.get_raw(sid))
-                        .await
-                        .map_err(|e| LoadError::Other(panicked(e)))?,
-                };
-                let state = found.and_then(|bytes| {
+                let state = self.fetch(key.as_ref()).await.and_then(|bytes| {
                     bytes.map(|bytes| decode::<State>(key.as_ref(), &bytes)).transpose()
                 });
                 match state {
@@ -109,18 +96,13 @@ macro_rules! adapter {
 
             /// Stores the state under a newly minted key.
             async fn save(&self, state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
-                let mut bytes = encode(&state).map_err(|e| SaveError::Serialization(e.into()))?;
+                let bytes = encode(&state).map_err(|e| SaveError::Serialization(e.into()))?;
                 let at = expiry(ttl);
                 for _ in 0..MINT_ATTEMPTS {
                     let key = new_key().map_err(|e| SaveError::Other(anyhow::Error::new(e)))?;
-                    let (added, back) =
-                        call(self, &key, move |s, sid| (s.add_raw(sid, &bytes, at), bytes))
-                            .await
-                            .map_err(|e| SaveError::Other(panicked(e)))?;
-                    if added.map_err(|e| SaveError::Other(e.into()))? {
+                    if self.insert(&key, &bytes, at).await.map_err(|e| SaveError::Other(e.into()))? {
                         return SessionKey::try_from(key).map_err(|e| SaveError::Other(e.into()));
                     }
-                    bytes = back;
                 }
                 Err(SaveError::Other(anyhow::anyhow!(
                     "no unused session key after {MINT_ATTEMPTS} random draws: the OS random source is broken"
@@ -137,10 +119,7 @@ macro_rules! adapter {
             ) -> Result<SessionKey, UpdateError> {
                 let bytes = encode(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
                 let at = expiry(ttl);
-                let replaced = call(self, key.as_ref(), move |s, sid| s.replace_raw(sid, &bytes, at))
-                    .await
-                    .map_err(|e| UpdateError::Other(panicked(e)))?;
-                match replaced {
+                match self.overwrite(key.as_ref(), &bytes, at).await {
                     Ok(true) => Ok(key),
                     Err(e) if !bad_key(&e) => Err(UpdateError::Other(e.into())),
                     Ok(false) | Err(_) => self.save(state, ttl).await.map_err(|e| match e {
@@ -152,14 +131,14 @@ macro_rules! adapter {
 
             async fn update_ttl(&self, key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
                 let at = expiry(ttl);
-                match call(self, key.as_ref(), move |s, sid| s.touch(sid, at)).await.map_err(panicked)? {
+                match self.retime(key.as_ref(), at).await {
                     Err(e) if !bad_key(&e) => Err(e.into()),
                     _ => Ok(()),
                 }
             }
 
             async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
-                match call(self, key.as_ref(), |s, sid| s.destroy(sid)).await.map_err(panicked)? {
+                match self.remove(key.as_ref()).await {
                     Err(e) if !bad_key(&e) => Err(e.into()),
                     _ => Ok(()),
                 }

@@ -2,15 +2,23 @@
 //! as the store behind tower-sessions (axum) and actix-session (actix-web), each behind the
 //! cargo feature of the same name.
 //!
-//! Both adapters call the store inline on the async task. A `ClusterStore` call does memory
-//! work under one shard lock, never I/O, and any lock wait ends within
-//! `Config::lock_timeout`; moving it to a blocking pool would cost a thread hop
-//! (microseconds) to save a call that takes about one. The exception is a shard lock held by
-//! a process that is stopped (not dead): the call then blocks its executor thread for up to
-//! `Config::lock_timeout`. A `RedisStore` cache hit is answered inline too; a miss, and every
-//! write, waits for Redis, so it runs on Tokio's blocking pool: the executor
-//! thread serves other requests meanwhile.
+//! Both adapters call a `ClusterStore` inline on the async task. A call does memory work
+//! under one shard lock, never I/O, and any lock wait ends within `Config::lock_timeout`;
+//! moving it to a blocking pool would cost a thread hop (microseconds) to save a call that
+//! takes about one. The exception is a shard lock held by a process that is stopped (not
+//! dead): the call then blocks its executor thread for up to `Config::lock_timeout`. A
+//! `RedisStore` cache hit is answered inline too; a miss, and every write, awaits Redis on
+//! the process's multiplexed connection, so the executor thread serves other requests
+//! meanwhile (outside a Tokio runtime, the call waits on the calling thread).
 #![forbid(unsafe_code)]
+
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+use std::future::{ready, Future};
+
+#[cfg(all(feature = "redis", any(feature = "tower-sessions", feature = "actix-session")))]
+use crate::redis_tier::{Link, SetIf};
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+use crate::{Expiry, Result};
 
 #[cfg(feature = "actix-session")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
@@ -24,55 +32,98 @@ pub mod tower_sessions;
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
 const MINT_ATTEMPTS: usize = 16;
 
-/// A store behind the adapters.
+/// A store behind the adapters: the operations they use, as futures that borrow their
+/// arguments. Named apart from the stores' own methods, which they call.
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
-pub(crate) trait Store: Clone + Send + Sync + 'static {
-    /// Whether a call may wait for the network.
-    #[cfg(feature = "redis")]
-    const REMOTE: bool;
-
-    /// `get_raw`, if it can be answered without the network: always for `ClusterStore`, for
-    /// a `RedisStore` only from a trusted copy in the segment.
-    fn get_local(&self, sid: &str) -> Option<crate::Result<Option<Vec<u8>>>>;
+pub(crate) trait Store: Send + Sync {
+    /// `get_raw`.
+    fn fetch(&self, sid: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    /// `add_raw`.
+    fn insert(
+        &self,
+        sid: &str,
+        value: &[u8],
+        expiry: Expiry,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// `replace_raw`.
+    fn overwrite(
+        &self,
+        sid: &str,
+        value: &[u8],
+        expiry: Expiry,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// `touch` (only actix-session asks for it).
+    #[cfg(feature = "actix-session")]
+    fn retime(&self, sid: &str, expiry: Expiry) -> impl Future<Output = Result<bool>> + Send;
+    /// `destroy`.
+    fn remove(&self, sid: &str) -> impl Future<Output = Result<bool>> + Send;
 }
 
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
 impl Store for crate::ClusterStore {
-    #[cfg(feature = "redis")]
-    const REMOTE: bool = false;
+    fn fetch(&self, sid: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
+        ready(self.get_raw(sid))
+    }
 
-    fn get_local(&self, sid: &str) -> Option<crate::Result<Option<Vec<u8>>>> {
-        Some(self.get_raw(sid))
+    fn insert(
+        &self,
+        sid: &str,
+        value: &[u8],
+        expiry: Expiry,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        ready(self.add_raw(sid, value, expiry))
+    }
+
+    fn overwrite(
+        &self,
+        sid: &str,
+        value: &[u8],
+        expiry: Expiry,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        ready(self.replace_raw(sid, value, expiry))
+    }
+
+    #[cfg(feature = "actix-session")]
+    fn retime(&self, sid: &str, expiry: Expiry) -> impl Future<Output = Result<bool>> + Send {
+        ready(self.touch(sid, expiry))
+    }
+
+    fn remove(&self, sid: &str) -> impl Future<Output = Result<bool>> + Send {
+        ready(self.destroy(sid))
     }
 }
 
 #[cfg(all(feature = "redis", any(feature = "tower-sessions", feature = "actix-session")))]
 impl Store for crate::RedisStore {
-    const REMOTE: bool = true;
+    async fn fetch(&self, sid: &str) -> Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        Ok(self.get_over(link(), sid, &mut out).await?.then_some(out))
+    }
 
-    fn get_local(&self, sid: &str) -> Option<crate::Result<Option<Vec<u8>>>> {
-        self.cached(sid).map(|hit| Ok(Some(hit)))
+    async fn insert(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<bool> {
+        self.write_over(link(), sid, value, expiry, SetIf::Absent).await
+    }
+
+    async fn overwrite(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<bool> {
+        self.write_over(link(), sid, value, expiry, SetIf::Present).await
+    }
+
+    #[cfg(feature = "actix-session")]
+    async fn retime(&self, sid: &str, expiry: Expiry) -> Result<bool> {
+        self.touch_over(link(), sid, expiry).await
+    }
+
+    async fn remove(&self, sid: &str) -> Result<bool> {
+        self.destroy_over(link(), sid).await
     }
 }
 
-/// Runs `op` on `store` and the session id `sid`: inline, borrowing `sid`, or, for a store
-/// whose calls may wait for the network, on Tokio's blocking pool (both frameworks run on
-/// Tokio) with a copy of it. `Err` only if `op` panicked there.
-#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
-pub(crate) async fn call<S: Store, T: Send + 'static>(
-    store: &S,
-    sid: &str,
-    op: impl FnOnce(&S, &str) -> T + Send + 'static,
-) -> Result<T, String> {
-    // Outside a Tokio runtime there is no blocking pool: the call runs inline. A call sent
-    // to the pool runs to its end even if the request that made it is dropped.
-    #[cfg(feature = "redis")]
-    if let (true, Ok(runtime)) = (S::REMOTE, tokio::runtime::Handle::try_current()) {
-        let (store, sid) = (store.clone(), sid.to_owned());
-        return runtime
-            .spawn_blocking(move || op(&store, &sid))
-            .await
-            .map_err(|e| format!("the session store call failed on the blocking pool: {e}"));
+/// The multiplexed connection inside a Tokio runtime (both frameworks run on one); outside
+/// one, the calling thread waits.
+#[cfg(all(feature = "redis", any(feature = "tower-sessions", feature = "actix-session")))]
+fn link() -> Link {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Link::Async,
+        Err(_) => Link::Blocking,
     }
-    Ok(op(store, sid))
 }

@@ -44,7 +44,7 @@ use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
-use super::{call, Store, MINT_ATTEMPTS};
+use super::{Store, MINT_ATTEMPTS};
 use crate::{ClusterStore, Expiry, StoreError};
 
 /// What is stored for a record: its id is the key.
@@ -116,15 +116,8 @@ fn store_error(e: StoreError) -> session_store::Error {
     }
 }
 
-/// The failure of a call that panicked on the blocking pool.
-fn panicked(e: String) -> session_store::Error {
-    session_store::Error::Backend(e)
-}
-
 /// The adapter for `$store`: `ClusterStore`, and `RedisStore` under the `redis` feature,
-/// whose methods of the same names keep the same contracts. Each call goes through
-/// [`call`] (inline, or on the blocking pool for a network call); a `load` answered from
-/// memory (`Store::get_local`) stays inline.
+/// whose methods of the same names keep the same contracts, called through [`Store`].
 macro_rules! adapter {
     ($store:ty) => {
         #[async_trait]
@@ -132,18 +125,12 @@ macro_rules! adapter {
             /// Stores a new record under an unused id, drawing a new id while the current one is
             /// taken by a live session.
             async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-                let mut bytes = encode(record)?;
-                let at = expiry(record);
+                let (bytes, at) = (encode(record)?, expiry(record));
                 for _ in 0..MINT_ATTEMPTS {
                     let key = Key::of(&record.id);
-                    let (added, back) =
-                        call(self, key.as_str(), move |s, sid| (s.add_raw(sid, &bytes, at), bytes))
-                            .await
-                            .map_err(panicked)?;
-                    if added.map_err(store_error)? {
+                    if self.insert(key.as_str(), &bytes, at).await.map_err(store_error)? {
                         return Ok(());
                     }
-                    bytes = back;
                     record.id = Id::default();
                 }
                 Err(session_store::Error::Backend(format!(
@@ -155,35 +142,19 @@ macro_rules! adapter {
             /// id cycled) meanwhile. A past expiry date removes it.
             async fn save(&self, record: &Record) -> session_store::Result<()> {
                 let (key, bytes, at) = (Key::of(&record.id), encode(record)?, expiry(record));
-                call(self, key.as_str(), move |s, sid| s.replace_raw(sid, &bytes, at))
-                    .await
-                    .map_err(panicked)?
-                    .map(drop)
-                    .map_err(store_error)
+                self.overwrite(key.as_str(), &bytes, at).await.map(drop).map_err(store_error)
             }
 
             /// The record, or `None` if it is absent or expired.
             async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-                let key = Key::of(id);
-                let found = match self.get_local(key.as_str()) {
-                    Some(found) => found,
-                    None => {
-                        call(self, key.as_str(), |s, sid| s.get_raw(sid)).await.map_err(panicked)?
-                    }
-                };
-                match found.map_err(store_error)? {
+                match self.fetch(Key::of(id).as_str()).await.map_err(store_error)? {
                     Some(bytes) => decode(*id, &bytes).map(Some),
                     None => Ok(None),
                 }
             }
 
             async fn delete(&self, id: &Id) -> session_store::Result<()> {
-                let key = Key::of(id);
-                call(self, key.as_str(), |s, sid| s.destroy(sid))
-                    .await
-                    .map_err(panicked)?
-                    .map(drop)
-                    .map_err(store_error)
+                self.remove(Key::of(id).as_str()).await.map(drop).map_err(store_error)
             }
         }
 

@@ -5,11 +5,15 @@
 
 mod tracker;
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, UNIX_EPOCH};
 
-use redis::{Connection, RedisError, Value};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Connection, FromRedisValue, Pipeline, RedisError, Value};
 
 use crate::clock::{now_ms, Clock};
 use crate::format::layout::{
@@ -26,6 +30,26 @@ const TAG: usize = 8;
 const MAX_IDLE: usize = 16;
 /// Keys a `SCAN` step asks for.
 const SCAN_COUNT: usize = 1000;
+
+/// How a call's commands travel to Redis.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Link {
+    /// On a pooled connection, the calling thread waiting for the reply (the public,
+    /// synchronous methods).
+    Blocking,
+    /// On the process's multiplexed connection, driven by the Tokio runtime the call runs
+    /// in (the adapters): the runtime's thread serves other requests meanwhile.
+    Async,
+}
+
+/// The output of `call`, a future that runs on [`Link::Blocking`] and so never waits for
+/// a wake-up: it is ready at its first poll.
+fn now<T>(call: impl Future<Output = T>) -> T {
+    match pin!(call).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => unreachable!("a call on Link::Blocking awaits nothing"),
+    }
+}
 
 /// Whether `epoch` is one a tracker armed (odd).
 fn armed(epoch: u64) -> bool {
@@ -181,8 +205,11 @@ impl View {
 }
 
 /// A worker's handle to the tier: its host's [`ClusterStore`] as the cache, Redis as the
-/// store. Cheap to clone; `Send` and `Sync`. Connections to Redis are pooled per process (a
-/// forked child opens its own; up to 16 idle ones are kept) and made on first use.
+/// store. Cheap to clone; `Send` and `Sync`. Its methods wait for Redis on the calling
+/// thread, on connections pooled per process (a forked child opens its own; up to 16 idle
+/// ones are kept) and made on first use. Through the adapters, calls run on the request's
+/// Tokio runtime instead, on one multiplexed connection per process (made on first use,
+/// pipelining the calls of every task, made again after a failure).
 ///
 /// The master is set up with [`Config::redis`](crate::Config::redis): it holds one RESP3
 /// connection with broadcast client tracking on the key prefix (`CLIENT TRACKING ON BCAST
@@ -242,6 +269,8 @@ struct Inner {
     config: RedisConfig,
     /// Idle connections, and the process they were opened in.
     pool: Mutex<(u32, Vec<Connection>)>,
+    /// The multiplexed connection of [`Link::Async`], and the process it was opened in.
+    multiplexed: Mutex<Option<(u32, MultiplexedConnection)>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -255,7 +284,7 @@ impl std::fmt::Debug for RedisStore {
 
 /// What a `SET` stores under.
 #[derive(Clone, Copy)]
-enum SetIf {
+pub(crate) enum SetIf {
     Always,
     Absent,
     Present,
@@ -266,7 +295,8 @@ impl RedisStore {
     /// [`Config::redis`](crate::Config::redis) and the same `config`).
     pub fn new(local: ClusterStore, config: RedisConfig) -> RedisStore {
         let pool = Mutex::new((std::process::id(), Vec::new()));
-        RedisStore { inner: Arc::new(Inner { local, config, pool }) }
+        let multiplexed = Mutex::new(None);
+        RedisStore { inner: Arc::new(Inner { local, config, pool, multiplexed }) }
     }
 
     /// This host's store, the cache.
@@ -318,6 +348,70 @@ impl RedisStore {
         }
     }
 
+    /// The store's error for `e`, met in the call `what`.
+    fn failed(&self, what: &'static str, e: RedisError) -> StoreError {
+        StoreError::Redis {
+            op: what,
+            timed_out: e.is_timeout(),
+            timeout: self.inner.config.timeout,
+            message: e.to_string(),
+        }
+    }
+
+    /// Sends `pipe` over `link` and reads its replies as `T` (a tuple, one element per
+    /// command). `what` names the call in its error.
+    async fn query<T: FromRedisValue>(
+        &self,
+        link: Link,
+        what: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T> {
+        match link {
+            Link::Blocking => self.redis(what, |c| pipe.query(c)),
+            Link::Async => {
+                let mut conn = self.multiplexed().await.map_err(|e| self.failed(what, e))?;
+                let replies = pipe.query_async(&mut conn).await;
+                if let Err(e) = &replies {
+                    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                        // The next call connects again.
+                        self.inner.multiplexed.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    }
+                }
+                replies.map_err(|e| self.failed(what, e))
+            }
+        }
+    }
+
+    /// This process's multiplexed connection, opened if there is none (concurrent first
+    /// calls may each open one: the first kept serves the later calls).
+    async fn multiplexed(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let pid = std::process::id();
+        {
+            let slot = self.inner.multiplexed.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((opened_in, conn)) = &*slot {
+                if *opened_in == pid {
+                    return Ok(conn.clone());
+                }
+            }
+        }
+        let timeout = Some(self.inner.config.timeout);
+        let settings = AsyncConnectionConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        let conn = self
+            .inner
+            .config
+            .client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await?;
+        let mut slot = self.inner.multiplexed.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some((opened_in, kept)) if *opened_in == pid => Ok(kept.clone()),
+            // None, or a parent's, inherited by a fork: its driver task ran in the parent.
+            _ => Ok(slot.insert((pid, conn)).1.clone()),
+        }
+    }
+
     /// Runs `op` on a pooled connection (opened if none is idle); a connection that failed
     /// is dropped, not pooled.
     fn redis<T>(
@@ -326,12 +420,7 @@ impl RedisStore {
         op: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let timeout = self.inner.config.timeout;
-        let fail = |e: RedisError| StoreError::Redis {
-            op: what,
-            timed_out: e.is_timeout(),
-            timeout,
-            message: e.to_string(),
-        };
+        let fail = |e: RedisError| self.failed(what, e);
         let idle = {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
             let pid = std::process::id();
@@ -394,17 +483,6 @@ impl RedisStore {
         Ok(self.get_raw_into(sid, &mut out)?.then_some(out))
     }
 
-    /// The session from a trusted copy in the segment, with no network call: `None` if there
-    /// is none (or the id is not one the store accepts). The adapters answer hits with it
-    /// inline and send the rest to Tokio's blocking pool.
-    #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
-    pub(crate) fn cached(&self, sid: &str) -> Option<Vec<u8>> {
-        let mut out = Vec::new();
-        let view = self.view();
-        self.check(sid, None).ok()?;
-        self.hit_into(sid, &mut out, view).ok()?.then_some(out)
-    }
-
     /// Copies the session into `out` if the segment holds a copy that may answer under
     /// `view`; otherwise leaves `out` empty and returns false.
     fn hit_into(&self, sid: &str, out: &mut Vec<u8>, view: View) -> Result<bool> {
@@ -423,6 +501,11 @@ impl RedisStore {
 
     /// [`get_raw`](Self::get_raw) into `out` (cleared first); returns whether it was found.
     pub fn get_raw_into(&self, sid: &str, out: &mut Vec<u8>) -> Result<bool> {
+        now(self.get_over(Link::Blocking, sid, out))
+    }
+
+    /// [`get_raw_into`](Self::get_raw_into) over `link`.
+    pub(crate) async fn get_over(&self, link: Link, sid: &str, out: &mut Vec<u8>) -> Result<bool> {
         self.check(sid, None)?;
         let view = self.view();
         if self.hit_into(sid, out, view)? {
@@ -430,7 +513,7 @@ impl RedisStore {
         }
         let key = self.inner.config.key(sid);
         let (value, pttl): (Option<Vec<u8>>, i64) =
-            self.redis("GET", |c| redis::pipe().get(&key).pttl(&key).query(c))?;
+            self.query(link, "GET", redis::pipe().get(&key).pttl(&key)).await?;
         let Some(value) = value else { return Ok(false) };
         // A key with no expiry (-1) was not written by this tier: served, not cached.
         if let Ok(ttl) = u64::try_from(pttl) {
@@ -445,20 +528,25 @@ impl RedisStore {
         self.get_raw(sid)?.map(|bytes| crate::store::decode(sid, &bytes)).transpose()
     }
 
-    /// `SET` under `cond` with `expiry`; then the local copy replaced (if it was stored) or
-    /// dropped. An expiry already past deletes instead (`DEL`), as in the single-host store.
-    /// Returns whether `cond` held.
-    fn write(&self, sid: &str, value: &[u8], expiry: Expiry, cond: SetIf) -> Result<bool> {
+    /// `SET` under `cond` with `expiry` over `link`; then the local copy dropped. An expiry
+    /// already past deletes instead (`DEL`), as in the single-host store. Returns whether
+    /// `cond` held.
+    pub(crate) async fn write_over(
+        &self,
+        link: Link,
+        sid: &str,
+        value: &[u8],
+        expiry: Expiry,
+        cond: SetIf,
+    ) -> Result<bool> {
         self.check(sid, Some(value))?;
         let now = now_ms();
         let expires_ms = expiry.deadline(now, self.inner.local.default_ttl_ms());
         let key = self.inner.config.key(sid);
         if expires_ms <= now {
-            let existed = match cond {
-                SetIf::Absent => {
-                    self.redis("EXISTS", |c| redis::cmd("EXISTS").arg(&key).query::<i64>(c))?
-                }
-                _ => self.redis("DEL", |c| redis::cmd("DEL").arg(&key).query::<i64>(c))?,
+            let (existed,): (i64,) = match cond {
+                SetIf::Absent => self.query(link, "EXISTS", redis::pipe().exists(&key)).await?,
+                _ => self.query(link, "DEL", redis::pipe().del(&key)).await?,
             };
             self.forget(sid)?;
             return Ok(match cond {
@@ -474,9 +562,11 @@ impl RedisStore {
             SetIf::Absent => drop(set.arg("NX")),
             SetIf::Present => drop(set.arg("XX")),
         }
-        let stored = !matches!(self.redis("SET", |c| set.query::<Value>(c))?, Value::Nil);
+        let mut pipe = redis::pipe();
+        pipe.add_command(set);
+        let (reply,): (Value,) = self.query(link, "SET", &pipe).await?;
         self.forget(sid)?;
-        Ok(stored)
+        Ok(!matches!(reply, Value::Nil))
     }
 
     /// After a change in Redis: the invalidation count moves on, then the local copy is
@@ -490,19 +580,19 @@ impl RedisStore {
 
     /// Stores the session's bytes (upsert).
     pub fn set_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<()> {
-        self.write(sid, value, expiry, SetIf::Always).map(drop)
+        now(self.write_over(Link::Blocking, sid, value, expiry, SetIf::Always)).map(drop)
     }
 
     /// Stores the session's bytes only under an unused id (`SET … NX`); returns whether the
     /// id was free.
     pub fn add_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<bool> {
-        self.write(sid, value, expiry, SetIf::Absent)
+        now(self.write_over(Link::Blocking, sid, value, expiry, SetIf::Absent))
     }
 
     /// Stores the session's bytes only over a live session (`SET … XX`): a session destroyed
     /// on any host is never written back. Returns whether one was live.
     pub fn replace_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<bool> {
-        self.write(sid, value, expiry, SetIf::Present)
+        now(self.write_over(Link::Blocking, sid, value, expiry, SetIf::Present))
     }
 
     /// Stores the session encoded as MessagePack (upsert).
@@ -537,9 +627,14 @@ impl RedisStore {
 
     /// Removes the session (`DEL`, then the local copy). Returns whether Redis had it.
     pub fn destroy(&self, sid: &str) -> Result<bool> {
+        now(self.destroy_over(Link::Blocking, sid))
+    }
+
+    /// [`destroy`](Self::destroy) over `link`.
+    pub(crate) async fn destroy_over(&self, link: Link, sid: &str) -> Result<bool> {
         self.check(sid, None)?;
         let key = self.inner.config.key(sid);
-        let removed: i64 = self.redis("DEL", |c| redis::cmd("DEL").arg(&key).query(c))?;
+        let (removed,): (i64,) = self.query(link, "DEL", redis::pipe().del(&key)).await?;
         self.forget(sid)?;
         Ok(removed > 0)
     }
@@ -547,16 +642,20 @@ impl RedisStore {
     /// Gives a live session a new expiry (`PEXPIRE`, then the local copy's). Returns whether
     /// it was live; an expiry already past removes it.
     pub fn touch(&self, sid: &str, expiry: Expiry) -> Result<bool> {
+        now(self.touch_over(Link::Blocking, sid, expiry))
+    }
+
+    /// [`touch`](Self::touch) over `link`.
+    pub(crate) async fn touch_over(&self, link: Link, sid: &str, expiry: Expiry) -> Result<bool> {
         self.check(sid, None)?;
         let now = now_ms();
         let expires_ms = expiry.deadline(now, self.inner.local.default_ttl_ms());
         if expires_ms <= now {
-            return self.destroy(sid);
+            return self.destroy_over(link, sid).await;
         }
         let key = self.inner.config.key(sid);
-        let ttl = expires_ms - now;
-        let live: i64 =
-            self.redis("PEXPIRE", |c| redis::cmd("PEXPIRE").arg(&key).arg(ttl).query(c))?;
+        let ttl = i64::try_from(expires_ms - now).unwrap_or(i64::MAX);
+        let (live,): (i64,) = self.query(link, "PEXPIRE", redis::pipe().pexpire(&key, ttl)).await?;
         self.forget(sid)?;
         Ok(live > 0)
     }
