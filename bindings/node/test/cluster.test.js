@@ -1,0 +1,123 @@
+// A real cluster: a primary started as a child process forks two workers, and the test talks
+// HTTP to them with a new connection per request, so the primary's round robin spreads the
+// requests over both. The seed's own test cases (a session shared between workers; a
+// destroyed session gone in the others), its /hello, expiry from the cookie's maxAge seen by
+// every worker, the error a worker gets at once when the primary called no setup(), and the
+// primary removing its segment when it ends.
+'use strict';
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const session = require('express-session');
+
+const { ENV_NAME, Client, request, startPrimary, until } = require('./helpers');
+
+const APP = path.join(__dirname, 'fixtures', 'app.js');
+const segmentPath = (name) => `/dev/shm/cluster-session-store.${name}`;
+
+/** Starts the fixture's primary; stopped when the test ends, pass or fail. */
+async function cluster(t, env = {}) {
+  const primary = startPrimary(APP, env);
+  t.after(() => primary.stop());
+  const listening = await primary.waitFor((e) => e.event === 'listening');
+  return { primary, port: listening.port, store: listening.store };
+}
+
+/** Sends `options` until each of the two workers has answered, checking every answer. */
+async function fromBothWorkers(client, options, check) {
+  const seen = new Set();
+  for (let i = 0; i < 40 && seen.size < 2; i++) {
+    const res = await client.send(options);
+    assert.equal(res.status, 200, res.body);
+    check(res.json);
+    seen.add(res.json.worker);
+  }
+  assert.equal(seen.size, 2, 'both workers answered');
+}
+
+test('the seed: shares sessions between workers', async (t) => {
+  const { port } = await cluster(t);
+  const client = new Client(port);
+  await client.send({ method: 'POST', body: { cmd: 'set', key: 'a-key', value: 'a-value' } });
+  await fromBothWorkers(client, { method: 'POST', body: { cmd: 'get', key: 'a-key' } }, (json) =>
+    assert.equal(json.value, 'a-value'),
+  );
+});
+
+test('the seed: destroys a session shared between workers', async (t) => {
+  const { port } = await cluster(t);
+  const client = new Client(port);
+  await client.send({ method: 'POST', body: { cmd: 'set', key: 'a-key', value: 'a-value' } });
+  await fromBothWorkers(client, { method: 'POST', body: { cmd: 'get', key: 'a-key' } }, (json) =>
+    assert.equal(json.value, 'a-value'),
+  );
+  const destroyedBy = (await client.send({ method: 'POST', body: { cmd: 'del', key: 'a-key' } })).json.worker;
+  await fromBothWorkers(client, { method: 'POST', body: { cmd: 'get', key: 'a-key' } }, (json) =>
+    assert.equal(json.value, undefined, `destroyed by worker ${destroyedBy}, still seen by worker ${json.worker}`),
+  );
+});
+
+test("the seed's /hello: one session, answered by every worker", async (t) => {
+  const { port } = await cluster(t);
+  const client = new Client(port);
+  const first = await client.send({ path: '/hello' });
+  assert.match(first.json.msg, /^Hello from worker \d+$/);
+  const workers = new Set();
+  for (let i = 0; i < 40 && workers.size < 2; i++) {
+    const res = await client.send({ path: '/hello' });
+    const m = /^Hello again from worker (\d+)$/.exec(res.json.msg);
+    assert.ok(m, res.body);
+    workers.add(m[1]);
+  }
+  assert.equal(workers.size, 2);
+});
+
+test("sessions expire with the cookie's maxAge, in every worker", async (t) => {
+  const { port, store } = await cluster(t, { MAX_AGE: '600' });
+  const client = new Client(port);
+  const created = Date.now();
+  assert.equal((await client.send({ path: '/count' })).json.n, 1);
+  // This process attaches to the primary's segment by name too, and watches the session
+  // without touching it (a request would roll its expiry forward).
+  process.env[ENV_NAME] = store;
+  const ClusterStore = require('..')(session);
+  const watcher = new ClusterStore();
+  assert.equal((await watcher.get(client.sid)).n, 1);
+  await until(async () => (await watcher.get(client.sid)) === undefined, { timeoutMs: 10000, what: 'the session to expire' });
+  assert.ok(Date.now() - created >= 500, 'expired before its maxAge');
+  // Every worker now sees no session for the old cookie.
+  const seen = new Set();
+  for (let i = 0; i < 40 && seen.size < 2; i++) {
+    const res = await request(port, { path: '/peek', cookie: client.cookie });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(res.json.n, undefined, `worker ${res.json.worker} still has the session`);
+    seen.add(res.json.worker);
+  }
+  assert.equal(seen.size, 2);
+  assert.equal(watcher.checkIntegrity().ok, true);
+});
+
+test('without setup() in the primary, a worker gets a clear error at once', async (t) => {
+  const primary = startPrimary(APP, { NO_SETUP: '1' });
+  t.after(() => primary.stop());
+  const started = Date.now();
+  const error = await primary.waitFor((e) => e.event === 'error', 10000);
+  assert.equal(error.code, 'ERR_CLUSTER_STORE_NOT_SET_UP');
+  assert.match(error.message, /setup\(\).*cluster primary before cluster\.fork\(\)/);
+  assert.ok(Date.now() - started < 10000);
+});
+
+test('the primary removes its segment when it ends (SIGTERM, SIGINT, or a normal exit)', async (t) => {
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    const primary = startPrimary(APP);
+    t.after(() => primary.stop());
+    const { store } = await primary.waitFor((e) => e.event === 'listening');
+    assert.ok(fs.existsSync(segmentPath(store)));
+    primary.child.kill(signal);
+    const end = await primary.exited;
+    assert.equal(end.signal, signal, 'the primary still ends of the signal');
+    assert.equal(fs.existsSync(segmentPath(store)), false, `segment left after ${signal}`);
+  }
+});
