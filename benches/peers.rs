@@ -376,6 +376,35 @@ fn main() {
         b.iter(|| rt.block_on(memory.save(&records[next()])).unwrap())
     });
     group.finish();
+    // The same pairs in alternation: criterion's groups run seconds apart, on a machine whose
+    // speed moves by more than the difference.
+    if common::measuring() {
+        let (records, order) = (&records, &order);
+        let cursor = || {
+            let mut j = 0;
+            move || {
+                j = (j + 1) % KEYS;
+                &records[order[j]]
+            }
+        };
+        let (mut a, mut b) = (cursor(), cursor());
+        let load = common::interleave(
+            ROUNDS,
+            BATCH,
+            || assert!(rt.block_on(store.load(&a().id)).unwrap().is_some()),
+            || assert!(rt.block_on(memory.load(&b().id)).unwrap().is_some()),
+        );
+        let label = "tower-sessions MemoryStore, one process";
+        summary.interleaved("tower-sessions load 1 KiB", label, load, &note);
+        let (mut a, mut b) = (cursor(), cursor());
+        let save = common::interleave(
+            ROUNDS,
+            BATCH,
+            || rt.block_on(store.save(a())).unwrap(),
+            || rt.block_on(memory.save(b())).unwrap(),
+        );
+        summary.interleaved("tower-sessions save 1 KiB", label, save, &note);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(store.check_integrity().is_ok());
 

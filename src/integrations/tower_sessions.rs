@@ -75,15 +75,16 @@ impl Key {
     fn of(id: &Id) -> Key {
         const ALPHABET: &[u8; 64] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let bytes = id.0.to_le_bytes();
+        // The 16 bytes as one big-endian number, so that its top six bits are the first
+        // character's; the 22nd character takes the last two bits and four zero bits.
+        let bits = u128::from_be_bytes(id.0.to_le_bytes());
         let mut text = [0u8; 22];
-        // Five groups of three bytes give four characters each; the last byte gives two.
-        for (group, out) in bytes.chunks(3).zip(text.chunks_mut(4)) {
-            let at = |i: usize| u32::from(group.get(i).copied().unwrap_or(0));
-            let bits = at(0) << 16 | at(1) << 8 | at(2);
-            for (j, c) in out.iter_mut().enumerate() {
-                *c = ALPHABET[(bits >> (18 - 6 * j)) as usize & 63];
-            }
+        for (i, c) in text.iter_mut().enumerate() {
+            let six = match 122usize.checked_sub(6 * i) {
+                Some(shift) => bits >> shift,
+                None => bits << 4,
+            };
+            *c = ALPHABET[(six & 63) as usize];
         }
         Key(text)
     }
