@@ -8,7 +8,7 @@
 # request, as a plain `wrk URL` does). ROUNDS rounds, each running every store for DURATION,
 # the order rotated each round so that each store runs in each position equally often; the
 # table gives each store's median requests/s and p99 over the rounds, and its ratio to the
-# seed's.
+# seed's. Then the store calls alone (store.js), on the same redis-server.
 #
 #   bash bench/http.sh    # WORKERS=2 THREADS=1 CONNECTIONS=32 DURATION=3s ROUNDS=4 SESSIONS=100
 #
@@ -125,3 +125,7 @@ for load in ("returning", "new"):
         p99 = statistics.median(p for _, p in rs)
         print(f"| {loads[load]} | {names[store]} | {rps:,.0f} | {p99:.2f} | {rps / seed_rps:.2f}x | {p99 / seed_p99:.2f}x |")
 PY
+
+echo
+echo "store calls (store.js)" >&2
+WORKERS=$WORKERS REDIS_URL="redis://127.0.0.1:$redis_port" node store.js
