@@ -3,12 +3,14 @@
 // requests over both. The seed's own test cases (a session shared between workers; a
 // destroyed session gone in the others), its /hello, expiry from the cookie's maxAge seen by
 // every worker, the error a worker gets at once when the primary called no setup(), and the
-// primary removing its segment when it ends.
+// primary removing its segment when it ends (and the next setup() removing the segment of a
+// primary that was SIGKILLed).
 'use strict';
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const { spawnSync } = require('node:child_process');
 const path = require('node:path');
 const session = require('express-session');
 
@@ -109,7 +111,22 @@ test('without setup() in the primary, a worker gets a clear error at once', asyn
   assert.ok(Date.now() - started < 10000);
 });
 
-test('the primary removes its segment when it ends (SIGTERM, SIGINT, or a normal exit)', async (t) => {
+test('the primary removes its segment at a normal exit', () => {
+  const env = { ...process.env };
+  delete env[ENV_NAME];
+  const out = spawnSync(process.execPath, ['-e', "require('.').setup(); console.log(process.env.CLUSTER_SESSION_STORE)"], {
+    cwd: path.join(__dirname, '..'),
+    env,
+    encoding: 'utf8',
+    timeout: 10000,
+  });
+  assert.equal(out.status, 0, out.stderr);
+  const name = out.stdout.trim();
+  assert.match(name, /^node-\d+-[0-9a-f]{8}$/);
+  assert.equal(fs.existsSync(segmentPath(name)), false);
+});
+
+test('the primary removes its segment when it ends of SIGTERM or SIGINT', async (t) => {
   for (const signal of ['SIGTERM', 'SIGINT']) {
     const primary = startPrimary(APP);
     t.after(() => primary.stop());
@@ -120,4 +137,23 @@ test('the primary removes its segment when it ends (SIGTERM, SIGINT, or a normal
     assert.equal(end.signal, signal, 'the primary still ends of the signal');
     assert.equal(fs.existsSync(segmentPath(store)), false, `segment left after ${signal}`);
   }
+});
+
+test("a SIGKILLed primary's segment is removed by the next setup()", async (t) => {
+  const primary = startPrimary(APP);
+  t.after(() => primary.stop());
+  const { store } = await primary.waitFor((e) => e.event === 'listening');
+  primary.child.kill('SIGKILL');
+  await primary.exited;
+  assert.ok(fs.existsSync(segmentPath(store)), 'SIGKILL leaves the segment');
+  const env = { ...process.env };
+  delete env[ENV_NAME];
+  const out = spawnSync(process.execPath, ['-e', "require('.').setup()"], {
+    cwd: path.join(__dirname, '..'),
+    env,
+    encoding: 'utf8',
+    timeout: 10000,
+  });
+  assert.equal(out.status, 0, out.stderr);
+  assert.equal(fs.existsSync(segmentPath(store)), false, 'the next setup() removed it');
 });
