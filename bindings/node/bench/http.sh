@@ -123,7 +123,7 @@ for load in ("returning", "new"):
         rs = runs[(store, load)]
         rps = statistics.median(r for r, _ in rs)
         p99 = statistics.median(p for _, p in rs)
-        print(f"| {loads[load]} | {names[store]} | {rps:,.0f} | {p99:.2f} | {rps / seed_rps:.2f}x | {p99 / seed_p99:.2f}x |")
+        print(f"| {loads[load]} | {names[store]} | {rps:,.0f} | {p99:.2f} | {rps / seed_rps:.2f}× | {p99 / seed_p99:.2f}× |")
 PY
 
 echo

@@ -60,7 +60,7 @@ if (cluster.isPrimary) {
     for (const store of STORES) {
       const set = median(results[`${store} set`]);
       const get = median(results[`${store} get`]);
-      const ratio = (v, op) => `${(v / median(results[`seed ${op}`])).toFixed(1)}x`;
+      const ratio = (v, op) => `${(v / median(results[`seed ${op}`])).toFixed(1)}×`;
       console.log(`| ${NAMES[store]} | ${Math.round(set).toLocaleString('en')} | ${Math.round(get).toLocaleString('en')} | ${ratio(set, 'set')} | ${ratio(get, 'get')} |`);
     }
     for (const w of workers) w.kill();
