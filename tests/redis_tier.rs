@@ -372,3 +372,81 @@ fn through_the_adapter_a_call_waiting_for_redis_leaves_the_runtime_serving() {
         assert_eq!(read.data["visits"], 3);
     });
 }
+
+/// A write through the adapter whose future is dropped while it waits for Redis (a request
+/// cancelled, here by a timeout around it) still removes this host's copy: Redis may apply
+/// the write, and the host must not go on answering with the value it replaced.
+#[cfg(feature = "tower-sessions")]
+#[test]
+fn a_write_cancelled_while_it_waits_for_redis_drops_the_hosts_copy() {
+    use tower_sessions::session::Record;
+    use tower_sessions::SessionStore;
+
+    let _serial = common::serial();
+    let mut redis = RedisServer::start();
+    let a = host(&redis, |c| c);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut record = visits(1);
+    runtime.block_on(a.store.create(&mut record)).unwrap();
+    let sid = record.id.to_string();
+    cached(&mut redis, &a, &sid);
+    assert!(a.store.local().get_raw(&sid).unwrap().is_some(), "the host holds a copy");
+
+    redis.pause();
+    let newer = Record { id: record.id, ..visits(2) };
+    let save = a.store.save(&newer);
+    let cancelled = runtime.block_on(async { tokio::time::timeout(TIMEOUT / 6, save).await });
+    assert!(cancelled.is_err(), "the save was still waiting for Redis: {cancelled:?}");
+    assert_eq!(a.store.local().get_raw(&sid).unwrap(), None, "the replaced copy is gone");
+
+    redis.resume();
+    until(common::WAIT, "re-armed after SIGCONT", || a.store.trusted());
+    // Whether Redis applied the save or not, the host reads what Redis holds.
+    let held: Vec<u8> = redis.cmd(&["GET", &format!("session:{sid}")]);
+    assert_eq!(a.store.get_raw(&sid).unwrap(), Some(held));
+}
+
+/// A tower-sessions record of `visits`, for an hour.
+#[cfg(feature = "tower-sessions")]
+fn visits(visits: u32) -> tower_sessions::session::Record {
+    tower_sessions::session::Record {
+        id: tower_sessions::session::Id::default(),
+        data: [("visits".to_owned(), visits.into())].into(),
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+    }
+}
+
+/// Each thread running a current-thread runtime has its own multiplexed connection, driven by
+/// its own runtime: a runtime that ends (its thread gone) takes only its own connection with
+/// it, and another thread's calls go on.
+#[cfg(feature = "tower-sessions")]
+#[test]
+fn a_runtime_that_ends_leaves_other_threads_connections_working() {
+    use tower_sessions::SessionStore;
+
+    let _serial = common::serial();
+    let redis = RedisServer::start();
+    let a = host(&redis, |c| c);
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+    // The first thread opens a connection on its runtime, then ends with it.
+    let store = a.store.clone();
+    let first = std::thread::spawn(move || {
+        let mut made = visits(1);
+        runtime().block_on(store.create(&mut made)).unwrap();
+        made.id
+    });
+    let first = first.join().unwrap();
+    // A second thread, after it, writes and reads on a connection of its own.
+    let store = a.store.clone();
+    let second = std::thread::spawn(move || {
+        let rt = runtime();
+        let mut made = visits(2);
+        rt.block_on(store.create(&mut made)).unwrap();
+        let own = rt.block_on(store.load(&made.id)).unwrap().expect("its own session");
+        let other = rt.block_on(store.load(&first)).unwrap().expect("the first's session");
+        (own.data["visits"].clone(), other.data["visits"].clone())
+    });
+    assert_eq!(second.join().unwrap(), (2.into(), 1.into()));
+}

@@ -3,17 +3,14 @@
 //! 10, the protocol.
 #![forbid(unsafe_code)]
 
+mod link;
 mod tracker;
 
-use std::future::Future;
-use std::pin::pin;
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Connection, FromRedisValue, Pipeline, RedisError, Value};
+use redis::Value;
 
 use crate::clock::{now_ms, Clock};
 use crate::format::layout::{
@@ -21,35 +18,14 @@ use crate::format::layout::{
 };
 use crate::{ClusterStore, Expiry, Result, SetupError, StoreError};
 
+pub(crate) use link::Link;
+use link::{now, Connections};
 pub(crate) use tracker::Tracker;
 
 /// Bytes a cached copy adds after the session's: the epoch it was filled in.
 const TAG: usize = 8;
-/// Idle connections a process keeps for later calls; more, opened while many calls ran at
-/// once, are closed when their call ends.
-const MAX_IDLE: usize = 16;
 /// Keys a `SCAN` step asks for.
 const SCAN_COUNT: usize = 1000;
-
-/// How a call's commands travel to Redis.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Link {
-    /// On a pooled connection, the calling thread waiting for the reply (the public,
-    /// synchronous methods).
-    Blocking,
-    /// On the process's multiplexed connection, driven by the Tokio runtime the call runs
-    /// in (the adapters): the runtime's thread serves other requests meanwhile.
-    Async,
-}
-
-/// The output of `call`, a future that runs on [`Link::Blocking`] and so never waits for
-/// a wake-up: it is ready at its first poll.
-fn now<T>(call: impl Future<Output = T>) -> T {
-    match pin!(call).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(output) => output,
-        Poll::Pending => unreachable!("a call on Link::Blocking awaits nothing"),
-    }
-}
 
 /// Whether `epoch` is one a tracker armed (odd).
 fn armed(epoch: u64) -> bool {
@@ -207,9 +183,11 @@ impl View {
 /// A worker's handle to the tier: its host's [`ClusterStore`] as the cache, Redis as the
 /// store. Cheap to clone; `Send` and `Sync`. Its methods wait for Redis on the calling
 /// thread, on connections pooled per process (a forked child opens its own; up to 16 idle
-/// ones are kept) and made on first use. Through the adapters, calls run on the request's
-/// Tokio runtime instead, on one multiplexed connection per process (made on first use,
-/// pipelining the calls of every task, made again after a failure).
+/// ones are kept) and made on first use. Through the adapters, a call that waits for Redis is
+/// awaited on the request's Tokio runtime instead, over a multiplexed connection that
+/// pipelines the calls of every task: one per thread running a current-thread runtime, one
+/// for a multi-thread runtime, made on first use. A connection that failed is dropped and the
+/// next call connects again.
 ///
 /// The master is set up with [`Config::redis`](crate::Config::redis): it holds one RESP3
 /// connection with broadcast client tracking on the key prefix (`CLIENT TRACKING ON BCAST
@@ -267,10 +245,7 @@ pub struct RedisStore {
 struct Inner {
     local: ClusterStore,
     config: RedisConfig,
-    /// Idle connections, and the process they were opened in.
-    pool: Mutex<(u32, Vec<Connection>)>,
-    /// The multiplexed connection of [`Link::Async`], and the process it was opened in.
-    multiplexed: Mutex<Option<(u32, MultiplexedConnection)>>,
+    links: Connections,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -294,9 +269,8 @@ impl RedisStore {
     /// The tier over `local`, this host's store (set up by a master with
     /// [`Config::redis`](crate::Config::redis) and the same `config`).
     pub fn new(local: ClusterStore, config: RedisConfig) -> RedisStore {
-        let pool = Mutex::new((std::process::id(), Vec::new()));
-        let multiplexed = Mutex::new(None);
-        RedisStore { inner: Arc::new(Inner { local, config, pool, multiplexed }) }
+        let links = Connections::new(config.client.clone(), config.timeout);
+        RedisStore { inner: Arc::new(Inner { local, config, links }) }
     }
 
     /// This host's store, the cache.
@@ -346,109 +320,6 @@ impl RedisStore {
             }
             _ => Ok(()),
         }
-    }
-
-    /// The store's error for `e`, met in the call `what`.
-    fn failed(&self, what: &'static str, e: RedisError) -> StoreError {
-        StoreError::Redis {
-            op: what,
-            timed_out: e.is_timeout(),
-            timeout: self.inner.config.timeout,
-            message: e.to_string(),
-        }
-    }
-
-    /// Sends `pipe` over `link` and reads its replies as `T` (a tuple, one element per
-    /// command). `what` names the call in its error.
-    async fn query<T: FromRedisValue>(
-        &self,
-        link: Link,
-        what: &'static str,
-        pipe: &Pipeline,
-    ) -> Result<T> {
-        match link {
-            Link::Blocking => self.redis(what, |c| pipe.query(c)),
-            Link::Async => {
-                let mut conn = self.multiplexed().await.map_err(|e| self.failed(what, e))?;
-                let replies = pipe.query_async(&mut conn).await;
-                if let Err(e) = &replies {
-                    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                        // The next call connects again.
-                        self.inner.multiplexed.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    }
-                }
-                replies.map_err(|e| self.failed(what, e))
-            }
-        }
-    }
-
-    /// This process's multiplexed connection, opened if there is none (concurrent first
-    /// calls may each open one: the first kept serves the later calls).
-    async fn multiplexed(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let pid = std::process::id();
-        {
-            let slot = self.inner.multiplexed.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((opened_in, conn)) = &*slot {
-                if *opened_in == pid {
-                    return Ok(conn.clone());
-                }
-            }
-        }
-        let timeout = Some(self.inner.config.timeout);
-        let settings = AsyncConnectionConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout);
-        let conn = self
-            .inner
-            .config
-            .client
-            .get_multiplexed_async_connection_with_config(&settings)
-            .await?;
-        let mut slot = self.inner.multiplexed.lock().unwrap_or_else(|e| e.into_inner());
-        match &*slot {
-            Some((opened_in, kept)) if *opened_in == pid => Ok(kept.clone()),
-            // None, or a parent's, inherited by a fork: its driver task ran in the parent.
-            _ => Ok(slot.insert((pid, conn)).1.clone()),
-        }
-    }
-
-    /// Runs `op` on a pooled connection (opened if none is idle); a connection that failed
-    /// is dropped, not pooled.
-    fn redis<T>(
-        &self,
-        what: &'static str,
-        op: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
-    ) -> Result<T> {
-        let timeout = self.inner.config.timeout;
-        let fail = |e: RedisError| self.failed(what, e);
-        let idle = {
-            let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
-            let pid = std::process::id();
-            if pool.0 != pid {
-                // The parent's connections, inherited by a fork: closing this process's copies
-                // of their sockets leaves the parent's open (a `Connection` sends nothing when
-                // dropped).
-                pool.1.clear();
-                pool.0 = pid;
-            }
-            pool.1.pop()
-        };
-        let mut conn = match idle {
-            Some(conn) => conn,
-            None => {
-                let conn =
-                    self.inner.config.client.get_connection_with_timeout(timeout).map_err(fail)?;
-                conn.set_read_timeout(Some(timeout)).map_err(fail)?;
-                conn.set_write_timeout(Some(timeout)).map_err(fail)?;
-                conn
-            }
-        };
-        let result = op(&mut conn).map_err(fail)?;
-        let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.0 == std::process::id() && pool.1.len() < MAX_IDLE {
-            pool.1.push(conn);
-        }
-        Ok(result)
     }
 
     /// Puts `value` in the segment as filled under `view`, if no invalidation (the tracker's,
@@ -513,7 +384,7 @@ impl RedisStore {
         }
         let key = self.inner.config.key(sid);
         let (value, pttl): (Option<Vec<u8>>, i64) =
-            self.query(link, "GET", redis::pipe().get(&key).pttl(&key)).await?;
+            self.inner.links.query(link, "GET", redis::pipe().get(&key).pttl(&key)).await?;
         let Some(value) = value else { return Ok(false) };
         // A key with no expiry (-1) was not written by this tier: served, not cached.
         if let Ok(ttl) = u64::try_from(pttl) {
@@ -545,10 +416,11 @@ impl RedisStore {
         let key = self.inner.config.key(sid);
         if expires_ms <= now {
             let (existed,): (i64,) = match cond {
-                SetIf::Absent => self.query(link, "EXISTS", redis::pipe().exists(&key)).await?,
-                _ => self.query(link, "DEL", redis::pipe().del(&key)).await?,
+                SetIf::Absent => {
+                    self.change(link, "EXISTS", sid, redis::pipe().exists(&key)).await?
+                }
+                _ => self.change(link, "DEL", sid, redis::pipe().del(&key)).await?,
             };
-            self.forget(sid)?;
             return Ok(match cond {
                 SetIf::Absent => existed == 0,
                 SetIf::Present => existed > 0,
@@ -564,9 +436,26 @@ impl RedisStore {
         }
         let mut pipe = redis::pipe();
         pipe.add_command(set);
-        let (reply,): (Value,) = self.query(link, "SET", &pipe).await?;
-        self.forget(sid)?;
+        let (reply,): (Value,) = self.change(link, "SET", sid, &pipe).await?;
         Ok(!matches!(reply, Value::Nil))
+    }
+
+    /// Sends `pipe`, a change of `sid`, over `link`, then [`forget`](Self::forget)s the local
+    /// copy: after the reply, or when the call fails or its future is dropped midway (a
+    /// request cancelled while it waited), since Redis may have applied the change all the
+    /// same. So no outcome of a write leaves this host answering with the copy it replaced.
+    async fn change<T: redis::FromRedisValue>(
+        &self,
+        link: Link,
+        what: &'static str,
+        sid: &str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
+        let pending = Forget { store: self, sid, armed: true };
+        let reply = self.inner.links.query(link, what, pipe).await;
+        let forgotten = pending.now();
+        let reply = reply?;
+        forgotten.map(|()| reply)
     }
 
     /// After a change in Redis: the invalidation count moves on, then the local copy is
@@ -634,8 +523,7 @@ impl RedisStore {
     pub(crate) async fn destroy_over(&self, link: Link, sid: &str) -> Result<bool> {
         self.check(sid, None)?;
         let key = self.inner.config.key(sid);
-        let (removed,): (i64,) = self.query(link, "DEL", redis::pipe().del(&key)).await?;
-        self.forget(sid)?;
+        let (removed,): (i64,) = self.change(link, "DEL", sid, redis::pipe().del(&key)).await?;
         Ok(removed > 0)
     }
 
@@ -655,8 +543,8 @@ impl RedisStore {
         }
         let key = self.inner.config.key(sid);
         let ttl = i64::try_from(expires_ms - now).unwrap_or(i64::MAX);
-        let (live,): (i64,) = self.query(link, "PEXPIRE", redis::pipe().pexpire(&key, ttl)).await?;
-        self.forget(sid)?;
+        let (live,): (i64,) =
+            self.change(link, "PEXPIRE", sid, redis::pipe().pexpire(&key, ttl)).await?;
         Ok(live > 0)
     }
 
@@ -671,7 +559,7 @@ impl RedisStore {
         let mut keys = Vec::new();
         let mut cursor = 0u64;
         loop {
-            let (next, batch): (u64, Vec<String>) = self.redis("SCAN", |c| {
+            let (next, batch): (u64, Vec<String>) = self.inner.links.blocking("SCAN", |c| {
                 redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
@@ -694,7 +582,7 @@ impl RedisStore {
         let prefix = self.inner.config.prefix.len();
         for chunk in self.keys()?.chunks(SCAN_COUNT) {
             let values: Vec<Option<Vec<u8>>> =
-                self.redis("MGET", |c| redis::cmd("MGET").arg(chunk).query(c))?;
+                self.inner.links.blocking("MGET", |c| redis::cmd("MGET").arg(chunk).query(c))?;
             for (key, value) in chunk.iter().zip(values) {
                 if let Some(value) = value {
                     all.push((key[prefix..].to_owned(), value));
@@ -712,9 +600,34 @@ impl RedisStore {
     /// Removes every session under the prefix from Redis, then empties the segment.
     pub fn clear(&self) -> Result<()> {
         for chunk in self.keys()?.chunks(SCAN_COUNT) {
-            let _: i64 = self.redis("DEL", |c| redis::cmd("DEL").arg(chunk).query(c))?;
+            let _: i64 =
+                self.inner.links.blocking("DEL", |c| redis::cmd("DEL").arg(chunk).query(c))?;
         }
         self.inner.local.clear()
+    }
+}
+
+/// A pending [`RedisStore::forget`] of `sid`: done by [`now`](Forget::now), or, if the
+/// future holding it is dropped first, when it is dropped (its error then has nowhere to go:
+/// a copy a failed removal left is still removed by the tracker's invalidation).
+struct Forget<'a> {
+    store: &'a RedisStore,
+    sid: &'a str,
+    armed: bool,
+}
+
+impl Forget<'_> {
+    fn now(mut self) -> Result<()> {
+        self.armed = false;
+        self.store.forget(self.sid)
+    }
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.store.forget(self.sid);
+        }
     }
 }
 
