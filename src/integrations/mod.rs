@@ -8,7 +8,7 @@
 //! takes about one. The exception is a shard lock held by a process that is stopped (not
 //! dead): the call then blocks its executor thread for up to `Config::lock_timeout`. A
 //! `RedisStore` cache hit is answered inline too; a miss, and every write, awaits Redis on
-//! the process's multiplexed connection, so the executor thread serves other requests
+//! a multiplexed connection of the request's runtime, so the executor thread serves other requests
 //! meanwhile (outside a Tokio runtime, the call waits on the calling thread).
 #![forbid(unsafe_code)]
 
