@@ -84,6 +84,8 @@ function checkOptions(options) {
 
 /** The primary's store, once set up: its segment's name. */
 let primaryName = null;
+/** The signals on which the primary removes its segment before it ends (see onSignal). */
+const SIGNALS = ['SIGINT', 'SIGTERM'];
 const signalHandlers = {};
 
 /**
@@ -115,13 +117,16 @@ function setup(options) {
 
   // A worker that died holding a shard lock: repair the shard now, not at the next request.
   cluster.on('exit', onWorkerExit);
-  // The segment goes when this process does: at a normal exit, process.exit(), or the
-  // default end on SIGINT or SIGTERM (re-raised below). Only SIGKILL leaves it, and the
-  // next setup() removes it.
+  // The segment goes at a normal exit or process.exit() ('exit'), and on SIGINT or SIGTERM
+  // (onSignal). Any other end leaves it: SIGKILL, SIGHUP, SIGQUIT and the other signals that
+  // end a process by default, a crash of native code, an abort. The next setup() of this
+  // user (in any primary) removes it then, as no live primary holds its lock (src/stale.rs).
   process.on('exit', shutdown);
-  for (const signal of ['SIGINT', 'SIGTERM']) {
+  for (const signal of SIGNALS) {
     signalHandlers[signal] = () => onSignal(signal);
-    process.on(signal, signalHandlers[signal]);
+    // First in line, so that a listener after it that ends the process only when no other
+    // listener is left (as signal-exit does) finds this one gone.
+    process.prependListener(signal, signalHandlers[signal]);
   }
 }
 
@@ -129,13 +134,16 @@ function onWorkerExit(worker) {
   if (worker && worker.process && worker.process.pid) addon.workerExited(worker.process.pid);
 }
 
-// With no other listener for the signal, this process would have ended of it: remove the
-// segment, then end of the signal as it would have. With others, they own the shutdown, and
-// the segment goes at 'exit'.
+// SIGINT or SIGTERM: the segment is removed at once, whoever else listens (shutdown() also
+// removes these listeners). Then, if this was the only listener, this process would have
+// ended of the signal without it: it re-raises the signal, to end as it would have (its
+// exit status says so). With other listeners, what happens next is theirs: an application
+// that keeps running goes on without a segment (its workers serve on; new ones cannot
+// attach), and one that exits, exits.
 function onSignal(signal) {
-  if (process.listenerCount(signal) > 1) return;
+  const alone = process.listenerCount(signal) === 1;
   shutdown();
-  process.kill(process.pid, signal);
+  if (alone) process.kill(process.pid, signal);
 }
 
 /**
@@ -224,7 +232,10 @@ function toJson(sid, sess) {
 
 // Runs `op` now and hands its result or error to `cb` on the next tick, or, with no
 // callback, returns a Promise of it. The callback is called once, outside any try: what it
-// throws is its own.
+// throws is its own. A rejected Promise is marked handled: express-session calls some
+// methods with no callback (req.session.destroy() without one calls store.destroy(sid,
+// undefined)) and drops what they return, and an unhandled rejection would end the process
+// (Node 15 and later). A caller that awaits the Promise still gets the rejection.
 function run(cb, op) {
   let result;
   let error = null;
@@ -238,7 +249,25 @@ function run(cb, op) {
     else process.nextTick(cb, null, result);
     return undefined;
   }
-  return error ? Promise.reject(error) : Promise.resolve(result);
+  if (!error) return Promise.resolve(result);
+  const rejected = Promise.reject(error);
+  rejected.catch(() => {});
+  return rejected;
+}
+
+/** The session stored as `json`; text that is not JSON is an error with a code. */
+function fromJson(sid, json) {
+  try {
+    return JSON.parse(json);
+  } catch (e) {
+    const err = codedError(
+      'ERR_CLUSTER_STORE_CORRUPT_JSON',
+      `session ${JSON.stringify(sid)} holds text that is not JSON (${e.message}): something ` +
+        'other than this package wrote it; destroy it',
+    );
+    err.cause = e;
+    throw err;
+  }
 }
 
 /**
@@ -272,7 +301,7 @@ function withSession(session) {
       return run(cb, () => {
         checkSid(sid);
         const json = this._store.get(sid);
-        return json === null ? undefined : JSON.parse(json);
+        return json === null ? undefined : fromJson(sid, json);
       });
     }
 
@@ -304,7 +333,7 @@ function withSession(session) {
     all(cb) {
       return run(cb, () => {
         const sessions = {};
-        for (const { id, json } of this._store.all()) sessions[id] = JSON.parse(json);
+        for (const { id, json } of this._store.all()) sessions[id] = fromJson(id, json);
         return sessions;
       });
     }

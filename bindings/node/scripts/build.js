@@ -3,6 +3,11 @@
 // profile) and copies it to index.node beside package.json. Nothing is downloaded but the
 // crates that Cargo.lock names, from the crate registry. CARGO_TARGET_DIR and the other cargo
 // variables apply as usual.
+//
+// `node scripts/build.js --fault-injection` builds the test-only variant instead, with the
+// crate's fault hooks (cargo feature `fault-injection`), into test-build/index.node: the
+// package's tests of a worker killed inside a shard lock load it (`npm test` builds it
+// first, as its `pretest`). The installed addon, index.node, never has the hooks.
 'use strict';
 
 const { spawnSync } = require('node:child_process');
@@ -22,10 +27,21 @@ if (process.platform !== 'linux') {
   fail(`Linux only (robust futexes, /dev/shm); this is ${process.platform}`);
 }
 
+const faultInjection = process.argv.includes('--fault-injection');
+const unknown = process.argv.slice(2).filter((a) => a !== '--fault-injection');
+if (unknown.length) fail(`unknown argument ${unknown[0]}; the one option is --fault-injection`);
+
 const cargo = process.env.CARGO || 'cargo';
 const build = spawnSync(
   cargo,
-  ['build', '--release', '-p', crate, '--message-format=json-render-diagnostics'],
+  [
+    'build',
+    '--release',
+    '-p',
+    crate,
+    ...(faultInjection ? ['--features', 'fault-injection'] : []),
+    '--message-format=json-render-diagnostics',
+  ],
   {
     cwd: packageDir,
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -52,7 +68,8 @@ if (!built) fail(`cargo built no ${libName} library`);
 
 // Copied under a temporary name and renamed, so a process loading index.node never sees it
 // half written.
-const dest = path.join(packageDir, 'index.node');
+const dest = faultInjection ? path.join(packageDir, 'test-build', 'index.node') : path.join(packageDir, 'index.node');
+fs.mkdirSync(path.dirname(dest), { recursive: true });
 const tmp = `${dest}.${process.pid}.tmp`;
 fs.copyFileSync(built, tmp);
 fs.renameSync(tmp, dest);

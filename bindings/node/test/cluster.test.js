@@ -4,17 +4,18 @@
 // destroyed session gone in the others), its /hello, expiry from the cookie's maxAge seen by
 // every worker, the error a worker gets at once when the primary called no setup(), and the
 // primary removing its segment when it ends (and the next setup() removing the segment of a
-// primary that was SIGKILLed).
+// primary that was SIGKILLed, never one whose primary still holds its lock).
 'use strict';
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const { spawnSync } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
+const readline = require('node:readline');
 const path = require('node:path');
 const session = require('express-session');
 
-const { ENV_NAME, Client, request, startPrimary, until } = require('./helpers');
+const { ENV_NAME, Client, request, startPrimary, until, within } = require('./helpers');
 
 const APP = path.join(__dirname, 'fixtures', 'app.js');
 const segmentPath = (name) => `/dev/shm/cluster-session-store.${name}`;
@@ -156,4 +157,103 @@ test("a SIGKILLed primary's segment is removed by the next setup()", async (t) =
   });
   assert.equal(out.status, 0, out.stderr);
   assert.equal(fs.existsSync(segmentPath(store)), false, 'the next setup() removed it');
+});
+
+/**
+ * Starts `node -e script` in the package folder (no store variable), with stdin a pipe that
+ * keeps it running until closed. Returns { child, line() (the next stdout line, within
+ * 10 s), end() (closes stdin and waits, SIGKILL after 5 s) }; ended when the test does.
+ */
+function holder(t, script) {
+  const env = { ...process.env };
+  delete env[ENV_NAME];
+  const child = spawn(process.execPath, ['-e', script], { cwd: path.join(__dirname, '..'), env, stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const lines = [];
+  const waiting = [];
+  readline.createInterface({ input: child.stdout }).on('line', (l) => (waiting.length ? waiting.shift()(l) : lines.push(l)));
+  const end = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.stdin.end();
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    return exited;
+  };
+  t.after(end);
+  const line = () =>
+    lines.length
+      ? Promise.resolve(lines.shift())
+      : new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('no line from the child within 10 s')), 10000);
+          waiting.push((l) => (clearTimeout(timer), resolve(l)));
+        });
+  return { child, exited, line, end };
+}
+
+/** Runs setup() in a new process, as the next primary would, and lets it exit. */
+function setupInNewProcess() {
+  const env = { ...process.env };
+  delete env[ENV_NAME];
+  const out = spawnSync(process.execPath, ['-e', "require('.').setup()"], { cwd: path.join(__dirname, '..'), env, encoding: 'utf8', timeout: 10000 });
+  assert.equal(out.status, 0, out.stderr);
+}
+
+test("setup() removes a left segment only when no live primary holds its lock, whatever its pid", async (t) => {
+  // A pid no process can have (above the kernel's largest pid_max, 2^22): a primary in
+  // another pid namespace, or on a system without /proc, looks like this.
+  const invisible = 4194304 + 1000;
+  const live = holder(t, "require('.').setup(); console.log(process.env.CLUSTER_SESSION_STORE); process.stdin.resume()");
+  const liveName = await live.line();
+  // The live primary's segment under a second name with the invisible pid: the same file,
+  // locked by a process this test can see only as a lock.
+  const alias = segmentPath(`node-${invisible}-0123abcd`);
+  const unlocked = segmentPath(`node-${invisible}-4567ef00`);
+  t.after(() => {
+    for (const f of [alias, unlocked]) fs.rmSync(f, { force: true });
+  });
+  fs.linkSync(segmentPath(liveName), alias);
+  fs.writeFileSync(unlocked, '', { mode: 0o600 });
+
+  setupInNewProcess();
+  assert.ok(fs.existsSync(alias), 'a segment whose primary holds its lock stays');
+  assert.ok(fs.existsSync(segmentPath(liveName)));
+  assert.equal(fs.existsSync(unlocked), false, 'an unlocked one of a pid not running goes');
+
+  // The primary exits (removing its own name); the alias is now left over.
+  assert.deepEqual(await live.end(), { code: 0, signal: null });
+  assert.equal(fs.existsSync(segmentPath(liveName)), false);
+  assert.ok(fs.existsSync(alias));
+  setupInNewProcess();
+  assert.equal(fs.existsSync(alias), false, 'removed once its primary is gone');
+});
+
+test('SIGTERM with a listener of the application: the segment goes at once, the application decides the rest', async (t) => {
+  const app = holder(
+    t,
+    "process.on('SIGTERM', () => console.log('SIGTERM handled')); require('.').setup(); " +
+      'console.log(process.env.CLUSTER_SESSION_STORE); process.stdin.resume()',
+  );
+  const name = await app.line();
+  assert.ok(fs.existsSync(segmentPath(name)));
+  app.child.kill('SIGTERM');
+  assert.equal(await app.line(), 'SIGTERM handled');
+  assert.equal(fs.existsSync(segmentPath(name)), false, 'removed on SIGTERM');
+  assert.equal(app.child.exitCode, null, 'the application still runs: its listener did not exit');
+  assert.deepEqual(await app.end(), { code: 0, signal: null });
+});
+
+test('SIGTERM with a listener that ends the process only when it is the last (as signal-exit does)', async (t) => {
+  // Registered before setup(): it still finds the package's listener gone, and re-raises.
+  const app = holder(
+    t,
+    "const sig = 'SIGTERM'; const mine = () => { if (process.listenerCount(sig) === 1) { " +
+      'process.removeListener(sig, mine); process.kill(process.pid, sig); } }; ' +
+      "process.on(sig, mine); require('.').setup(); console.log(process.env.CLUSTER_SESSION_STORE); process.stdin.resume()",
+  );
+  const name = await app.line();
+  app.child.kill('SIGTERM');
+  assert.deepEqual(await within(app.exited, 10000, 'the process to end of SIGTERM'), { code: null, signal: 'SIGTERM' });
+  assert.equal(fs.existsSync(segmentPath(name)), false);
 });

@@ -3,7 +3,8 @@
 // one worker is killed mid-run and the primary forks a replacement. No acknowledged increment
 // is lost, requests in flight on the killed worker are the only ones that fail, nobody waits
 // on a lock it held, the replacement attaches and serves the same sessions, and the store's
-// integrity check passes.
+// integrity check passes. A kill at a random instant almost never lands inside a shard lock
+// (held for under a microsecond): lock-crash.test.js kills workers stopped inside one.
 'use strict';
 
 const test = require('node:test');
@@ -82,8 +83,10 @@ test('a worker SIGKILLed under load loses no session and blocks no one', async (
 
   t.diagnostic(`${answeredAfterKill} answered after the kill, ${failures} failed, by ${byWorkerAfterKill.size} worker(s)`);
   assert.ok(killed, 'a worker was killed');
-  assert.equal(alive(killed.pid), false);
+  // The primary reports the exit once it has reaped the worker (until then, a zombie counts
+  // as alive).
   await primary.waitFor((e) => e.event === 'exit' && e.pid === killed.pid && e.signal === 'SIGKILL');
+  assert.equal(alive(killed.pid), false);
   assert.ok(answeredAfterKill > 0, 'requests were answered after the kill');
   assert.equal(slowAfterKill, 0, 'no request waited on the dead worker');
   // Only requests on the killed worker's connections may fail: those in flight (one per

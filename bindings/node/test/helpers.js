@@ -1,7 +1,13 @@
 // What the tests share: starting a cluster primary as a child process and reading its
 // events, HTTP requests with one new connection each (keep-alive would pin a client to one
-// worker), a cookie jar of one cookie, and bounded polling. Every wait has a deadline, and
-// every process started is killed and reaped by stop().
+// worker), a cookie jar of one cookie, and bounded polling. Every wait has a deadline.
+//
+// stop() ends what startPrimary() started: the primary, this process's child, is sent
+// SIGTERM (SIGKILL after a grace period) and reaped here. Its workers are its children, not
+// this process's: they end when it does (their IPC channel closes) and its reaping of them,
+// or init's once it is gone, is not ours to do. stop() waits for each worker's pid to be
+// gone, SIGKILLs any left after the grace period, and waits (bounded) again, failing if one
+// is still there.
 'use strict';
 
 const { spawn } = require('node:child_process');
@@ -113,19 +119,22 @@ function startPrimary(script, env = {}) {
         clearTimeout(timer);
       }
       // Workers end when their primary does (the IPC channel closes); any that has not
-      // within the deadline is killed.
+      // within the deadline is killed, and waited for.
       for (const pid of workerPids()) {
-        await until(() => !alive(pid), { timeoutMs: graceMs, what: `worker ${pid} to end` }).catch(() => {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {}
-        });
+        const gone = () => !alive(pid);
+        const ended = await until(gone, { timeoutMs: graceMs, what: `worker ${pid} to end` }).catch(() => false);
+        if (ended) continue;
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {}
+        await until(gone, { timeoutMs: graceMs, what: `worker ${pid} to be gone after SIGKILL` });
       }
       return exited;
     },
   };
 }
 
+/** Whether `pid` is a process (a zombie not yet reaped counts). */
 function alive(pid) {
   try {
     process.kill(pid, 0);
@@ -133,6 +142,15 @@ function alive(pid) {
   } catch {
     return false;
   }
+}
+
+/** `promise`, or a rejection once `timeoutMs` have passed without it settling. */
+function within(promise, timeoutMs, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** One HTTP request on a new connection; resolves { status, body, json, cookie }. */
@@ -184,4 +202,4 @@ class Client {
   }
 }
 
-module.exports = { ENV_NAME, PACKAGE_DIR, Client, alive, freePort, request, startPrimary, until };
+module.exports = { ENV_NAME, PACKAGE_DIR, Client, alive, freePort, request, startPrimary, until, within };
