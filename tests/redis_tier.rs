@@ -17,8 +17,11 @@ use redis_server::{until, RedisServer};
 
 /// How long a push may take to reach a host; the bound for a logout.
 const HOP: Duration = Duration::from_millis(100);
-/// The tier's timeout in these tests.
+/// The tier's timeout in the tests of what a timeout ends: a stopped Redis, a dead master.
 const TIMEOUT: Duration = Duration::from_millis(300);
+/// The tier's timeout elsewhere: long enough that a heartbeat delayed by a loaded machine's
+/// scheduling never ends the trust that a test's hits rely on.
+const TRUST: Duration = Duration::from_secs(5);
 
 struct Host {
     _master: Master,
@@ -47,7 +50,7 @@ fn host(redis: &RedisServer, tweak: impl FnOnce(RedisConfig) -> RedisConfig) -> 
 
 fn two_hosts() -> (RedisServer, Host, Host) {
     let redis = RedisServer::start();
-    let (a, b) = (host(&redis, |c| c), host(&redis, |c| c));
+    let (a, b) = (host(&redis, |c| c.timeout(TRUST)), host(&redis, |c| c.timeout(TRUST)));
     (redis, a, b)
 }
 
@@ -449,4 +452,25 @@ fn a_runtime_that_ends_leaves_other_threads_connections_working() {
         (own.data["visits"].clone(), other.data["visits"].clone())
     });
     assert_eq!(second.join().unwrap(), (2.into(), 1.into()));
+}
+
+/// A master's drop stops its tracker at once, whatever the timeout: the tracker's wait for
+/// frames (a quarter of the timeout between pings, here 15 s) is woken, and the epoch is let
+/// go, so that no copy answers after the master has gone.
+#[test]
+fn a_masters_drop_stops_its_tracker_at_once() {
+    let _serial = common::serial();
+    let redis = RedisServer::start();
+    let name = common::unique_name("redis-drop");
+    let config = RedisConfig::new(&redis.url()).unwrap().timeout(Duration::from_secs(60));
+    let master = ClusterStore::setup(common::config(&name).redis(config.clone())).unwrap();
+    let store = RedisStore::new(ClusterStore::open(&name).unwrap(), config);
+    until(common::WAIT, "the tracker armed", || store.trusted());
+    let start = Instant::now();
+    drop(master);
+    // A bound far under the 15 s wait it would otherwise finish, with a margin for the
+    // scheduler; not a speed target.
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(!store.trusted());
+    assert_eq!(store.epoch() % 2, 0, "the epoch was let go");
 }

@@ -7,7 +7,9 @@
 //! wait for pushes never times out in the middle of one, and no frame already received waits
 //! in a parser's buffer while the tracker polls. It is silent
 //! between pushes; after a quarter of the timeout without a byte the tracker sends `PING`, and
-//! a `PING` unanswered for the whole timeout is a lost connection.
+//! a `PING` unanswered for the whole timeout is a lost connection. The poll also watches one
+//! end of a socket pair, which [`Tracker::stop`] writes to: a master's drop ends the wait at
+//! once, whatever the timeout.
 //!
 //! **Epoch.** Odd while a tracker is armed, moved on only by compare-and-swap from a value
 //! the mover saw: arming takes an even epoch to the next odd one; a loss, or the tracker
@@ -43,6 +45,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// The tracker thread of a master; stopped (and its epoch let go) by [`Tracker::stop`].
 pub(crate) struct Tracker {
     stopped: Arc<AtomicBool>,
+    /// A byte written here wakes the thread from its wait for frames.
+    wake: UnixStream,
     thread: JoinHandle<()>,
     /// Disconnected when the thread ends.
     ended: std::sync::mpsc::Receiver<()>,
@@ -53,15 +57,16 @@ impl Tracker {
     pub fn start(store: ClusterStore, config: RedisConfig) -> std::io::Result<Tracker> {
         let stopped = Arc::new(AtomicBool::new(false));
         let (ending, ended) = std::sync::mpsc::channel::<()>();
+        let (wake, woken) = UnixStream::pair()?;
         let timeout = config.timeout;
         let thread = std::thread::Builder::new().name("css-redis-tracker".into()).spawn({
             let stopped = Arc::clone(&stopped);
             move || {
                 let _ending = ending;
-                Tracking::new(store, config).run(&stopped)
+                Tracking::new(store, config, woken).run(&stopped)
             }
         })?;
-        Ok(Tracker { stopped, thread, ended, timeout })
+        Ok(Tracker { stopped, wake, thread, ended, timeout })
     }
 
     /// Stops the thread, which lets its epoch go, and waits for it for twice the timeout:
@@ -69,6 +74,8 @@ impl Tracker {
     /// the thread is left to end on its own, and the master's drop goes on.
     pub fn stop(self) {
         self.stopped.store(true, SeqCst);
+        // Wakes it whether it waits for frames (poll) or to connect again (park).
+        let _ = (&self.wake).write_all(&[1]);
         self.thread.thread().unpark();
         match self.ended.recv_timeout(self.timeout * 2) {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -85,6 +92,8 @@ type Lost = String;
 struct Tracking {
     store: ClusterStore,
     config: RedisConfig,
+    /// Readable once [`Tracker::stop`] has run.
+    woken: UnixStream,
     /// The odd epoch this tracker armed, while it holds it.
     armed: Option<u64>,
 }
@@ -144,6 +153,8 @@ impl AsFd for Stream {
 /// socket.
 struct Conn {
     stream: Stream,
+    /// The tracker's wake-up socket (a duplicate): readable once it is to stop.
+    woken: UnixStream,
     buf: Vec<u8>,
     /// How long the rest of a frame may take once its first byte is here.
     timeout: Duration,
@@ -162,7 +173,8 @@ impl Conn {
     }
 
     /// The next frame, waiting at most `wait` for one to begin (`None` if none did), and at
-    /// most the timeout for the rest of one begun.
+    /// most the timeout for the rest of one begun; "stopped" at once if the tracker is to
+    /// stop.
     fn next(&mut self, wait: Duration) -> Result<Option<Value>, Lost> {
         let idle = Instant::now() + wait;
         let mut rest: Option<Instant> = None;
@@ -185,9 +197,13 @@ impl Conn {
                 };
             }
             let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
-            let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+            let mut fds = [
+                PollFd::new(self.stream.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.woken.as_fd(), PollFlags::POLLIN),
+            ];
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) if fds[1].any().unwrap_or(true) => return Err("stopped".into()),
                 Ok(_) => {}
                 Err(e) => return Err(format!("poll: {e}")),
             }
@@ -226,8 +242,8 @@ impl Conn {
 }
 
 impl Tracking {
-    fn new(store: ClusterStore, config: RedisConfig) -> Tracking {
-        Tracking { store, config, armed: None }
+    fn new(store: ClusterStore, config: RedisConfig, woken: UnixStream) -> Tracking {
+        Tracking { store, config, woken, armed: None }
     }
 
     fn word(&self, at: usize) -> &AtomicU64 {
@@ -284,7 +300,8 @@ impl Tracking {
             _ => return Err("TLS is not supported".into()),
         };
         stream.set_timeouts(timeout).map_err(|e| format!("socket timeouts: {e}"))?;
-        let mut conn = Conn { stream, buf: Vec::new(), timeout };
+        let woken = self.woken.try_clone().map_err(|e| format!("wake-up socket: {e}"))?;
+        let mut conn = Conn { stream, woken, buf: Vec::new(), timeout };
         let redis = info.redis_settings();
         let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
         if let Some(password) = redis.password() {
