@@ -474,3 +474,21 @@ fn a_masters_drop_stops_its_tracker_at_once() {
     assert!(!store.trusted());
     assert_eq!(store.epoch() % 2, 0, "the epoch was let go");
 }
+
+/// A host name in the URL is looked up by the tracker's connection and the workers' alike
+/// (within the timeout; `localhost` may give `::1` first, where this Redis does not listen,
+/// and the next address is tried).
+#[test]
+fn a_host_name_in_the_url_is_looked_up() {
+    let _serial = common::serial();
+    let mut redis = RedisServer::start();
+    let url = redis.url().replace("127.0.0.1", "localhost");
+    let name = common::unique_name("redis-name");
+    let config = RedisConfig::new(&url).unwrap().timeout(TRUST);
+    let _master = ClusterStore::setup(common::config(&name).redis(config.clone())).unwrap();
+    let store = RedisStore::new(ClusterStore::open(&name).unwrap(), config);
+    until(common::WAIT, "the tracker armed", || store.trusted());
+    store.set_raw("s10", b"by name", Expiry::Default).unwrap();
+    cached_in(&mut redis, &store, "s10");
+    assert_eq!(store.get_raw("s10").unwrap().as_deref(), Some(&b"by name"[..]));
+}

@@ -10,6 +10,9 @@
 //! A runtime dropped and replaced on the same thread leaves that thread's connection without
 //! its driver: its next call fails, and the one after connects again.
 //!
+//! Every connection is made within the timeout, a host name's lookup included ([`lookup`]:
+//! the multiplexed ones' by redis-rs itself).
+//!
 //! A connection that failed, whatever the failure (a timeout, a closed socket, or an error
 //! reply such as `READONLY` from a replica after a failover), is dropped: the next call
 //! connects again. Connections inherited through `fork()` belong to the parent: the child
@@ -18,15 +21,19 @@
 #![forbid(unsafe_code)]
 
 use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Connection, FromRedisValue, Pipeline, RedisError};
+use redis::{
+    AsyncConnectionConfig, Connection, ConnectionAddr, FromRedisValue, Pipeline, RedisError,
+};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::{Result, StoreError};
@@ -57,6 +64,27 @@ pub(super) fn now<T>(call: impl Future<Output = T>) -> T {
         Poll::Ready(output) => output,
         Poll::Pending => unreachable!("a call on Link::Blocking awaits nothing"),
     }
+}
+
+/// The addresses of `host` (an IP address as it is, a name looked up on a thread of its
+/// own) within `timeout`: past it, `TimedOut`, and the lookup is left to end on its own, so
+/// that a resolver that hangs holds no caller past the timeout.
+pub(super) fn lookup(host: &str, port: u16, timeout: Duration) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (found, answer) = mpsc::channel();
+    let name = (host.to_owned(), port);
+    std::thread::Builder::new().name("css-redis-lookup".into()).spawn(move || {
+        let _ = found.send(name.to_socket_addrs().map(Vec::from_iter));
+    })?;
+    let addrs = answer.recv_timeout(timeout).map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, format!("looking up {host} took over {timeout:?}"))
+    })??;
+    if addrs.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address")));
+    }
+    Ok(addrs)
 }
 
 /// A multiplexed connection and whose it is.
@@ -178,6 +206,37 @@ impl Connections {
         Ok((generation, conn))
     }
 
+    /// A new blocking connection, made within the timeout: a host name is looked up first
+    /// ([`lookup`]), then its addresses tried in turn while time is left.
+    fn connect(&self) -> redis::RedisResult<Connection> {
+        let info = self.client.get_connection_info();
+        let ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return self.client.get_connection_with_timeout(self.timeout);
+        };
+        let deadline = Instant::now() + self.timeout;
+        let mut last = None;
+        for addr in lookup(host, *port, self.timeout)? {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let at = ConnectionAddr::Tcp(addr.ip().to_string(), addr.port());
+            match redis::Client::open(info.clone().set_addr(at))
+                .and_then(|client| client.get_connection_with_timeout(left))
+            {
+                Ok(conn) => return Ok(conn),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {:?}", self.timeout),
+            )
+            .into()
+        }))
+    }
+
     /// Runs `op` on a pooled connection (opened if none is idle); a connection that failed
     /// is dropped, not pooled.
     pub fn blocking<T>(
@@ -201,7 +260,7 @@ impl Connections {
         let mut conn = match idle {
             Some(conn) => conn,
             None => {
-                let conn = self.client.get_connection_with_timeout(self.timeout).map_err(fail)?;
+                let conn = self.connect().map_err(fail)?;
                 conn.set_read_timeout(Some(self.timeout)).map_err(fail)?;
                 conn.set_write_timeout(Some(self.timeout)).map_err(fail)?;
                 conn
@@ -213,5 +272,18 @@ impl Connections {
             pool.1.push(conn);
         }
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ip_address_needs_no_lookup_and_a_name_is_looked_up() {
+        let at = |host| lookup(host, 6379, Duration::from_secs(5)).unwrap();
+        assert_eq!(at("127.0.0.1"), [SocketAddr::from(([127, 0, 0, 1], 6379))]);
+        assert_eq!(at("::1"), [SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 6379))]);
+        assert!(at("localhost").iter().all(|a| a.ip().is_loopback() && a.port() == 6379));
     }
 }

@@ -90,10 +90,8 @@ impl RedisConfig {
     }
 
     /// How long a call waits to connect and for each reply, and how long the tracker waits
-    /// for a `PING`'s answer. From 10 ms to 1 minute (clamped). Resolving a host name is not
-    /// bounded by it on the public methods' connections and the tracker's (the system's
-    /// resolver has its own timeouts): give an IP address, or a name the resolver answers at
-    /// once (from `/etc/hosts`), where a slow resolver must not hold a worker.
+    /// for a `PING`'s answer. From 10 ms to 1 minute (clamped). A host name's lookup counts
+    /// within the timeout to connect.
     pub fn timeout(mut self, timeout: Duration) -> RedisConfig {
         self.timeout = timeout.clamp(Duration::from_millis(10), Duration::from_secs(60));
         self

@@ -70,8 +70,8 @@ impl Tracker {
     }
 
     /// Stops the thread, which lets its epoch go, and waits for it for twice the timeout:
-    /// past that (a name that takes long to resolve, a unix socket that does not accept)
-    /// the thread is left to end on its own, and the master's drop goes on.
+    /// past that (a unix socket that does not accept) the thread is left to end on its own,
+    /// and the master's drop goes on.
     pub fn stop(self) {
         self.stopped.store(true, SeqCst);
         // Wakes it whether it waits for frames (poll) or to connect again (park).
@@ -278,8 +278,8 @@ impl Tracking {
         let info = self.config.client.get_connection_info().clone();
         let stream = match info.addr() {
             ConnectionAddr::Tcp(host, port) => {
-                let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))
-                    .map_err(|e| format!("resolve {host}: {e}"))?;
+                let addrs =
+                    super::link::lookup(host, *port, timeout).map_err(|e| format!("{e}"))?;
                 let mut last = format!("{host}:{port} resolves to no address");
                 let mut stream = None;
                 for addr in addrs {
