@@ -1,7 +1,7 @@
 //! How the tier's commands travel to Redis, and the connections they travel on.
 //!
 //! - [`Link::Blocking`]: a connection from the process's pool, the calling thread waiting for
-//!   the reply (the public methods). [`now`] runs a call on it to its end.
+//!   the reply (the public methods). [`run_blocking`] runs a call on it to its end.
 //! - [`Link::Async`]: a multiplexed connection (the adapters), whose replies the caller's task
 //!   awaits. Its driver task runs on the Tokio runtime that opened it, so each thread that
 //!   runs a current-thread runtime (the examples' workers, actix-web's worker threads) opens
@@ -59,7 +59,7 @@ pub(crate) enum Link {
 
 /// The output of `call`, a future that runs on [`Link::Blocking`] and so never waits for a
 /// wake-up: it is ready at its first poll.
-pub(super) fn now<T>(call: impl Future<Output = T>) -> T {
+pub(super) fn run_blocking<T>(call: impl Future<Output = T>) -> T {
     match pin!(call).poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(output) => output,
         Poll::Pending => unreachable!("a call on Link::Blocking awaits nothing"),

@@ -19,7 +19,7 @@ use crate::format::layout::{
 use crate::{ClusterStore, Expiry, Result, SetupError, StoreError};
 
 pub(crate) use link::Link;
-use link::{now, Connections};
+use link::{run_blocking, Connections};
 pub(crate) use tracker::Tracker;
 
 /// Bytes a cached copy adds after the session's: the epoch it was filled in.
@@ -373,7 +373,7 @@ impl RedisStore {
 
     /// [`get_raw`](Self::get_raw) into `out` (cleared first); returns whether it was found.
     pub fn get_raw_into(&self, sid: &str, out: &mut Vec<u8>) -> Result<bool> {
-        now(self.get_over(Link::Blocking, sid, out))
+        run_blocking(self.get_over(Link::Blocking, sid, out))
     }
 
     /// [`get_raw_into`](Self::get_raw_into) over `link`.
@@ -454,7 +454,7 @@ impl RedisStore {
     ) -> Result<T> {
         let pending = Forget { store: self, sid, armed: true };
         let reply = self.inner.links.query(link, what, pipe).await;
-        let forgotten = pending.now();
+        let forgotten = pending.done();
         let reply = reply?;
         forgotten.map(|()| reply)
     }
@@ -470,19 +470,19 @@ impl RedisStore {
 
     /// Stores the session's bytes (upsert).
     pub fn set_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<()> {
-        now(self.write_over(Link::Blocking, sid, value, expiry, SetIf::Always)).map(drop)
+        run_blocking(self.write_over(Link::Blocking, sid, value, expiry, SetIf::Always)).map(drop)
     }
 
     /// Stores the session's bytes only under an unused id (`SET … NX`); returns whether the
     /// id was free.
     pub fn add_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<bool> {
-        now(self.write_over(Link::Blocking, sid, value, expiry, SetIf::Absent))
+        run_blocking(self.write_over(Link::Blocking, sid, value, expiry, SetIf::Absent))
     }
 
     /// Stores the session's bytes only over a live session (`SET … XX`): a session destroyed
     /// on any host is never written back. Returns whether one was live.
     pub fn replace_raw(&self, sid: &str, value: &[u8], expiry: Expiry) -> Result<bool> {
-        now(self.write_over(Link::Blocking, sid, value, expiry, SetIf::Present))
+        run_blocking(self.write_over(Link::Blocking, sid, value, expiry, SetIf::Present))
     }
 
     /// Stores the session encoded as MessagePack (upsert).
@@ -517,7 +517,7 @@ impl RedisStore {
 
     /// Removes the session (`DEL`, then the local copy). Returns whether Redis had it.
     pub fn destroy(&self, sid: &str) -> Result<bool> {
-        now(self.destroy_over(Link::Blocking, sid))
+        run_blocking(self.destroy_over(Link::Blocking, sid))
     }
 
     /// [`destroy`](Self::destroy) over `link`.
@@ -531,7 +531,7 @@ impl RedisStore {
     /// Gives a live session a new expiry (`PEXPIRE`, then the local copy's). Returns whether
     /// it was live; an expiry already past removes it.
     pub fn touch(&self, sid: &str, expiry: Expiry) -> Result<bool> {
-        now(self.touch_over(Link::Blocking, sid, expiry))
+        run_blocking(self.touch_over(Link::Blocking, sid, expiry))
     }
 
     /// [`touch`](Self::touch) over `link`.
@@ -608,7 +608,7 @@ impl RedisStore {
     }
 }
 
-/// A pending [`RedisStore::forget`] of `sid`: done by [`now`](Forget::now), or, if the
+/// A pending [`RedisStore::forget`] of `sid`: done by [`done`](Forget::done), or, if the
 /// future holding it is dropped first, when it is dropped (its error then has nowhere to go:
 /// a copy a failed removal left is still removed by the tracker's invalidation).
 struct Forget<'a> {
@@ -618,7 +618,7 @@ struct Forget<'a> {
 }
 
 impl Forget<'_> {
-    fn now(mut self) -> Result<()> {
+    fn done(mut self) -> Result<()> {
         self.armed = false;
         self.store.forget(self.sid)
     }
