@@ -492,3 +492,30 @@ fn a_host_name_in_the_url_is_looked_up() {
     cached_in(&mut redis, &store, "s10");
     assert_eq!(store.get_raw("s10").unwrap().as_deref(), Some(&b"by name"[..]));
 }
+
+/// A tracker's connection belongs to its master alone: workers forked while it was open do
+/// not keep it open after the tracker has left it. Otherwise Redis would keep a tracking
+/// client that nobody reads, whose pushes pile up in its memory with every write.
+#[test]
+fn a_tracker_connection_left_behind_is_closed_though_workers_were_forked_with_it() {
+    let _serial = common::serial();
+    let mut redis = RedisServer::start();
+    let a = host(&redis, |c| c);
+    let tracker = format!("css-tracker-{}", a.name);
+    // A worker forked while the first connection is open; it outlives that connection.
+    let mut worker = common::spawn(|| loop {
+        std::thread::park();
+    });
+    // Lost (a PING unanswered while Redis is stopped), then armed on a new connection.
+    let epoch = a.store.epoch();
+    redis.pause();
+    until(common::WAIT, "A's tracker lost Redis", || a.store.epoch() != epoch);
+    redis.resume();
+    until(common::WAIT, "A re-armed", || a.store.trusted());
+    let trackers = |redis: &mut RedisServer| {
+        let list: String = redis.cmd(&["CLIENT", "LIST"]);
+        list.lines().filter(|l| l.contains(&format!(" name={tracker} "))).count()
+    };
+    until(common::WAIT, "only the new tracking connection left", || trackers(&mut redis) == 1);
+    assert_eq!(worker.kill(), 128 + 9);
+}

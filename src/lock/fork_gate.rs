@@ -8,13 +8,20 @@
 //! thread-local; the parent and child handlers, in that same thread (the child's only
 //! thread is a copy of it), take the guard back and drop it, unlocking each process's copy.
 //! The child handler also gives the signals back their default actions
-//! (`segment::signals::reset_in_child`).
+//! (`segment::signals::reset_in_child`), and closes the descriptors marked [`parent_only`]:
+//! the Redis tracker's connection, which a worker would otherwise keep open after its master
+//! has closed it, or has died.
 
 use std::cell::RefCell;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, Once};
 
 static GATE: Mutex<()> = Mutex::new(());
 static REGISTER: Once = Once::new();
+/// Descriptors a forked child closes at once, each slot one or -1. Changed only under the
+/// gate, so a fork finds them as they are.
+static PARENT_ONLY: [AtomicI32; 4] = [const { AtomicI32::new(-1) }; 4];
 
 thread_local! {
     static HELD: RefCell<Option<MutexGuard<'static, ()>>> = const { RefCell::new(None) };
@@ -30,6 +37,16 @@ extern "C" fn release() {
 }
 
 extern "C" fn release_in_child() {
+    for slot in &PARENT_ONLY {
+        let fd = slot.swap(-1, Relaxed);
+        if fd >= 0 {
+            // SAFETY: `fd` was open in the parent at the fork (marked under the gate, which
+            // the fork held, and unmarked before it is closed), so it names the same open
+            // file here; nothing in the child uses it (its owner, a thread of the parent, does
+            // not exist here), and `close` is async-signal-safe.
+            unsafe { libc::close(fd) };
+        }
+    }
     release();
     crate::segment::signals::reset_in_child();
 }
@@ -45,6 +62,22 @@ pub(crate) fn install() {
             unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release_in_child)) };
         debug_assert_eq!(rc, 0, "pthread_atfork failed");
     });
+}
+
+/// Marks `fd`, a connection of a thread of this process, as not to be kept by a child forked
+/// from now on. Returns false (and the children keep it) if every slot is taken.
+pub(crate) fn parent_only(fd: RawFd) -> bool {
+    let _gate = hold();
+    PARENT_ONLY.iter().any(|slot| slot.compare_exchange(-1, fd, Relaxed, Relaxed).is_ok())
+}
+
+/// Unmarks `fd`; call it before closing `fd`, so that no child forked after the close can
+/// take the number for a descriptor it names by then.
+pub(crate) fn unmark(fd: RawFd) {
+    let _gate = hold();
+    for slot in &PARENT_ONLY {
+        let _ = slot.compare_exchange(fd, -1, Relaxed, Relaxed);
+    }
 }
 
 /// Holds the gate: no fork can start until the guard is dropped.

@@ -22,7 +22,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
@@ -37,6 +37,7 @@ use crate::clock::now_ms;
 use crate::format::layout::{
     H_CACHE_BEAT_MS, H_CACHE_EPOCH, H_CACHE_INVALIDATIONS, H_CACHE_LOST_MS,
 };
+use crate::lock::fork_gate;
 use crate::ClusterStore;
 
 /// The longest wait between two attempts to connect.
@@ -114,6 +115,20 @@ impl Stream {
                 s.set_read_timeout(Some(timeout)).and(s.set_write_timeout(Some(timeout)))
             }
         }
+    }
+}
+
+/// Ends the connection for every process that holds it, not only this one: a worker forked
+/// before it was marked [`fork_gate::parent_only`] (or past the marks' slots) holds a copy of
+/// the socket, which would otherwise keep Redis's tracking client alive, and its unread
+/// pushes piling up in Redis's memory, until it exits. Then unmarks it, before it closes.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+        fork_gate::unmark(self.as_fd().as_raw_fd());
     }
 }
 
@@ -299,6 +314,9 @@ impl Tracking {
             ),
             _ => return Err("TLS is not supported".into()),
         };
+        // The master's alone: a worker forked from now on closes its copy at once, so the
+        // connection ends when the master leaves it or dies.
+        fork_gate::parent_only(stream.as_fd().as_raw_fd());
         stream.set_timeouts(timeout).map_err(|e| format!("socket timeouts: {e}"))?;
         let woken = self.woken.try_clone().map_err(|e| format!("wake-up socket: {e}"))?;
         let mut conn = Conn { stream, woken, buf: Vec::new(), timeout };
