@@ -13,7 +13,6 @@
 //! has closed it, or has died.
 
 use std::cell::RefCell;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, Once};
 
@@ -66,14 +65,16 @@ pub(crate) fn install() {
 
 /// Marks `fd`, a connection of a thread of this process, as not to be kept by a child forked
 /// from now on. Returns false (and the children keep it) if every slot is taken.
-pub(crate) fn parent_only(fd: RawFd) -> bool {
+#[cfg(feature = "redis")]
+pub(crate) fn parent_only(fd: std::os::fd::RawFd) -> bool {
     let _gate = hold();
     PARENT_ONLY.iter().any(|slot| slot.compare_exchange(-1, fd, Relaxed, Relaxed).is_ok())
 }
 
 /// Unmarks `fd`; call it before closing `fd`, so that no child forked after the close can
 /// take the number for a descriptor it names by then.
-pub(crate) fn unmark(fd: RawFd) {
+#[cfg(feature = "redis")]
+pub(crate) fn unmark(fd: std::os::fd::RawFd) {
     let _gate = hold();
     for slot in &PARENT_ONLY {
         let _ = slot.compare_exchange(fd, -1, Relaxed, Relaxed);
