@@ -328,12 +328,7 @@ fn through_the_adapter_a_call_waiting_for_redis_leaves_the_runtime_serving() {
     let a = host(&redis, |c| c);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let store = a.store.clone();
-    let record = |visits: u32| Record {
-        id: Id::default(),
-        data: [("visits".to_owned(), visits.into())].into(),
-        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
-    };
-    let mut first = record(1);
+    let mut first = visits(1);
     runtime.block_on(store.create(&mut first)).unwrap();
     cached(&mut redis, &a, &first.id.to_string());
 
@@ -346,7 +341,7 @@ fn through_the_adapter_a_call_waiting_for_redis_leaves_the_runtime_serving() {
         let order = Arc::new(Mutex::new(Vec::new()));
         let start = Instant::now();
         let saver = tokio::spawn({
-            let (store, order, second) = (store.clone(), Arc::clone(&order), record(2));
+            let (store, order, second) = (store.clone(), Arc::clone(&order), visits(2));
             async move {
                 let saved = store.save(&Record { id: first.id, ..second }).await;
                 order.lock().unwrap().push("save");
@@ -369,7 +364,7 @@ fn through_the_adapter_a_call_waiting_for_redis_leaves_the_runtime_serving() {
     redis.resume();
     until(common::WAIT, "re-armed after SIGCONT", || a.store.trusted());
     runtime.block_on(async {
-        let second = Record { id: first.id, ..record(3) };
+        let second = Record { id: first.id, ..visits(3) };
         store.save(&second).await.unwrap();
         let read = store.load(&first.id).await.unwrap().expect("the saved session");
         assert_eq!(read.data["visits"], 3);
