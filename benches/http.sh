@@ -90,28 +90,10 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   echo "round $round: shared $(tail -1 "$tmp/shared"); memory $(tail -1 "$tmp/memory")"
 done
-# Medians: of each store's requests/s, p50 and p99 (wrk's units kept), and of the ratios.
-medians=$(python3 - "$tmp/shared" "$tmp/memory" <<'PY'
-import re, statistics, sys
-def seconds(t):
-    v, unit = re.fullmatch(r"([0-9.]+)(us|ms|s)", t).groups()
-    return float(v) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
-def show(s):
-    return f"{s * 1e6:.0f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"
-runs = [[line.split() for line in open(path) if line.strip()] for path in sys.argv[1:]]
-out = []
-for rows in runs:
-    rps = statistics.median(float(r[0]) for r in rows)
-    p50 = statistics.median(seconds(r[1]) for r in rows)
-    p99 = statistics.median(seconds(r[2]) for r in rows)
-    out += [f"{rps:,.0f}", show(p50), show(p99)]
-ratios = [float(a[0]) / float(b[0]) for a, b in zip(*runs)]
-q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-out += [f"{statistics.median(ratios):.3f}", f"{q1:.3f} to {q3:.3f}", " ".join(f"{r:.3f}" for r in ratios)]
-print("|".join(out))
-PY
-)
-IFS='|' read -r shared_rps shared_p50 shared_p99 memory_rps memory_p50 memory_p99 ratio quartiles ratios <<<"$medians"
+# Medians: of each store's requests/s, p50 and p99, and of the ratios (benches/rounds.py).
+medians=$(python3 benches/rounds.py "$tmp/shared" "$tmp/memory")
+IFS='|' read -r shared_rps shared_p50 shared_p99 memory_rps memory_p50 memory_p99 ratio q1 q3 ratios <<<"$medians"
+quartiles="$q1 to $q3"
 summary="| store | requests/s | p50 | p99 |
 |---|---|---|---|
 | cluster-session-store (shared by $WORKERS workers) | $shared_rps | $shared_p50 | $shared_p99 |

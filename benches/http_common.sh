@@ -48,3 +48,20 @@ port_of() {
   [[ -n $port ]] || { cat "$1" >&2; echo "server did not start" >&2; exit 1; }
   echo "$port"
 }
+
+# start_redis DIR: a redis-server of the script's own on a free port of 127.0.0.1, persistence
+# off, its files in DIR; sets redis (its pid, for the caller's cleanup) and redis_port, and
+# returns once it answers PING.
+start_redis() {
+  # The kernel's choice of a free port, released just before redis-server binds it.
+  redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
+    --dir "$1" --logfile "$1/redis.log" &
+  redis=$!
+  for _ in $(seq 1 100); do # waiting for Redis, bounded by the loop
+    [[ $(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null) == PONG ]] && return
+    sleep 0.05
+  done
+  echo "redis-server did not start" >&2
+  exit 1
+}

@@ -63,17 +63,8 @@ finish() {
 }
 trap finish EXIT
 
-# A free port for Redis (the kernel's choice, released just before redis-server binds it).
-redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
-  --dir "$tmp" --logfile "$tmp/redis.log" &
-redis=$!
+start_redis "$tmp"
 rcli() { redis-cli -h 127.0.0.1 -p "$redis_port" "$@"; }
-for _ in $(seq 1 100); do # waiting for Redis, bounded by the loop
-  [[ $(rcli ping 2>/dev/null) == PONG ]] && break
-  sleep 0.05
-done
-[[ $(rcli ping) == PONG ]] || { echo "redis-server did not start" >&2; exit 1; }
 redis_url="redis://127.0.0.1:$redis_port"
 redis_version=$(rcli info server | awk -F: '/^redis_version/ { print $2 }' | tr -d '\r')
 
@@ -157,26 +148,11 @@ done
 # One table row per route: each store's medians (requests/s, p50, p99, Redis commands per
 # request) and the median of the rounds' ratios of requests/s with their quartiles.
 row() {
-  python3 - "$tmp/ours.$1" "$tmp/peer.$1" <<'PY'
-import re, statistics, sys
-def seconds(t):
-    v, unit = re.fullmatch(r"([0-9.]+)(us|ms|s)", t).groups()
-    return float(v) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
-def show(s):
-    return f"{s * 1e6:.0f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"
-runs = [[line.split() for line in open(path) if line.strip()] for path in sys.argv[1:]]
-out = []
-for rows in runs:
-    rps = statistics.median(float(r[0]) for r in rows)
-    p50 = statistics.median(seconds(r[1]) for r in rows)
-    p99 = statistics.median(seconds(r[2]) for r in rows)
-    calls = statistics.median(float(r[3]) for r in rows)
-    out += [f"{rps:,.0f}", f"{show(p50)} / {show(p99)}", f"{calls:.2f}"]
-ratios = [float(a[0]) / float(b[0]) for a, b in zip(*runs)]
-q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-out += [f"**{statistics.median(ratios):.2f}×**", f"{q1:.2f}× to {q3:.2f}×"]
-print(" | ".join(out))
-PY
+  local a_rps a_p50 a_p99 a_calls b_rps b_p50 b_p99 b_calls ratio q1 q3 _
+  IFS='|' read -r a_rps a_p50 a_p99 a_calls b_rps b_p50 b_p99 b_calls ratio q1 q3 _ \
+    <<<"$(python3 benches/rounds.py "$tmp/ours.$1" "$tmp/peer.$1")"
+  printf '%s | %s / %s | %.2f | %s | %s / %s | %.2f | **%.2f×** | %.2f× to %.2f×' \
+    "$a_rps" "$a_p50" "$a_p99" "$a_calls" "$b_rps" "$b_p50" "$b_p99" "$b_calls" "$ratio" "$q1" "$q3"
 }
 summary="| route | writes | RedisStore requests/s | p50 / p99 | Redis commands per request | tower-sessions-redis-store requests/s | p50 / p99 | Redis commands per request | ratio (median of rounds) | quartiles |
 |---|---|---|---|---|---|---|---|---|---|

@@ -43,15 +43,7 @@ stop() {
 }
 trap 'stop; [[ -n $redis ]] && { kill -TERM "$redis" 2>/dev/null; wait "$redis" 2>/dev/null; }; rm -rf "$tmp"' EXIT
 
-# redis-server on a free port, persistence off.
-redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$redis_port" --save '' --appendonly no --bind 127.0.0.1 >"$tmp/redis.log" 2>&1 &
-redis=$!
-for _ in $(seq 1 100); do # bounded wait for redis to answer
-  redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
-  sleep 0.05
-done
-redis-cli -p "$redis_port" ping >/dev/null
+start_redis "$tmp"
 
 write_sessions_lua "$tmp/sessions.lua"
 : >"$tmp/results"
